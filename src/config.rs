@@ -1,0 +1,327 @@
+//! Configuration: defaults → `config.toml` → `.env` → environment variables.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// A configuration problem, naming the offending key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid value for {key}: {message}")]
+    Invalid { key: &'static str, message: String },
+}
+
+/// The daemon's settings. Every field has a default; see `config.toml.example`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address the HTTP API listens on (`BIND`).
+    pub bind: String,
+    /// Watched folder; API uploads are stored here too (`UPLOAD_FOLDER`).
+    pub upload_folder: PathBuf,
+    /// Where sidecar JSON files go; `None` writes them beside the audio (`RESULTS_FOLDER`).
+    pub results_folder: Option<PathBuf>,
+    /// SQLite database, `sqlite:///relative.db`, `sqlite:////abs.db` or a plain path (`DATABASE_URL`).
+    pub database_url: String,
+    /// Largest accepted upload in bytes (`MAX_CONTENT_LENGTH`).
+    pub max_content_length: u64,
+    /// Accepted file extensions, lower case, without dots (`ALLOWED_EXTENSIONS`).
+    pub allowed_extensions: BTreeSet<String>,
+    /// Accepted for compatibility with the seed's `.env`; the API has no sessions to sign (`SECRET_KEY`).
+    pub secret_key: Option<String>,
+    /// Number of pipeline workers (`WORKERS`).
+    pub workers: usize,
+    /// Seconds a running job may take to finish on shutdown before it is re-queued (`GRACE_PERIOD_S`).
+    pub grace_period_s: u64,
+    /// Folder of the daily-rolling log file; `None` logs to stderr only (`LOG_DIR`).
+    pub log_dir: Option<PathBuf>,
+    /// Folder where installed models are cached (`MODELS_DIR`).
+    pub models_dir: PathBuf,
+    /// Whisper model: `base`, `tiny.en` or a path to a ggml file (`WHISPER_MODEL`).
+    pub whisper_model: String,
+    /// Threads for whisper.cpp; `None` = number of cores (`WHISPER_THREADS`).
+    pub whisper_threads: Option<usize>,
+    /// Force the transcription language (ISO code); `None` auto-detects (`LANGUAGE`).
+    pub language: Option<String>,
+    /// Run speaker diarization (`DIARIZATION`).
+    pub diarization: bool,
+    /// Default speaker-count hints for jobs that give none.
+    pub num_speakers: Option<usize>,
+    pub min_speakers: Option<usize>,
+    pub max_speakers: Option<usize>,
+    /// Analysis backend: `gemini-…`, `qwen2.5-coder-1.5b`, `qwen2.5-coder-0.5b` or `none` (`LLM_MODEL`).
+    pub llm_model: String,
+    /// Threads for the local LLM; `None` = number of cores (`LLM_THREADS`).
+    pub llm_threads: Option<usize>,
+    /// Gemini API key (`GEMINI_API_KEY`).
+    pub gemini_api_key: Option<String>,
+    /// Gemini endpoint base URL (`GEMINI_BASE_URL`).
+    pub gemini_base_url: String,
+    /// Accepted for compatibility; no model is fetched from a hub (`HF_TOKEN`).
+    pub hf_token: Option<String>,
+}
+
+/// Default database URL, as in the seed application.
+pub const DEFAULT_DATABASE_URL: &str = "sqlite:///diarize_ai_agent.db";
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            bind: "127.0.0.1:5000".into(),
+            upload_folder: "uploads".into(),
+            results_folder: None,
+            database_url: DEFAULT_DATABASE_URL.into(),
+            max_content_length: 209_715_200,
+            allowed_extensions: ["wav", "mp3", "m4a", "ogg", "webm"].iter().map(|s| s.to_string()).collect(),
+            secret_key: None,
+            workers: 1,
+            grace_period_s: 30,
+            log_dir: Some("logs".into()),
+            models_dir: "models-cache".into(),
+            whisper_model: "base".into(),
+            whisper_threads: None,
+            language: None,
+            diarization: true,
+            num_speakers: None,
+            min_speakers: None,
+            max_speakers: None,
+            llm_model: "qwen2.5-coder-1.5b".into(),
+            llm_threads: None,
+            gemini_api_key: None,
+            gemini_base_url: "https://generativelanguage.googleapis.com".into(),
+            hf_token: None,
+        }
+    }
+}
+
+impl Config {
+    /// Loads defaults, then `path` (if given and present), then `.env`, then the environment.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut cfg = match path {
+            Some(p) => Self::from_file(p)?,
+            None => Self::default(),
+        };
+        // `.env` never overrides variables already set in the environment.
+        let _ = dotenvy::dotenv();
+        cfg.apply_env(|k| std::env::var(k).ok())?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Parses a TOML file; unknown keys are errors.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        Self::from_toml(&text).map_err(|message| ConfigError::Parse { path: path.to_owned(), message })
+    }
+
+    /// Parses TOML text.
+    pub fn from_toml(text: &str) -> Result<Self, String> {
+        toml::from_str(text).map_err(|e| e.to_string().trim().replace('\n', " "))
+    }
+
+    /// Applies environment overrides read through `get`.
+    pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        let text = |key: &str| get(key).filter(|v| !v.trim().is_empty());
+        if let Some(v) = text("BIND") {
+            self.bind = v;
+        }
+        if let Some(v) = text("UPLOAD_FOLDER") {
+            self.upload_folder = v.into();
+        }
+        if let Some(v) = text("RESULTS_FOLDER") {
+            self.results_folder = Some(v.into());
+        }
+        if let Some(v) = text("DATABASE_URL") {
+            self.database_url = v;
+        }
+        if let Some(v) = text("MAX_CONTENT_LENGTH") {
+            self.max_content_length = parse_num("MAX_CONTENT_LENGTH", &v)?;
+        }
+        if let Some(v) = text("ALLOWED_EXTENSIONS") {
+            self.allowed_extensions = parse_extensions(&v);
+        }
+        if let Some(v) = text("SECRET_KEY") {
+            self.secret_key = Some(v);
+        }
+        if let Some(v) = text("WORKERS") {
+            self.workers = parse_num("WORKERS", &v)?;
+        }
+        if let Some(v) = text("GRACE_PERIOD_S") {
+            self.grace_period_s = parse_num("GRACE_PERIOD_S", &v)?;
+        }
+        if let Some(v) = text("LOG_DIR") {
+            self.log_dir = (v != "none").then(|| v.into());
+        }
+        if let Some(v) = text("MODELS_DIR") {
+            self.models_dir = v.into();
+        }
+        if let Some(v) = text("WHISPER_MODEL") {
+            self.whisper_model = v;
+        }
+        if let Some(v) = text("WHISPER_THREADS") {
+            self.whisper_threads = Some(parse_num("WHISPER_THREADS", &v)?);
+        }
+        if let Some(v) = text("LANGUAGE") {
+            self.language = (v != "auto").then_some(v);
+        }
+        if let Some(v) = text("DIARIZATION") {
+            self.diarization = parse_bool("DIARIZATION", &v)?;
+        }
+        if let Some(v) = text("LLM_MODEL") {
+            self.llm_model = v;
+        }
+        if let Some(v) = text("LLM_THREADS") {
+            self.llm_threads = Some(parse_num("LLM_THREADS", &v)?);
+        }
+        if let Some(v) = text("GEMINI_API_KEY") {
+            self.gemini_api_key = Some(v);
+        }
+        if let Some(v) = text("GEMINI_BASE_URL") {
+            self.gemini_base_url = v;
+        }
+        if let Some(v) = text("HF_TOKEN") {
+            self.hf_token = Some(v);
+        }
+        Ok(())
+    }
+
+    /// Checks values that parse but make no sense.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key, message: &str| Err(ConfigError::Invalid { key, message: message.into() });
+        if self.bind.parse::<std::net::SocketAddr>().is_err() {
+            return invalid("bind", "expected HOST:PORT, e.g. 127.0.0.1:5000");
+        }
+        if self.workers == 0 {
+            return invalid("workers", "must be at least 1");
+        }
+        if self.max_content_length == 0 {
+            return invalid("max_content_length", "must be positive");
+        }
+        if self.allowed_extensions.is_empty() {
+            return invalid("allowed_extensions", "no extension given");
+        }
+        if self.whisper_threads == Some(0) || self.llm_threads == Some(0) {
+            return invalid("whisper_threads", "thread counts must be at least 1");
+        }
+        if let (Some(lo), Some(hi)) = (self.min_speakers, self.max_speakers) {
+            if lo > hi {
+                return invalid("min_speakers", "greater than max_speakers");
+            }
+        }
+        self.database_path()?;
+        Ok(())
+    }
+
+    /// The SQLite file named by `database_url`.
+    pub fn database_path(&self) -> Result<PathBuf, ConfigError> {
+        database_path(&self.database_url)
+    }
+
+    /// Threads for whisper.cpp.
+    pub fn whisper_threads(&self) -> usize {
+        self.whisper_threads.unwrap_or_else(cores)
+    }
+
+    /// Threads for the local LLM.
+    pub fn llm_threads(&self) -> usize {
+        self.llm_threads.unwrap_or_else(cores)
+    }
+
+    /// Whether `ext` (any case, no dot) is accepted.
+    pub fn extension_allowed(&self, ext: &str) -> bool {
+        self.allowed_extensions.contains(&ext.to_ascii_lowercase())
+    }
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+}
+
+/// Resolves `sqlite:///rel.db` (relative), `sqlite:////abs.db` (absolute) or a plain path.
+pub fn database_path(url: &str) -> Result<PathBuf, ConfigError> {
+    let path = match url.strip_prefix("sqlite://") {
+        Some(rest) => rest.strip_prefix('/').unwrap_or(rest),
+        None if url.contains("://") => {
+            return Err(ConfigError::Invalid {
+                key: "DATABASE_URL",
+                message: format!("only sqlite URLs are supported, got {url:?}"),
+            });
+        }
+        None => url,
+    };
+    if path.is_empty() || path == ":memory:" {
+        return Err(ConfigError::Invalid { key: "DATABASE_URL", message: "needs a file path".into() });
+    }
+    Ok(PathBuf::from(path))
+}
+
+fn parse_num<T: std::str::FromStr>(key: &'static str, v: &str) -> Result<T, ConfigError>
+where
+    T::Err: std::fmt::Display,
+{
+    v.trim().parse().map_err(|e: T::Err| ConfigError::Invalid { key, message: format!("{v:?}: {e}") })
+}
+
+fn parse_bool(key: &'static str, v: &str) -> Result<bool, ConfigError> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" => Ok(false),
+        _ => Err(ConfigError::Invalid { key, message: format!("{v:?} is not a boolean") }),
+    }
+}
+
+fn parse_extensions(v: &str) -> BTreeSet<String> {
+    v.split(',')
+        .map(|e| e.trim().trim_start_matches('.').to_ascii_lowercase())
+        .filter(|e| !e.is_empty())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn database_urls() {
+        assert_eq!(
+            database_path("sqlite:///diarize_ai_agent.db").unwrap(),
+            PathBuf::from("diarize_ai_agent.db")
+        );
+        assert_eq!(database_path("sqlite:////var/lib/d.db").unwrap(), PathBuf::from("/var/lib/d.db"));
+        assert_eq!(database_path("/tmp/x.db").unwrap(), PathBuf::from("/tmp/x.db"));
+        assert!(database_path("postgres://x").is_err());
+    }
+
+    #[test]
+    fn env_overrides_file() {
+        let mut cfg = Config::from_toml("max_content_length = 10\nworkers = 2\n").unwrap();
+        assert_eq!(cfg.max_content_length, 10);
+        cfg.apply_env(|k| match k {
+            "MAX_CONTENT_LENGTH" => Some("99".into()),
+            "ALLOWED_EXTENSIONS" => Some(" WAV, .mp3 ".into()),
+            _ => None,
+        })
+        .unwrap();
+        assert_eq!(cfg.max_content_length, 99);
+        assert_eq!(cfg.workers, 2);
+        assert!(cfg.extension_allowed("wav") && cfg.extension_allowed("MP3"));
+        assert!(!cfg.extension_allowed("ogg"));
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        let err = Config::from_toml("no_such_key = 1").unwrap_err();
+        assert!(err.contains("no_such_key"), "{err}");
+        let mut cfg = Config::default();
+        let err = cfg.apply_env(|k| (k == "MAX_CONTENT_LENGTH").then(|| "lots".into())).unwrap_err();
+        assert!(err.to_string().contains("MAX_CONTENT_LENGTH"), "{err}");
+        let cfg = Config { workers: 0, ..Config::default() };
+        assert!(cfg.validate().unwrap_err().to_string().contains("workers"));
+    }
+}

@@ -1,0 +1,155 @@
+//! Plain data shared by every module: jobs, segments, speaker turns, analysis.
+
+use serde::{Deserialize, Serialize};
+
+/// Lifecycle of a job. `Uploaded` → `Queued` → `Processing` → `Done` | `Error`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Uploaded,
+    Queued,
+    Processing,
+    Done,
+    Error,
+}
+
+impl Status {
+    /// The name stored in SQLite and shown in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Uploaded => "uploaded",
+            Status::Queued => "queued",
+            Status::Processing => "processing",
+            Status::Done => "done",
+            Status::Error => "error",
+        }
+    }
+
+    /// Parses a stored or user-supplied status name.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "uploaded" => Status::Uploaded,
+            "queued" => Status::Queued,
+            "processing" => Status::Processing,
+            "done" => Status::Done,
+            "error" => Status::Error,
+            _ => return None,
+        })
+    }
+
+    /// All statuses, in lifecycle order.
+    pub const ALL: [Status; 5] =
+        [Status::Uploaded, Status::Queued, Status::Processing, Status::Done, Status::Error];
+}
+
+/// How a job entered the system.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    Upload,
+    Watch,
+}
+
+impl Source {
+    /// The name stored in SQLite and shown in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Upload => "upload",
+            Source::Watch => "watch",
+        }
+    }
+}
+
+/// Speaker-count hints for diarization (all optional).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SpeakerHints {
+    pub num_speakers: Option<usize>,
+    pub min_speakers: Option<usize>,
+    pub max_speakers: Option<usize>,
+}
+
+/// One job row, as stored and as returned over HTTP.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Job {
+    pub id: String,
+    pub audio_path: String,
+    pub original_filename: Option<String>,
+    pub sha256: String,
+    pub source: Source,
+    pub status: Status,
+    pub error_message: Option<String>,
+    pub conversation_type: Option<String>,
+    pub summary: Option<String>,
+    pub keypoints: Option<Vec<String>>,
+    pub language: Option<String>,
+    pub language_probability: Option<f32>,
+    pub clean_transcript: Option<String>,
+    pub transcript: Option<String>,
+    pub duration_s: Option<f64>,
+    /// Percent of the current run done (0–100) while processing.
+    pub progress: Option<f32>,
+    #[serde(flatten)]
+    pub speakers: SpeakerHints,
+    pub created_at: String,
+    pub updated_at: String,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+}
+
+/// A word (or token) with its time span, where the recogniser gives one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Word {
+    pub start_s: f64,
+    pub end_s: f64,
+    pub text: String,
+    pub probability: f32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub speaker: Option<String>,
+}
+
+/// One timestamped transcript segment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Segment {
+    pub start_s: f64,
+    pub end_s: f64,
+    pub text: String,
+    /// `Speaker00`, `Speaker01`, … once diarized.
+    pub speaker: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub words: Vec<Word>,
+}
+
+/// A stretch of time in which one speaker talks (turns may overlap).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SpeakerTurn {
+    pub start_s: f64,
+    pub end_s: f64,
+    pub speaker: String,
+}
+
+/// What the recogniser produced for a whole file.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Transcript {
+    /// ISO 639-1 code, e.g. `en`.
+    pub language: Option<String>,
+    pub language_probability: Option<f32>,
+    pub segments: Vec<Segment>,
+}
+
+impl Transcript {
+    /// The segments' text joined by single spaces.
+    pub fn text(&self) -> String {
+        let parts: Vec<&str> = self.segments.iter().map(|s| s.text.trim()).collect();
+        parts.join(" ").trim().to_string()
+    }
+}
+
+/// Structured analysis of a conversation.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Analysis {
+    pub conversation_type: Option<String>,
+    pub summary: Option<String>,
+    pub keypoints: Option<Vec<String>>,
+    pub language: Option<String>,
+    pub clean_transcript: Option<String>,
+}

