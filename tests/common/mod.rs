@@ -1,0 +1,212 @@
+//! Test harness: starts the real `diarized` binary on a free port with its own folders.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// Repository root.
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A shared fixture recording.
+pub fn fixture(name: &str) -> PathBuf {
+    repo().join("../shared/fixtures").join(name)
+}
+
+/// Where installed models live for tests (CI installs them before the tests run).
+pub fn models_dir() -> PathBuf {
+    std::env::var_os("MODELS_DIR").map(PathBuf::from).unwrap_or_else(|| repo().join("models-cache"))
+}
+
+/// A running daemon in a temporary working directory.
+pub struct Daemon {
+    pub dir: tempfile::TempDir,
+    pub child: Child,
+    pub base: String,
+    env: Vec<(String, String)>,
+    pub stderr_log: PathBuf,
+}
+
+impl Daemon {
+    /// Starts a daemon with tiny.en, no analysis, one worker, plus `extra` env.
+    pub fn start(extra: &[(&str, &str)]) -> Daemon {
+        let dir = tempfile::tempdir().unwrap();
+        Self::start_in(dir, extra)
+    }
+
+    /// Starts a daemon in an existing directory (to restart on the same state).
+    pub fn start_in(dir: tempfile::TempDir, extra: &[(&str, &str)]) -> Daemon {
+        let mut env: Vec<(String, String)> = [
+            ("BIND", "127.0.0.1:0"),
+            ("UPLOAD_FOLDER", "uploads"),
+            ("DATABASE_URL", "sqlite:///jobs.db"),
+            ("LOG_DIR", "logs"),
+            ("WHISPER_MODEL", "tiny.en"),
+            ("WHISPER_THREADS", "1"),
+            ("LLM_MODEL", "none"),
+            ("RUST_LOG", "info,diarized=debug"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        env.push(("MODELS_DIR".into(), models_dir().to_string_lossy().into_owned()));
+        for (k, v) in extra {
+            env.retain(|(key, _)| key != k);
+            env.push((k.to_string(), v.to_string()));
+        }
+        Self::spawn(dir, env)
+    }
+
+    fn spawn(dir: tempfile::TempDir, env: Vec<(String, String)>) -> Daemon {
+        let stderr_log = dir.path().join("stderr.log");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_diarized"));
+        cmd.current_dir(dir.path())
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", std::env::var("HOME").unwrap_or_default())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&stderr_log).unwrap());
+        for (k, v) in &env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("starting diarized");
+        let stdout = child.stdout.take().unwrap();
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).unwrap();
+        let addr = line.trim().rsplit(' ').next().unwrap_or_default().to_string();
+        assert!(
+            addr.starts_with("http://"),
+            "daemon did not start: {line:?}\n{}",
+            std::fs::read_to_string(&stderr_log).unwrap_or_default()
+        );
+        Daemon { dir, child, base: addr, env, stderr_log }
+    }
+
+    /// Kills with SIGKILL and starts again on the same folder and database.
+    pub fn kill9_and_restart(mut self) -> Daemon {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+        self.restart()
+    }
+
+    /// Starts again on the same folder and database (the old process must have exited).
+    pub fn restart(mut self) -> Daemon {
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
+        let env = std::mem::take(&mut self.env);
+        drop(self);
+        Self::spawn(dir, env)
+    }
+
+    /// Sends a signal with `kill`.
+    pub fn signal(&self, sig: &str) {
+        let ok =
+            Command::new("kill").arg(format!("-{sig}")).arg(self.child.id().to_string()).status().unwrap();
+        assert!(ok.success());
+    }
+
+    /// Waits for the process to exit and returns its code.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
+    pub fn uploads(&self) -> PathBuf {
+        self.dir.path().join("uploads")
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    pub fn client() -> reqwest::blocking::Client {
+        reqwest::blocking::Client::builder().timeout(Duration::from_secs(600)).build().unwrap()
+    }
+
+    pub fn get(&self, path: &str) -> (u16, Value) {
+        json_reply(Self::client().get(self.url(path)).send().unwrap())
+    }
+
+    pub fn upload(&self, path: &str, file: &Path) -> (u16, Value) {
+        let form = reqwest::blocking::multipart::Form::new().file("file", file).unwrap();
+        json_reply(Self::client().post(self.url(path)).multipart(form).send().unwrap())
+    }
+
+    /// Polls a job until it leaves queued/processing.
+    pub fn wait_job(&self, id: &str, timeout: Duration) -> Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let (_, job) = self.get(&format!("/api/jobs/{id}"));
+            let status = job["status"].as_str().unwrap_or_default().to_string();
+            if !matches!(status.as_str(), "queued" | "processing" | "uploaded") || Instant::now() > deadline {
+                return job;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Polls the job list until `pred` holds.
+    pub fn wait_jobs(&self, timeout: Duration, pred: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let (_, jobs) = self.get("/api/jobs");
+            let jobs = jobs.as_array().cloned().unwrap_or_default();
+            if pred(&jobs) || Instant::now() > deadline {
+                return jobs;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.stderr_log).unwrap_or_default()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn json_reply(r: reqwest::blocking::Response) -> (u16, Value) {
+    let status = r.status().as_u16();
+    let text = r.text().unwrap_or_default();
+    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+}
+
+/// Lower-case words without punctuation.
+pub fn words(text: &str) -> Vec<String> {
+    text.split_whitespace()
+        .map(|w| w.chars().filter(|c| c.is_alphanumeric() || *c == '\'').collect::<String>().to_lowercase())
+        .filter(|w| !w.is_empty())
+        .collect()
+}
+
+/// Word error rate of `hyp` against `reference` (Levenshtein over normalised words).
+pub fn wer(reference: &str, hyp: &str) -> f64 {
+    let (r, h) = (words(reference), words(hyp));
+    let mut prev: Vec<usize> = (0..=h.len()).collect();
+    for i in 1..=r.len() {
+        let mut cur = vec![i; h.len() + 1];
+        for j in 1..=h.len() {
+            let sub = prev[j - 1] + usize::from(r[i - 1] != h[j - 1]);
+            cur[j] = sub.min(prev[j] + 1).min(cur[j - 1] + 1);
+        }
+        prev = cur;
+    }
+    prev[h.len()] as f64 / r.len().max(1) as f64
+}
+
+pub const JFK: &str = "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country.";
