@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -118,7 +118,7 @@ impl Queue {
     fn run_job(&self, stages: &mut Stages, job: &Job, stage: RunStage, cfg: &Config) {
         let started = Instant::now();
         tracing::info!(job = %job.id, path = %job.audio_path, ?stage, "job started");
-        let mut sink = StoreSink { store: &self.store, id: &job.id };
+        let mut sink = StoreSink { store: &self.store, id: &job.id, last_percent: AtomicU32::new(u32::MAX) };
         let outcome = match stage {
             RunStage::All => {
                 let hints = crate::model::SpeakerHints {
@@ -206,6 +206,8 @@ impl Queue {
 struct StoreSink<'a> {
     store: &'a Store,
     id: &'a str,
+    /// Last whole percent written, so progress costs one write per percent at most.
+    last_percent: AtomicU32,
 }
 
 fn stored<T>(r: Result<T, StoreError>) -> Result<T, StageError> {
@@ -226,6 +228,9 @@ impl ResultSink for StoreSink<'_> {
         stored(self.store.save_analysis(self.id, analysis))
     }
     fn progress(&self, percent: f32) {
+        if self.last_percent.swap(percent as u32, Ordering::Relaxed) == percent as u32 {
+            return;
+        }
         if let Err(e) = self.store.set_progress(self.id, percent) {
             tracing::debug!(job = self.id, error = %e, "progress not saved");
         }
