@@ -2,7 +2,7 @@
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -372,6 +372,42 @@ impl Drop for TempFile {
     }
 }
 
+/// The request body as a stream of chunks for multer. After each chunk it reports `Pending`
+/// once (waking itself at once): multer reads until its source is pending, and a source that
+/// never is would be buffered whole in memory.
+struct BodyStream<'r> {
+    request: &'r mut Request,
+    yielded: bool,
+}
+
+impl futures_util::Stream for BodyStream<'_> {
+    type Item = std::io::Result<bytes::Bytes>;
+
+    fn poll_next(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        use std::task::Poll;
+        let this = self.get_mut();
+        if this.yielded {
+            this.yielded = false;
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        let mut buf = vec![0u8; 256 * 1024];
+        let read = this.request.as_reader().read(&mut buf);
+        match read {
+            Ok(0) => Poll::Ready(None),
+            Ok(n) => {
+                buf.truncate(n);
+                this.yielded = true;
+                Poll::Ready(Some(Ok(bytes::Bytes::from(buf))))
+            }
+            Err(e) => Poll::Ready(Some(Err(e))),
+        }
+    }
+}
+
 /// A received upload, in a hidden temp file inside the upload folder.
 struct Upload {
     temp: PathBuf,
@@ -390,20 +426,7 @@ fn receive_upload(
     limit: u64,
     allowed: impl Fn(&str) -> bool,
 ) -> Result<Upload, ApiError> {
-    // multer wants a `Send` stream; the request lives behind a mutex for the stream's lifetime.
-    let reader: Arc<Mutex<&mut Request>> = Arc::new(Mutex::new(req));
-    let body = futures_util::stream::unfold(Arc::clone(&reader), |r| async move {
-        let mut buf = vec![0u8; 256 * 1024];
-        let n = r.lock().unwrap_or_else(|p| p.into_inner()).as_reader().read(&mut buf);
-        match n {
-            Ok(0) => None,
-            Ok(n) => {
-                buf.truncate(n);
-                Some((Ok(bytes::Bytes::from(buf)), r))
-            }
-            Err(e) => Some((Err(e), r)),
-        }
-    });
+    let body = BodyStream { request: req, yielded: false };
     let constraints = multer::Constraints::new()
         .size_limit(multer::SizeLimit::new().whole_stream(limit.saturating_add(64 * 1024)));
     let mut multipart = multer::Multipart::with_constraints(body, boundary, constraints);

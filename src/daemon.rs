@@ -50,7 +50,7 @@ pub fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<()> {
     let queue = Queue::new(Arc::clone(&store), Arc::clone(&config))?;
 
     let server =
-        Arc::new(tiny_http::Server::http(&cfg.bind).map_err(|e| {
+        Arc::new(listen(&cfg.bind).map_err(|e| {
             StartupError(format!("invalid value for BIND: cannot listen on {}: {e}", cfg.bind))
         })?);
     let addr = server.server_addr().to_ip().map(|a| a.to_string()).unwrap_or_else(|| cfg.bind.clone());
@@ -97,6 +97,19 @@ pub fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<()> {
     let requeued = queue.shutdown(workers, grace);
     tracing::info!(requeued = requeued.len(), "stopped");
     Ok(())
+}
+
+/// Binds the API socket with TCP_NODELAY, which accepted connections inherit: tiny_http writes
+/// responses in pieces, and Nagle's algorithm with delayed ACKs would add ~40 ms to each.
+fn listen(bind: &str) -> Result<tiny_http::Server, Box<dyn std::error::Error + Send + Sync>> {
+    use socket2::{Domain, Socket, Type};
+    let addr: std::net::SocketAddr = bind.parse()?;
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.set_tcp_nodelay(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(128)?;
+    tiny_http::Server::from_listener(std::net::TcpListener::from(socket), None)
 }
 
 /// The daily-rolling log file, reopened on SIGHUP (after logrotate moved it, say).
