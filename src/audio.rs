@@ -1,6 +1,17 @@
-//! Decoding every accepted format to 16 kHz mono f32.
+//! Decoding every accepted format to 16 kHz mono f32 (symphonia; libopus for Opus).
 
+use std::fs::File;
 use std::path::Path;
+use std::sync::OnceLock;
+
+use rubato::{FftFixedIn, Resampler};
+use symphonia::core::codecs::audio::{AudioDecoder, AudioDecoderOptions};
+use symphonia::core::codecs::registry::CodecRegistry;
+use symphonia::core::errors::Error as SymError;
+use symphonia::core::formats::probe::Hint;
+use symphonia::core::formats::{FormatOptions, FormatReader, TrackType};
+use symphonia::core::io::MediaSourceStream;
+use symphonia::core::meta::MetadataOptions;
 
 /// Sample rate of every buffer handed to the stages.
 pub const SAMPLE_RATE: u32 = 16_000;
@@ -29,7 +40,270 @@ pub enum AudioError {
     Decode(String),
 }
 
-/// Decodes, down-mixes and resamples a file.
+/// What a quick look at a file found.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProbeInfo {
+    pub sample_rate: u32,
+    pub channels: usize,
+}
+
+fn codecs() -> &'static CodecRegistry {
+    static REGISTRY: OnceLock<CodecRegistry> = OnceLock::new();
+    REGISTRY.get_or_init(|| {
+        let mut registry = CodecRegistry::new();
+        symphonia::default::register_enabled_codecs(&mut registry);
+        registry.register_audio_decoder::<symphonia_adapter_libopus::OpusDecoder>();
+        registry
+    })
+}
+
+/// An open file with its audio track's decoder.
+struct Source {
+    format: Box<dyn FormatReader>,
+    decoder: Box<dyn AudioDecoder>,
+    track_id: u32,
+}
+
+impl Source {
+    fn open(path: &Path) -> Result<Self, AudioError> {
+        let name = path.display().to_string();
+        let file = File::open(path).map_err(|e| AudioError::Open(name.clone(), e))?;
+        let mss = MediaSourceStream::new(Box::new(file), Default::default());
+        let mut hint = Hint::new();
+        if let Some(ext) = path.extension().and_then(|e| e.to_str()) {
+            hint.with_extension(ext);
+        }
+        let format = symphonia::default::get_probe()
+            .probe(&hint, mss, FormatOptions::default(), MetadataOptions::default())
+            .map_err(|e| AudioError::Unsupported(format!("{name}: unknown container ({e})")))?;
+        let track = format
+            .default_track(TrackType::Audio)
+            .ok_or_else(|| AudioError::Unsupported(format!("{name}: no audio track")))?;
+        let params = track
+            .codec_params
+            .as_ref()
+            .and_then(|p| p.audio())
+            .ok_or_else(|| AudioError::Unsupported(format!("{name}: no audio codec parameters")))?;
+        let decoder = codecs()
+            .make_audio_decoder(params, &AudioDecoderOptions::default())
+            .map_err(|e| AudioError::Unsupported(format!("{name}: unsupported codec ({e})")))?;
+        let track_id = track.id;
+        Ok(Self { format, decoder, track_id })
+    }
+
+    /// Decodes the next packet of our track and hands its frames, down-mixed to mono, to `sink`.
+    /// Returns the packet's sample rate, or `None` at the end of the stream.
+    fn next_mono(&mut self, sink: &mut Vec<f32>, scratch: &mut Vec<f32>) -> Result<Option<u32>, AudioError> {
+        loop {
+            let packet = match self.format.next_packet() {
+                Ok(Some(p)) => p,
+                Ok(None) => return Ok(None),
+                // Truncated files end with an I/O error: keep what was decoded.
+                Err(SymError::IoError(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                    return Ok(None);
+                }
+                Err(e) => return Err(AudioError::Decode(e.to_string())),
+            };
+            if packet.track_id != self.track_id {
+                continue;
+            }
+            let buf = match self.decoder.decode(&packet) {
+                Ok(buf) => buf,
+                // A corrupt packet is skipped, as players do.
+                Err(SymError::DecodeError(_)) | Err(SymError::IoError(_)) => continue,
+                Err(e) => return Err(AudioError::Decode(e.to_string())),
+            };
+            let channels = buf.spec().channels().count().max(1);
+            let rate = buf.spec().rate();
+            scratch.clear();
+            buf.copy_to_vec_interleaved(scratch);
+            sink.extend(scratch.chunks_exact(channels).map(|f| f.iter().sum::<f32>() / channels as f32));
+            return Ok(Some(rate));
+        }
+    }
+}
+
+/// Checks that `path` is audio we can decode: opens the container and decodes the first packet.
+pub fn probe_file(path: &Path) -> Result<ProbeInfo, AudioError> {
+    let mut src = Source::open(path)?;
+    let mut mono = Vec::new();
+    let mut scratch = Vec::new();
+    for _ in 0..64 {
+        match src.next_mono(&mut mono, &mut scratch)? {
+            Some(rate) if !mono.is_empty() => {
+                let channels = scratch.len() / (mono.len()).max(1);
+                return Ok(ProbeInfo { sample_rate: rate, channels: channels.max(1) });
+            }
+            Some(_) => continue,
+            None => break,
+        }
+    }
+    Err(AudioError::Unsupported(format!("{}: no decodable audio", path.display())))
+}
+
+/// Decodes, down-mixes and resamples a whole file. Resampling streams, so only the 16 kHz
+/// result is held whole in memory.
 pub fn decode_file(path: &Path) -> Result<Audio, AudioError> {
-    Err(AudioError::Unsupported(format!("{}: decoder not written yet", path.display())))
+    let mut src = Source::open(path)?;
+    let mut pending = Vec::new();
+    let mut scratch = Vec::new();
+    let mut out = Vec::new();
+    let mut resampler: Option<StreamResampler> = None;
+    while let Some(rate) = src.next_mono(&mut pending, &mut scratch)? {
+        let rs = match &mut resampler {
+            Some(rs) if rs.rate_in == rate => rs,
+            _ => {
+                if let Some(old) = resampler.take() {
+                    old.finish(&mut Vec::new(), &mut out)?;
+                }
+                resampler.insert(StreamResampler::new(rate)?)
+            }
+        };
+        rs.push(&mut pending, &mut out)?;
+    }
+    if let Some(rs) = resampler {
+        rs.finish(&mut pending, &mut out)?;
+    }
+    if out.is_empty() {
+        return Err(AudioError::Unsupported(format!("{}: no audio samples", path.display())));
+    }
+    Ok(Audio { samples: out })
+}
+
+/// Chunked resampling of a mono stream to [`SAMPLE_RATE`], trimming the filter delay.
+struct StreamResampler {
+    rate_in: u32,
+    inner: Option<FftFixedIn<f32>>,
+    frames_in: u64,
+    frames_out: u64,
+    to_skip: usize,
+}
+
+const CHUNK: usize = 4096;
+
+impl StreamResampler {
+    fn new(rate_in: u32) -> Result<Self, AudioError> {
+        let inner = if rate_in == SAMPLE_RATE {
+            None
+        } else {
+            let r = FftFixedIn::new(rate_in as usize, SAMPLE_RATE as usize, CHUNK, 2, 1)
+                .map_err(|e| AudioError::Decode(format!("resampler: {e}")))?;
+            Some(r)
+        };
+        let to_skip = inner.as_ref().map_or(0, |r| r.output_delay());
+        Ok(Self { rate_in, inner, frames_in: 0, frames_out: 0, to_skip })
+    }
+
+    /// Consumes whole chunks of `pending`, appending resampled audio to `out`.
+    fn push(&mut self, pending: &mut Vec<f32>, out: &mut Vec<f32>) -> Result<(), AudioError> {
+        let Some(r) = &mut self.inner else {
+            self.frames_in += pending.len() as u64;
+            out.append(pending);
+            return Ok(());
+        };
+        let mut used = 0;
+        while pending.len() - used >= CHUNK {
+            let res = r
+                .process(&[&pending[used..used + CHUNK]], None)
+                .map_err(|e| AudioError::Decode(format!("resampler: {e}")))?;
+            used += CHUNK;
+            self.frames_in += CHUNK as u64;
+            Self::emit(&mut self.to_skip, &mut self.frames_out, &res[0], out);
+        }
+        pending.drain(..used);
+        Ok(())
+    }
+
+    /// Flushes the tail and trims the output to the exact expected length.
+    fn finish(mut self, pending: &mut Vec<f32>, out: &mut Vec<f32>) -> Result<(), AudioError> {
+        self.push(pending, out)?;
+        let Some(r) = &mut self.inner else { return Ok(()) };
+        self.frames_in += pending.len() as u64;
+        let expected = (self.frames_in * SAMPLE_RATE as u64).div_ceil(self.rate_in as u64);
+        let start = out.len() as u64 - self.frames_out;
+        let tail: &[f32] = pending;
+        let mut first = true;
+        while self.frames_out < expected {
+            let input = if first { Some(&[tail][..]) } else { None };
+            first = false;
+            let res =
+                r.process_partial(input, None).map_err(|e| AudioError::Decode(format!("resampler: {e}")))?;
+            if res[0].is_empty() {
+                break;
+            }
+            Self::emit(&mut self.to_skip, &mut self.frames_out, &res[0], out);
+        }
+        pending.clear();
+        out.truncate((start + expected.min(self.frames_out)) as usize);
+        Ok(())
+    }
+
+    fn emit(to_skip: &mut usize, frames_out: &mut u64, chunk: &[f32], out: &mut Vec<f32>) {
+        let skip = (*to_skip).min(chunk.len());
+        *to_skip -= skip;
+        out.extend_from_slice(&chunk[skip..]);
+        *frames_out += (chunk.len() - skip) as u64;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture(name: &str) -> std::path::PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures").join(name)
+    }
+
+    #[test]
+    fn every_jfk_format_decodes_to_eleven_seconds() {
+        let reference = decode_file(&fixture("jfk.wav")).unwrap();
+        assert!((reference.duration_s() - 11.0).abs() < 0.05, "wav: {}", reference.duration_s());
+        let ref_rms = rms(&reference.samples);
+        for name in ["jfk.mp3", "jfk.m4a", "jfk.ogg", "jfk.opus.ogg", "jfk.webm"] {
+            let audio = decode_file(&fixture(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+            let d = audio.duration_s();
+            assert!((d - 11.0).abs() < 0.15, "{name}: {d} s");
+            // Same speech, same loudness (within lossy-codec tolerance).
+            let r = rms(&audio.samples);
+            assert!((r / ref_rms - 1.0).abs() < 0.2, "{name}: rms {r} vs {ref_rms}");
+        }
+    }
+
+    #[test]
+    fn float_and_stereo_wavs_decode() {
+        let f32_wav = decode_file(&fixture("ami_dev00.wav")).unwrap();
+        assert!((f32_wav.duration_s() - 30.0).abs() < 0.1, "{}", f32_wav.duration_s());
+        assert!(rms(&f32_wav.samples) > 0.001);
+        let stereo = decode_file(&fixture("stereo_diarization.wav")).unwrap();
+        assert!((stereo.duration_s() - 5.0).abs() < 0.2, "{}", stereo.duration_s());
+        assert_eq!(probe_file(&fixture("stereo_diarization.wav")).unwrap().channels, 2);
+    }
+
+    #[test]
+    fn resampled_tone_keeps_its_frequency() {
+        // 440 Hz at 44.1 kHz → 16 kHz: count zero crossings over one second.
+        let n = 44_100 * 2;
+        let mut pending: Vec<f32> =
+            (0..n).map(|i| (2.0 * std::f32::consts::PI * 440.0 * i as f32 / 44_100.0).sin() * 0.5).collect();
+        let mut out = Vec::new();
+        let rs = StreamResampler::new(44_100).unwrap();
+        rs.finish(&mut pending, &mut out).unwrap();
+        assert_eq!(out.len(), 32_000);
+        let second = &out[8000..24_000];
+        let crossings = second.windows(2).filter(|w| w[0] < 0.0 && w[1] >= 0.0).count();
+        assert!((439..=441).contains(&crossings), "{crossings}");
+    }
+
+    #[test]
+    fn garbage_is_rejected_not_panicked_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fake.wav");
+        std::fs::write(&path, b"this is not audio at all, just text pretending").unwrap();
+        assert!(matches!(probe_file(&path), Err(AudioError::Unsupported(_))));
+        assert!(decode_file(&path).is_err());
+    }
+
+    fn rms(s: &[f32]) -> f32 {
+        (s.iter().map(|x| x * x).sum::<f32>() / s.len() as f32).sqrt()
+    }
 }

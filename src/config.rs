@@ -283,6 +283,37 @@ fn parse_extensions(v: &str) -> BTreeSet<String> {
         .collect()
 }
 
+/// The live configuration, reloadable on SIGHUP; readers take a cheap snapshot.
+pub struct ConfigHandle {
+    path: Option<PathBuf>,
+    current: std::sync::RwLock<(u64, std::sync::Arc<Config>)>,
+}
+
+impl ConfigHandle {
+    /// Wraps a loaded config; `path` is re-read by [`ConfigHandle::reload`].
+    pub fn new(config: Config, path: Option<PathBuf>) -> Self {
+        Self { path, current: std::sync::RwLock::new((0, std::sync::Arc::new(config))) }
+    }
+
+    /// The current settings.
+    pub fn get(&self) -> std::sync::Arc<Config> {
+        self.current.read().unwrap_or_else(|p| p.into_inner()).1.clone()
+    }
+
+    /// Increases with every successful reload.
+    pub fn generation(&self) -> u64 {
+        self.current.read().unwrap_or_else(|p| p.into_inner()).0
+    }
+
+    /// Re-reads file and environment; on error the running config stays.
+    pub fn reload(&self) -> Result<(), ConfigError> {
+        let fresh = Config::load(self.path.as_deref())?;
+        let mut cur = self.current.write().unwrap_or_else(|p| p.into_inner());
+        *cur = (cur.0 + 1, std::sync::Arc::new(fresh));
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -55,3 +55,118 @@ pub trait Analyzer: Send {
     /// Backend and model name, for status output.
     fn name(&self) -> String;
 }
+
+/// A stage as configured: ready, switched off, or unavailable (with the reason).
+pub enum Slot<T: ?Sized> {
+    Ready(Box<T>),
+    Disabled,
+    Unavailable(String),
+}
+
+impl<T: ?Sized> Slot<T> {
+    /// Turns a load result into a slot, keeping the error text as the reason.
+    pub fn from_result<E: std::fmt::Display>(r: Result<Box<T>, E>) -> Self {
+        r.map_or_else(|e| Slot::Unavailable(e.to_string()), Slot::Ready)
+    }
+}
+
+/// Receives each stage's result as soon as it is ready, so a later failure loses nothing.
+pub trait ResultSink: Sync {
+    /// The decoded length.
+    fn duration(&mut self, seconds: f64) -> Result<(), StageError>;
+    /// Recogniser output (segments without speakers).
+    fn transcript(&mut self, transcript: &Transcript) -> Result<(), StageError>;
+    /// Speaker turns and the segments labelled with them.
+    fn diarization(&mut self, turns: &[SpeakerTurn], segments: &[Segment]) -> Result<(), StageError>;
+    /// Conversation analysis.
+    fn analysis(&mut self, analysis: &Analysis) -> Result<(), StageError>;
+    /// Overall progress, 0–100.
+    fn progress(&self, percent: f32);
+}
+
+/// The configured stages of one worker; models stay loaded across jobs.
+pub struct Stages {
+    pub transcriber: Slot<dyn Transcriber>,
+    pub diarizer: Slot<dyn Diarizer>,
+    pub analyzer: Slot<dyn Analyzer>,
+}
+
+// Share of overall progress reached when each stage ends.
+const DECODED: f32 = 5.0;
+const TRANSCRIBED: f32 = 80.0;
+const DIARIZED: f32 = 92.0;
+
+impl Stages {
+    /// Runs decode → transcribe → diarize → analyze on one file.
+    pub fn run(
+        &mut self,
+        path: &std::path::Path,
+        hints: SpeakerHints,
+        sink: &mut dyn ResultSink,
+    ) -> Result<(), StageError> {
+        let audio = crate::audio::decode_file(path).map_err(|e| StageError::new("decode", e.to_string()))?;
+        sink.duration(audio.duration_s())?;
+        sink.progress(DECODED);
+
+        let transcriber = match &mut self.transcriber {
+            Slot::Ready(t) => t,
+            Slot::Disabled => return Err(StageError::new("transcribe", "transcription is not configured")),
+            Slot::Unavailable(why) => return Err(StageError::new("transcribe", why.clone())),
+        };
+        let report = |f: f32| sink.progress(DECODED + f.clamp(0.0, 1.0) * (TRANSCRIBED - DECODED));
+        let transcript = transcriber.transcribe(&audio, &report)?;
+        sink.transcript(&transcript)?;
+        sink.progress(TRANSCRIBED);
+
+        let mut segments = transcript.segments;
+        match &mut self.diarizer {
+            Slot::Ready(d) => {
+                let turns = d.diarize(&audio, hints)?;
+                drop(audio);
+                crate::diarize::assign_speakers(&mut segments, &turns);
+                sink.diarization(&turns, &segments)?;
+            }
+            Slot::Disabled => {}
+            Slot::Unavailable(why) => return Err(StageError::new("diarize", why.clone())),
+        }
+        sink.progress(DIARIZED);
+        self.analyze(&segments, transcript.language.as_deref(), sink)
+    }
+
+    /// Runs the analysis stage alone on stored segments.
+    pub fn analyze(
+        &mut self,
+        segments: &[Segment],
+        language: Option<&str>,
+        sink: &mut dyn ResultSink,
+    ) -> Result<(), StageError> {
+        match &mut self.analyzer {
+            Slot::Ready(a) => {
+                let analysis = a.analyze(&AnalysisInput { segments, language })?;
+                sink.analysis(&analysis)
+            }
+            Slot::Disabled => Ok(()),
+            Slot::Unavailable(why) => Err(StageError::new("analyze", why.clone())),
+        }
+    }
+}
+
+impl Stages {
+    /// Builds the stages the configuration asks for.
+    pub fn from_config(_cfg: &crate::config::Config) -> Self {
+        Stages {
+            transcriber: Slot::Unavailable("transcription is not configured in this build".into()),
+            diarizer: Slot::Disabled,
+            analyzer: Slot::Disabled,
+        }
+    }
+}
+
+/// Names of the configured models, for status output.
+pub fn model_names(cfg: &crate::config::Config) -> serde_json::Value {
+    serde_json::json!({
+        "whisper": cfg.whisper_model,
+        "diarization": cfg.diarization,
+        "llm": cfg.llm_model,
+    })
+}

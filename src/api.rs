@@ -1,0 +1,651 @@
+//! The HTTP API (tiny_http): routing, streaming multipart uploads, JSON errors, exports.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use tiny_http::{Header, Method, Request, Response, Server, StatusCode};
+
+use crate::config::ConfigHandle;
+use crate::model::{Source, SpeakerHints, Status};
+use crate::queue::Queue;
+use crate::render::{Format, JobResult, sidecar_path};
+use crate::store::{JobPatch, JobQuery, NewJob, RunStage, Store, StoreError};
+
+/// An API failure; [`ApiError::status`] is the one mapping from error to HTTP status.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("method not allowed")]
+    MethodNotAllowed(&'static str),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    TooLarge(String),
+    #[error("{0}")]
+    Unsupported(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    /// The HTTP status for this error.
+    pub fn status(&self) -> u16 {
+        match self {
+            ApiError::BadRequest(_) => 400,
+            ApiError::NotFound(_) => 404,
+            ApiError::MethodNotAllowed(_) => 405,
+            ApiError::Conflict(_) => 409,
+            ApiError::TooLarge(_) => 413,
+            ApiError::Unsupported(_) => 415,
+            ApiError::Internal(_) => 500,
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound(id) => ApiError::NotFound(format!("job {id} not found")),
+            StoreError::Conflict(m) => ApiError::Conflict(m),
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<std::io::Error> for ApiError {
+    fn from(e: std::io::Error) -> Self {
+        ApiError::Internal(e.to_string())
+    }
+}
+
+type ApiResult = Result<Reply, ApiError>;
+
+/// A successful response.
+struct Reply {
+    status: u16,
+    body: Vec<u8>,
+    content_type: &'static str,
+    headers: Vec<(String, String)>,
+}
+
+impl Reply {
+    fn json(status: u16, value: &impl serde::Serialize) -> Self {
+        let body = serde_json::to_vec(value).unwrap_or_else(|_| b"null".to_vec());
+        Reply { status, body, content_type: "application/json", headers: vec![] }
+    }
+}
+
+/// Everything a request handler needs.
+pub struct Api {
+    pub config: Arc<ConfigHandle>,
+    pub store: Arc<Store>,
+    pub queue: Arc<Queue>,
+    pub started: Instant,
+    /// Names of the configured models, for `/api/status`.
+    pub models: Value,
+}
+
+/// Longest `?wait=true` may block.
+const MAX_WAIT: Duration = Duration::from_secs(3600);
+
+impl Api {
+    /// Serves requests on `threads` threads until `server.unblock()` is called once per thread.
+    pub fn serve(self: &Arc<Self>, server: Arc<Server>, threads: usize) -> Vec<std::thread::JoinHandle<()>> {
+        (0..threads)
+            .map(|i| {
+                let api = Arc::clone(self);
+                let server = Arc::clone(&server);
+                std::thread::Builder::new()
+                    .name(format!("http-{i}"))
+                    .spawn(move || {
+                        while let Ok(request) = server.recv() {
+                            api.handle(request);
+                        }
+                    })
+                    .expect("spawning an HTTP thread")
+            })
+            .collect()
+    }
+
+    fn handle(&self, mut request: Request) {
+        let started = Instant::now();
+        let method = request.method().clone();
+        let url = request.url().to_string();
+        let (path, query) = split_query(&url);
+        let result = self.route(&mut request, &method, &path, &query);
+        let (status, reply) = match result {
+            Ok(r) => (r.status, r),
+            Err(e) => {
+                if e.status() >= 500 {
+                    tracing::error!(%method, %url, error = %e, "request failed");
+                }
+                let mut r = Reply::json(e.status(), &json!({ "error": e.to_string() }));
+                if let ApiError::MethodNotAllowed(allow) = e {
+                    r.headers.push(("Allow".into(), allow.into()));
+                }
+                (r.status, r)
+            }
+        };
+        tracing::debug!(%method, %url, status, ms = started.elapsed().as_millis() as u64, "request");
+        let mut response = Response::from_data(reply.body).with_status_code(StatusCode(status));
+        for (k, v) in
+            std::iter::once(("Content-Type".to_string(), reply.content_type.to_string())).chain(reply.headers)
+        {
+            if let Ok(h) = Header::from_bytes(k.as_bytes(), v.as_bytes()) {
+                response.add_header(h);
+            }
+        }
+        if let Err(e) = request.respond(response) {
+            tracing::debug!(error = %e, "client went away");
+        }
+    }
+
+    fn route(&self, req: &mut Request, method: &Method, path: &str, q: &Query) -> ApiResult {
+        let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+        match parts.as_slice() {
+            ["healthz"] => match method {
+                Method::Get | Method::Head => Ok(Reply::json(200, &json!({ "status": "ok" }))),
+                _ => Err(ApiError::MethodNotAllowed("GET, HEAD")),
+            },
+            ["api", "status"] => match method {
+                Method::Get => self.status(),
+                _ => Err(ApiError::MethodNotAllowed("GET")),
+            },
+            ["api", "jobs"] => match method {
+                Method::Get => self.list(q),
+                Method::Post => self.upload(req, q),
+                Method::Delete => self.delete_all(q),
+                _ => Err(ApiError::MethodNotAllowed("GET, POST, DELETE")),
+            },
+            ["api", "jobs", id] => match method {
+                Method::Get => Ok(Reply::json(200, &self.store.job(id)?)),
+                Method::Put => self.edit(req, id),
+                Method::Delete => self.delete_one(id, q),
+                _ => Err(ApiError::MethodNotAllowed("GET, PUT, DELETE")),
+            },
+            ["api", "jobs", id, "run"] => match method {
+                Method::Post => self.run(id, q),
+                _ => Err(ApiError::MethodNotAllowed("POST")),
+            },
+            ["api", "jobs", id, "segments"] => match method {
+                Method::Get => {
+                    self.store.job(id)?;
+                    Ok(Reply::json(200, &self.store.segments(id)?))
+                }
+                _ => Err(ApiError::MethodNotAllowed("GET")),
+            },
+            ["api", "jobs", id, "transcript"] => match method {
+                Method::Get => self.transcript(id, q),
+                _ => Err(ApiError::MethodNotAllowed("GET")),
+            },
+            _ => Err(ApiError::NotFound(format!("no route for {path}"))),
+        }
+    }
+
+    fn status(&self) -> ApiResult {
+        let running = self.queue.running();
+        Ok(Reply::json(
+            200,
+            &json!({
+                "version": env!("CARGO_PKG_VERSION"),
+                "uptime_s": self.started.elapsed().as_secs(),
+                "queue_depth": self.store.queue_depth()?,
+                "jobs_by_status": self.store.counts_by_status()?,
+                "workers": {
+                    "count": self.config.get().workers,
+                    "busy": running.len(),
+                    "running_jobs": running,
+                },
+                "models": self.models,
+            }),
+        ))
+    }
+
+    fn list(&self, q: &Query) -> ApiResult {
+        let status = match q.get("status") {
+            Some(s) => {
+                Some(Status::parse(s).ok_or_else(|| ApiError::BadRequest(format!("unknown status {s:?}")))?)
+            }
+            None => None,
+        };
+        let query = JobQuery { status, limit: q.number("limit")?, offset: q.number("offset")?.unwrap_or(0) };
+        let (jobs, total) = self.store.list_jobs(&query)?;
+        let mut reply = Reply::json(200, &jobs);
+        reply.headers.push(("X-Total-Count".into(), total.to_string()));
+        Ok(reply)
+    }
+
+    fn upload(&self, req: &mut Request, q: &Query) -> ApiResult {
+        let cfg = self.config.get();
+        if let Some(len) = req.body_length() {
+            if len as u64 > cfg.max_content_length {
+                return Err(too_large(cfg.max_content_length));
+            }
+        }
+        let content_type = header(req, "Content-Type").unwrap_or_default();
+        let boundary = multer::parse_boundary(&content_type).map_err(|_| {
+            ApiError::BadRequest("expected a multipart/form-data body with a 'file' field".into())
+        })?;
+        let upload = receive_upload(req, &boundary, &cfg.upload_folder, cfg.max_content_length, |ext| {
+            cfg.extension_allowed(ext)
+        });
+        let upload = match upload {
+            Ok(u) => u,
+            Err(e) => return Err(e),
+        };
+        // From here on the temp file must not outlive a failure.
+        let guard = TempFile(Some(upload.temp.clone()));
+        if let Err(e) = crate::audio::probe_file(&upload.temp) {
+            return Err(ApiError::Unsupported(format!("{}: {e}", upload.original_filename)));
+        }
+        let mut speakers = upload.speakers;
+        merge_hints(&mut speakers, q)?;
+        validate_hints(&speakers)?;
+        let id = uuid::Uuid::new_v4().to_string();
+        let final_path = cfg.upload_folder.join(format!("{id}.{}", upload.extension));
+        let job = self.store.insert_job(&NewJob {
+            id: id.clone(),
+            audio_path: final_path.to_string_lossy().into_owned(),
+            original_filename: Some(upload.original_filename),
+            sha256: upload.sha256,
+            source: Source::Upload,
+            speakers,
+        })?;
+        // The row exists before the file appears, so the folder watcher knows it is ours.
+        if let Err(e) = std::fs::rename(&upload.temp, &final_path) {
+            let _ = self.store.delete_job(&id);
+            return Err(e.into());
+        }
+        guard.disarm();
+        tracing::info!(job = %id, name = ?job.original_filename, bytes = upload.bytes, "upload stored");
+        let job = if q.flag("run")? { self.queue.submit(&id, RunStage::All)? } else { job };
+        Ok(Reply::json(201, &job))
+    }
+
+    fn edit(&self, req: &mut Request, id: &str) -> ApiResult {
+        self.store.job(id)?;
+        let mut body = String::new();
+        req.as_reader()
+            .take(1 << 20)
+            .read_to_string(&mut body)
+            .map_err(|e| ApiError::BadRequest(format!("unreadable body: {e}")))?;
+        let patch = parse_patch(&body)?;
+        let job = self.store.patch_job(id, &patch)?;
+        self.queue.write_sidecar(id, self.config.get().results_folder.as_deref());
+        Ok(Reply::json(200, &job))
+    }
+
+    fn run(&self, id: &str, q: &Query) -> ApiResult {
+        let stage = match q.get("stage") {
+            None | Some("all") => RunStage::All,
+            Some("analyze") => RunStage::Analyze,
+            Some(s) => return Err(ApiError::BadRequest(format!("unknown stage {s:?} (all, analyze)"))),
+        };
+        let job = self.queue.submit(id, stage)?;
+        if q.flag("wait")? {
+            let job = self.queue.wait_until_finished(id, MAX_WAIT)?;
+            return Ok(Reply::json(200, &job));
+        }
+        Ok(Reply::json(202, &job))
+    }
+
+    fn transcript(&self, id: &str, q: &Query) -> ApiResult {
+        let format = match q.get("format") {
+            None => Format::Json,
+            Some(f) => Format::parse(f).ok_or_else(|| {
+                ApiError::BadRequest(format!("unknown format {f:?} (txt, srt, vtt, json, rttm)"))
+            })?,
+        };
+        let result = JobResult {
+            job: self.store.job(id)?,
+            segments: self.store.segments(id)?,
+            speaker_turns: self.store.speaker_turns(id)?,
+        };
+        Ok(Reply {
+            status: 200,
+            body: result.render(format).into_bytes(),
+            content_type: format.content_type(),
+            headers: vec![],
+        })
+    }
+
+    fn delete_one(&self, id: &str, q: &Query) -> ApiResult {
+        let with_files = q.flag("files")?;
+        let job = self.store.delete_job(id)?;
+        if with_files {
+            self.remove_files(&job.audio_path);
+        }
+        Ok(Reply::json(200, &json!({ "deleted": 1 })))
+    }
+
+    fn delete_all(&self, q: &Query) -> ApiResult {
+        let with_files = q.flag("files")?;
+        let jobs = self.store.delete_all()?;
+        if with_files {
+            jobs.iter().for_each(|j| self.remove_files(&j.audio_path));
+        }
+        Ok(Reply::json(200, &json!({ "deleted": jobs.len() })))
+    }
+
+    fn remove_files(&self, audio_path: &str) {
+        let cfg = self.config.get();
+        let audio = Path::new(audio_path);
+        for path in [audio.to_path_buf(), sidecar_path(audio, cfg.results_folder.as_deref())] {
+            match std::fs::remove_file(&path) {
+                Ok(()) => tracing::info!(path = %path.display(), "deleted"),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => tracing::warn!(path = %path.display(), error = %e, "cannot delete"),
+            }
+        }
+    }
+}
+
+fn too_large(limit: u64) -> ApiError {
+    ApiError::TooLarge(format!("upload exceeds MAX_CONTENT_LENGTH ({limit} bytes)"))
+}
+
+fn header(req: &Request, name: &'static str) -> Option<String> {
+    req.headers().iter().find(|h| h.field.equiv(name)).map(|h| h.value.as_str().to_string())
+}
+
+/// Removes a temp file on drop unless disarmed.
+struct TempFile(Option<PathBuf>);
+
+impl TempFile {
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take() {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+/// A received upload, in a hidden temp file inside the upload folder.
+struct Upload {
+    temp: PathBuf,
+    extension: String,
+    original_filename: String,
+    sha256: String,
+    bytes: u64,
+    speakers: SpeakerHints,
+}
+
+/// Streams a multipart body to disk, hashing as it goes; nothing is held whole in memory.
+fn receive_upload(
+    req: &mut Request,
+    boundary: &str,
+    folder: &Path,
+    limit: u64,
+    allowed: impl Fn(&str) -> bool,
+) -> Result<Upload, ApiError> {
+    // multer wants a `Send` stream; the request lives behind a mutex for the stream's lifetime.
+    let reader: Arc<Mutex<&mut Request>> = Arc::new(Mutex::new(req));
+    let body = futures_util::stream::unfold(Arc::clone(&reader), |r| async move {
+        let mut buf = vec![0u8; 256 * 1024];
+        let n = r.lock().unwrap_or_else(|p| p.into_inner()).as_reader().read(&mut buf);
+        match n {
+            Ok(0) => None,
+            Ok(n) => {
+                buf.truncate(n);
+                Some((Ok(bytes::Bytes::from(buf)), r))
+            }
+            Err(e) => Some((Err(e), r)),
+        }
+    });
+    let constraints = multer::Constraints::new()
+        .size_limit(multer::SizeLimit::new().whole_stream(limit.saturating_add(64 * 1024)));
+    let mut multipart = multer::Multipart::with_constraints(body, boundary, constraints);
+    futures_executor::block_on(async {
+        let mut file: Option<Upload> = None;
+        let mut guard = TempFile(None);
+        let mut speakers = SpeakerHints::default();
+        while let Some(mut field) = multipart.next_field().await.map_err(|e| multipart_error(e, limit))? {
+            match field.name().unwrap_or_default() {
+                "file" if file.is_none() => {
+                    let original = sanitize_filename(field.file_name().unwrap_or_default());
+                    let ext = Path::new(&original)
+                        .extension()
+                        .and_then(|e| e.to_str())
+                        .map(str::to_ascii_lowercase)
+                        .unwrap_or_default();
+                    if original.is_empty() {
+                        return Err(ApiError::BadRequest("the 'file' field has no file name".into()));
+                    }
+                    if !allowed(&ext) {
+                        return Err(ApiError::Unsupported(format!("file type {ext:?} is not allowed")));
+                    }
+                    std::fs::create_dir_all(folder)?;
+                    let temp = folder.join(format!(".{}.upload.{ext}", uuid::Uuid::new_v4().simple()));
+                    guard = TempFile(Some(temp.clone()));
+                    let mut out = std::io::BufWriter::new(std::fs::File::create(&temp)?);
+                    let mut hasher = Sha256::new();
+                    let mut bytes = 0u64;
+                    while let Some(chunk) = field.chunk().await.map_err(|e| multipart_error(e, limit))? {
+                        bytes += chunk.len() as u64;
+                        if bytes > limit {
+                            return Err(too_large(limit));
+                        }
+                        hasher.update(&chunk);
+                        out.write_all(&chunk)?;
+                    }
+                    out.flush()?;
+                    out.get_ref().sync_all()?;
+                    if bytes == 0 {
+                        return Err(ApiError::BadRequest("the uploaded file is empty".into()));
+                    }
+                    file = Some(Upload {
+                        temp,
+                        extension: ext,
+                        original_filename: original,
+                        sha256: hex::encode(hasher.finalize()),
+                        bytes,
+                        speakers: SpeakerHints::default(),
+                    });
+                }
+                name @ ("num_speakers" | "min_speakers" | "max_speakers") => {
+                    let name = name.to_string();
+                    let text = field.text().await.map_err(|e| multipart_error(e, limit))?;
+                    let n = parse_count(&name, &text)?;
+                    match name.as_str() {
+                        "num_speakers" => speakers.num_speakers = Some(n),
+                        "min_speakers" => speakers.min_speakers = Some(n),
+                        _ => speakers.max_speakers = Some(n),
+                    }
+                }
+                _ => {
+                    // Unknown fields are drained and ignored, as browsers send extras.
+                    while field.chunk().await.map_err(|e| multipart_error(e, limit))?.is_some() {}
+                }
+            }
+        }
+        let mut upload =
+            file.ok_or_else(|| ApiError::BadRequest("multipart field 'file' is required".into()))?;
+        upload.speakers = speakers;
+        guard.disarm();
+        Ok(upload)
+    })
+}
+
+fn multipart_error(e: multer::Error, limit: u64) -> ApiError {
+    match e {
+        multer::Error::StreamSizeExceeded { .. } | multer::Error::FieldSizeExceeded { .. } => {
+            too_large(limit)
+        }
+        other => ApiError::BadRequest(format!("malformed multipart body: {other}")),
+    }
+}
+
+/// Keeps the last path component, without control characters, at most 255 bytes.
+fn sanitize_filename(name: &str) -> String {
+    let base = name.rsplit(['/', '\\']).next().unwrap_or_default();
+    let clean: String = base.chars().filter(|c| !c.is_control()).collect();
+    let mut clean = clean.trim().trim_start_matches('.').to_string();
+    while clean.len() > 255 {
+        clean.pop();
+    }
+    clean
+}
+
+fn parse_count(name: &str, v: &str) -> Result<usize, ApiError> {
+    match v.trim().parse::<usize>() {
+        Ok(n) if (1..=64).contains(&n) => Ok(n),
+        _ => Err(ApiError::BadRequest(format!("{name} must be a whole number from 1 to 64, got {v:?}"))),
+    }
+}
+
+fn merge_hints(h: &mut SpeakerHints, q: &Query) -> Result<(), ApiError> {
+    for (name, slot) in [
+        ("num_speakers", &mut h.num_speakers),
+        ("min_speakers", &mut h.min_speakers),
+        ("max_speakers", &mut h.max_speakers),
+    ] {
+        if let Some(v) = q.get(name) {
+            *slot = Some(parse_count(name, v)?);
+        }
+    }
+    Ok(())
+}
+
+fn validate_hints(h: &SpeakerHints) -> Result<(), ApiError> {
+    if let (Some(lo), Some(hi)) = (h.min_speakers, h.max_speakers) {
+        if lo > hi {
+            return Err(ApiError::BadRequest("min_speakers is greater than max_speakers".into()));
+        }
+    }
+    Ok(())
+}
+
+/// Parses a `PUT` body: any subset of the editable fields, each of the right type.
+fn parse_patch(body: &str) -> Result<JobPatch, ApiError> {
+    let value: Value = serde_json::from_str(body)
+        .map_err(|e| ApiError::BadRequest(format!("body is not valid JSON: {e}")))?;
+    let Value::Object(map) = value else {
+        return Err(ApiError::BadRequest("body must be a JSON object".into()));
+    };
+    let mut patch = JobPatch::default();
+    for (key, v) in map {
+        let text = || match &v {
+            Value::String(s) => Ok(s.clone()),
+            _ => Err(ApiError::BadRequest(format!("field {key:?} must be a string"))),
+        };
+        match key.as_str() {
+            "conversation_type" => patch.conversation_type = Some(text()?),
+            "summary" => patch.summary = Some(text()?),
+            "language" => patch.language = Some(text()?),
+            "clean_transcript" => patch.clean_transcript = Some(text()?),
+            "keypoints" => {
+                let list =
+                    v.as_array().and_then(|a| a.iter().map(|x| x.as_str().map(String::from)).collect());
+                patch.keypoints = Some(list.ok_or_else(|| {
+                    ApiError::BadRequest("field \"keypoints\" must be a list of strings".into())
+                })?);
+            }
+            _ => return Err(ApiError::BadRequest(format!("field {key:?} cannot be edited"))),
+        }
+    }
+    Ok(patch)
+}
+
+/// Decoded query parameters.
+struct Query(Vec<(String, String)>);
+
+impl Query {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
+
+    fn flag(&self, key: &str) -> Result<bool, ApiError> {
+        match self.get(key).map(str::to_ascii_lowercase).as_deref() {
+            None | Some("0" | "false" | "no") => Ok(false),
+            Some("" | "1" | "true" | "yes") => Ok(true),
+            Some(v) => Err(ApiError::BadRequest(format!("{key} must be true or false, got {v:?}"))),
+        }
+    }
+
+    fn number(&self, key: &str) -> Result<Option<u32>, ApiError> {
+        self.get(key)
+            .map(|v| {
+                v.parse()
+                    .map_err(|_| ApiError::BadRequest(format!("{key} must be a whole number, got {v:?}")))
+            })
+            .transpose()
+    }
+}
+
+fn split_query(url: &str) -> (String, Query) {
+    let (path, query) = url.split_once('?').unwrap_or((url, ""));
+    let pairs = query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (percent_decode(k), percent_decode(v))
+        })
+        .collect();
+    (percent_decode(path), Query(pairs))
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => {
+                match u8::from_str_radix(std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("zz"), 16) {
+                    Ok(b) => {
+                        out.push(b);
+                        i += 2;
+                    }
+                    Err(_) => out.push(b'%'),
+                }
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patch_rejects_unknown_and_mistyped_fields() {
+        let p = parse_patch(r#"{"summary": "s", "keypoints": ["a", "b"]}"#).unwrap();
+        assert_eq!(p.summary.as_deref(), Some("s"));
+        assert_eq!(p.keypoints, Some(vec!["a".to_string(), "b".to_string()]));
+        let e = parse_patch(r#"{"keypoints": "a"}"#).unwrap_err();
+        assert!(e.to_string().contains("keypoints") && e.status() == 400);
+        let e = parse_patch(r#"{"status": "done"}"#).unwrap_err();
+        assert!(e.to_string().contains("status"));
+        assert!(parse_patch("[1]").is_err() && parse_patch("{").is_err());
+    }
+
+    #[test]
+    fn query_and_filenames() {
+        let (path, q) = split_query("/api/jobs%2Fx?limit=5&run=true&name=a+b%21&bad=%zz");
+        assert_eq!(path, "/api/jobs/x");
+        assert_eq!(q.number("limit").unwrap(), Some(5));
+        assert!(q.flag("run").unwrap());
+        assert_eq!(q.get("name"), Some("a b!"));
+        assert_eq!(q.get("bad"), Some("%zz"));
+        assert!(q.flag("name").is_err());
+        assert_eq!(sanitize_filename("../../etc/pa\u{7}sswd.wav"), "passwd.wav");
+        assert_eq!(sanitize_filename("C:\\x\\.hidden.mp3"), "hidden.mp3");
+    }
+}

@@ -1,0 +1,164 @@
+//! The long-running service: wires config, store, queue, watcher and HTTP API together and
+//! handles signals (TERM/INT drain and exit, HUP reload config and reopen logs).
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use tracing_appender::rolling::{RollingFileAppender, Rotation};
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::prelude::*;
+
+use crate::api::Api;
+use crate::config::{Config, ConfigHandle};
+use crate::pipeline::Stages;
+use crate::queue::Queue;
+use crate::store::Store;
+
+const HTTP_THREADS: usize = 8;
+
+/// A start-up problem that should stop the daemon with exit code 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct StartupError(pub String);
+
+/// Checks that `dir` exists (creating it) and is writable.
+pub fn ensure_writable_dir(key: &str, dir: &Path) -> Result<(), StartupError> {
+    let fail = |e: std::io::Error| StartupError(format!("invalid value for {key}: {}: {e}", dir.display()));
+    std::fs::create_dir_all(dir).map_err(fail)?;
+    let probe = dir.join(format!(".diarized-write-test-{}", std::process::id()));
+    std::fs::write(&probe, b"").map_err(fail)?;
+    std::fs::remove_file(&probe).map_err(fail)
+}
+
+/// Runs the daemon until SIGTERM/SIGINT.
+pub fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<()> {
+    ensure_writable_dir("UPLOAD_FOLDER", &config.upload_folder)?;
+    if let Some(dir) = &config.results_folder {
+        ensure_writable_dir("RESULTS_FOLDER", dir)?;
+    }
+    let log_file = init_logging(config.log_dir.as_deref())?;
+    let db_path = config.database_path()?;
+    let store = Arc::new(
+        Store::open(&db_path).map_err(|e| StartupError(format!("invalid value for DATABASE_URL: {e}")))?,
+    );
+    let config = Arc::new(ConfigHandle::new(config, config_path));
+    let cfg = config.get();
+    let queue = Queue::new(Arc::clone(&store), Arc::clone(&config))?;
+
+    let server =
+        Arc::new(tiny_http::Server::http(&cfg.bind).map_err(|e| {
+            StartupError(format!("invalid value for BIND: cannot listen on {}: {e}", cfg.bind))
+        })?);
+    let addr = server.server_addr().to_ip().map(|a| a.to_string()).unwrap_or_else(|| cfg.bind.clone());
+    let api = Arc::new(Api {
+        config: Arc::clone(&config),
+        store: Arc::clone(&store),
+        queue: Arc::clone(&queue),
+        started: Instant::now(),
+        models: crate::pipeline::model_names(&cfg),
+    });
+    let http = api.serve(Arc::clone(&server), HTTP_THREADS);
+
+    let watcher = crate::watch::start(Arc::clone(&config), Arc::clone(&store), Arc::clone(&queue))
+        .context("starting the folder watcher")?;
+    let rescanned = crate::watch::rescan(&cfg, &store, &queue).context("rescanning the upload folder")?;
+    let workers = queue.start_workers(cfg.workers, Arc::new(Stages::from_config));
+    tracing::info!(%addr, db = %db_path.display(), folder = %cfg.upload_folder.display(), rescanned, "diarized started");
+    // A plain line for scripts and tests that start us on port 0.
+    println!("diarized listening on http://{addr}");
+
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])?;
+    for signal in signals.forever() {
+        if signal == SIGHUP {
+            match config.reload() {
+                Ok(()) => tracing::info!("configuration reloaded"),
+                Err(e) => tracing::error!(error = %e, "configuration not reloaded; keeping the running one"),
+            }
+            if let Some(f) = &log_file {
+                f.reopen();
+            }
+            continue;
+        }
+        tracing::info!(signal, "shutting down");
+        break;
+    }
+    for _ in 0..http.len() {
+        server.unblock();
+    }
+    for h in http {
+        let _ = h.join();
+    }
+    drop(watcher);
+    let grace = Duration::from_secs(config.get().grace_period_s);
+    let requeued = queue.shutdown(workers, grace);
+    tracing::info!(requeued = requeued.len(), "stopped");
+    Ok(())
+}
+
+/// The daily-rolling log file, reopened on SIGHUP (after logrotate moved it, say).
+#[derive(Clone)]
+pub struct LogFile {
+    dir: PathBuf,
+    inner: Arc<Mutex<RollingFileAppender>>,
+}
+
+impl LogFile {
+    fn open(dir: &Path) -> Result<RollingFileAppender, StartupError> {
+        RollingFileAppender::builder()
+            .rotation(Rotation::DAILY)
+            .filename_prefix("diarized")
+            .filename_suffix("log")
+            .build(dir)
+            .map_err(|e| StartupError(format!("invalid value for LOG_DIR: {}: {e}", dir.display())))
+    }
+
+    fn reopen(&self) {
+        match Self::open(&self.dir) {
+            Ok(fresh) => *self.inner.lock().unwrap_or_else(|p| p.into_inner()) = fresh,
+            Err(e) => tracing::error!(error = %e, "cannot reopen the log file"),
+        }
+    }
+}
+
+/// Writes one log record into the current file.
+pub struct LogFileWriter(Arc<Mutex<RollingFileAppender>>);
+
+impl std::io::Write for LogFileWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).write(buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).flush()
+    }
+}
+
+impl<'a> MakeWriter<'a> for LogFile {
+    type Writer = LogFileWriter;
+    fn make_writer(&'a self) -> Self::Writer {
+        LogFileWriter(Arc::clone(&self.inner))
+    }
+}
+
+/// Logs to stderr (journald adds timestamps) and, if `dir` is set, to a daily file.
+pub fn init_logging(dir: Option<&Path>) -> Result<Option<LogFile>, StartupError> {
+    let filter = || EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let stderr =
+        tracing_subscriber::fmt::layer().with_ansi(ansi).with_writer(std::io::stderr).with_filter(filter());
+    let file = match dir {
+        Some(d) => {
+            ensure_writable_dir("LOG_DIR", d)?;
+            Some(LogFile { dir: d.to_owned(), inner: Arc::new(Mutex::new(LogFile::open(d)?)) })
+        }
+        None => None,
+    };
+    let file_layer = file
+        .clone()
+        .map(|f| tracing_subscriber::fmt::layer().with_ansi(false).with_writer(f).with_filter(filter()));
+    let _ = tracing_subscriber::registry().with(stderr).with(file_layer).try_init();
+    Ok(file)
+}

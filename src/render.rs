@@ -1,0 +1,206 @@
+//! Renders a stored result: transcript exports (txt, srt, vtt, json, rttm) and the sidecar file.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::model::{Job, Segment, SpeakerTurn};
+
+/// Transcript export formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Txt,
+    Srt,
+    Vtt,
+    Json,
+    Rttm,
+}
+
+impl Format {
+    /// Parses a `?format=` value.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s.to_ascii_lowercase().as_str() {
+            "txt" | "text" => Format::Txt,
+            "srt" => Format::Srt,
+            "vtt" => Format::Vtt,
+            "json" => Format::Json,
+            "rttm" => Format::Rttm,
+            _ => return None,
+        })
+    }
+
+    /// HTTP content type of the rendering.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::Txt | Format::Rttm => "text/plain; charset=utf-8",
+            Format::Srt => "application/x-subrip; charset=utf-8",
+            Format::Vtt => "text/vtt; charset=utf-8",
+            Format::Json => "application/json",
+        }
+    }
+}
+
+/// Everything stored about one job: what the sidecar and the exports are made of.
+#[derive(Debug, Clone, Serialize)]
+pub struct JobResult {
+    pub job: Job,
+    pub segments: Vec<Segment>,
+    pub speaker_turns: Vec<SpeakerTurn>,
+}
+
+impl JobResult {
+    /// Renders the transcript in `format`.
+    pub fn render(&self, format: Format) -> String {
+        match format {
+            Format::Json => serde_json::to_string_pretty(self).unwrap_or_default(),
+            other => {
+                render_transcript(other, &self.segments, &self.speaker_turns, Path::new(&self.job.audio_path))
+            }
+        }
+    }
+}
+
+/// Renders segments (txt, srt, vtt) or turns (rttm) of the audio at `audio_path`.
+/// JSON needs the whole result and is rendered by the caller.
+pub fn render_transcript(
+    format: Format,
+    segments: &[Segment],
+    turns: &[SpeakerTurn],
+    audio_path: &Path,
+) -> String {
+    match format {
+        Format::Txt => txt(segments),
+        Format::Srt => subtitles(segments, false),
+        Format::Vtt => subtitles(segments, true),
+        Format::Rttm => rttm(turns, &file_id(audio_path)),
+        Format::Json => serde_json::to_string_pretty(segments).unwrap_or_default(),
+    }
+}
+
+fn file_id(audio_path: &Path) -> String {
+    let name = audio_path.file_stem().and_then(|s| s.to_str()).unwrap_or("audio");
+    // RTTM fields are space-separated.
+    name.replace(char::is_whitespace, "_")
+}
+
+fn txt(segments: &[Segment]) -> String {
+    let mut out = String::new();
+    for s in segments {
+        match &s.speaker {
+            Some(sp) => out.push_str(&format!("[{}] {}: {}\n", clock(s.start_s, '.'), sp, s.text.trim())),
+            None => out.push_str(&format!("[{}] {}\n", clock(s.start_s, '.'), s.text.trim())),
+        }
+    }
+    out
+}
+
+fn subtitles(segments: &[Segment], vtt: bool) -> String {
+    let sep = if vtt { '.' } else { ',' };
+    let mut out = String::from(if vtt { "WEBVTT\n\n" } else { "" });
+    for (i, s) in segments.iter().enumerate() {
+        if !vtt {
+            out.push_str(&format!("{}\n", i + 1));
+        }
+        out.push_str(&format!("{} --> {}\n", clock(s.start_s, sep), clock(s.end_s, sep)));
+        match (&s.speaker, vtt) {
+            (Some(sp), true) => out.push_str(&format!("<v {sp}>{}\n\n", s.text.trim())),
+            (Some(sp), false) => out.push_str(&format!("{sp}: {}\n\n", s.text.trim())),
+            (None, _) => out.push_str(&format!("{}\n\n", s.text.trim())),
+        }
+    }
+    out
+}
+
+/// `HH:MM:SS<sep>mmm`.
+fn clock(seconds: f64, sep: char) -> String {
+    let ms = (seconds.max(0.0) * 1000.0).round() as u64;
+    format!("{:02}:{:02}:{:02}{sep}{:03}", ms / 3_600_000, ms / 60_000 % 60, ms / 1000 % 60, ms % 1000)
+}
+
+/// RTTM lines: `SPEAKER <file> 1 <start> <duration> <NA> <NA> <speaker> <NA> <NA>`.
+pub fn rttm(turns: &[SpeakerTurn], file_id: &str) -> String {
+    turns
+        .iter()
+        .map(|t| {
+            format!(
+                "SPEAKER {file_id} 1 {:.3} {:.3} <NA> <NA> {} <NA> <NA>\n",
+                t.start_s,
+                (t.end_s - t.start_s).max(0.0),
+                t.speaker
+            )
+        })
+        .collect()
+}
+
+/// Where the sidecar of `audio_path` goes: `<results>/<name>.json` or beside the audio.
+pub fn sidecar_path(audio_path: &Path, results_folder: Option<&Path>) -> PathBuf {
+    let name = format!("{}.json", audio_path.file_name().and_then(|n| n.to_str()).unwrap_or("audio"));
+    match results_folder {
+        Some(dir) => dir.join(name),
+        None => audio_path.with_file_name(name),
+    }
+}
+
+/// Writes `contents` to `path` atomically: hidden temp file, fsync, rename.
+pub fn write_atomically(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    let tmp = dir.join(format!(".{name}.{}.tmp", uuid::Uuid::new_v4().simple()));
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(contents)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Writes the job's sidecar JSON; returns its path.
+pub fn write_sidecar(result: &JobResult, results_folder: Option<&Path>) -> std::io::Result<PathBuf> {
+    let path = sidecar_path(Path::new(&result.job.audio_path), results_folder);
+    write_atomically(&path, result.render(Format::Json).as_bytes())?;
+    Ok(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seg(a: f64, b: f64, sp: &str, text: &str) -> Segment {
+        Segment { start_s: a, end_s: b, text: text.into(), speaker: Some(sp.into()), words: vec![] }
+    }
+
+    #[test]
+    fn subtitles_and_rttm() {
+        let segs = [seg(0.0, 1.25, "Speaker00", " Hello."), seg(3661.5, 3662.0, "Speaker01", "Bye")];
+        let srt = subtitles(&segs, false);
+        assert!(
+            srt.starts_with("1\n00:00:00,000 --> 00:00:01,250\nSpeaker00: Hello.\n\n2\n01:01:01,500"),
+            "{srt}"
+        );
+        let vtt = subtitles(&segs, true);
+        assert!(vtt.starts_with("WEBVTT\n\n00:00:00.000 --> 00:00:01.250\n<v Speaker00>Hello.\n"), "{vtt}");
+        let turns = [SpeakerTurn { start_s: 1.0, end_s: 2.5, speaker: "Speaker00".into() }];
+        assert_eq!(rttm(&turns, "m"), "SPEAKER m 1 1.000 1.500 <NA> <NA> Speaker00 <NA> <NA>\n");
+    }
+
+    #[test]
+    fn sidecar_beside_audio_or_in_results() {
+        assert_eq!(sidecar_path(Path::new("uploads/m.mp3"), None), PathBuf::from("uploads/m.mp3.json"));
+        assert_eq!(
+            sidecar_path(Path::new("uploads/m.mp3"), Some(Path::new("out"))),
+            PathBuf::from("out/m.mp3.json")
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x.json");
+        write_atomically(&p, b"{}").unwrap();
+        write_atomically(&p, b"[1]").unwrap();
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), "[1]");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "no temp file left");
+    }
+}
