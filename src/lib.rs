@@ -1,6 +1,7 @@
 //! diarized: recorded conversations → speaker-labelled transcripts and analysis.
 
 pub mod api;
+pub mod asr;
 pub mod audio;
 pub mod cli;
 pub mod config;

@@ -3,7 +3,10 @@
 //! Every model is produced by `diarized models install NAME`, cached under the models folder,
 //! and found there at run time. Nothing is fetched from a model hub.
 
+pub mod ct2;
+pub mod ggml_whisper;
 pub mod pip;
+pub mod whisper;
 
 use std::path::{Path, PathBuf};
 
@@ -45,7 +48,9 @@ pub struct ModelEntry {
 
 /// Every model this build knows how to install.
 pub fn catalogue() -> Vec<ModelEntry> {
-    Vec::new()
+    let mut all = Vec::new();
+    all.extend(whisper::entries());
+    all
 }
 
 /// Finds a catalogue entry by name.
