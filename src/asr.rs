@@ -194,15 +194,24 @@ impl WhisperTranscriber {
         params.set_progress_callback_safe(move |p: i32| {
             let _ = tx.send(p);
         });
+        let finished = std::sync::atomic::AtomicBool::new(false);
         let result = std::thread::scope(|s| {
-            // whisper.cpp calls back on its own thread with a 'static closure: relay the percent
-            // values to the caller's (borrowed) callback from a scoped thread.
-            s.spawn(|| {
-                for p in rx {
-                    progress(p.clamp(0, 100) as f32 / 100.0);
+            // whisper.cpp calls back with a 'static closure: relay the percent values to the
+            // caller's (borrowed) callback from a scoped thread. whisper-rs keeps the closure (and
+            // so the sender) alive after `full`, so the relay stops on a flag, not on hang-up.
+            let finished = &finished;
+            let progress = &progress;
+            s.spawn(move || {
+                use std::sync::atomic::Ordering;
+                while !finished.load(Ordering::Acquire) {
+                    if let Ok(p) = rx.recv_timeout(std::time::Duration::from_millis(100)) {
+                        progress(p.clamp(0, 100) as f32 / 100.0);
+                    }
                 }
             });
-            self.state.full(params, pcm)
+            let r = self.state.full(params, pcm);
+            finished.store(true, std::sync::atomic::Ordering::Release);
+            r
         });
         result.map_err(|e| StageError::new(STAGE, format!("whisper failed: {e}")))?;
         self.collect_segments()

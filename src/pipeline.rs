@@ -153,11 +153,27 @@ impl Stages {
 
 impl Stages {
     /// Builds the stages the configuration asks for.
-    pub fn from_config(_cfg: &crate::config::Config) -> Self {
-        Stages {
-            transcriber: Slot::Unavailable("transcription is not configured in this build".into()),
-            diarizer: Slot::Disabled,
-            analyzer: Slot::Disabled,
+    pub fn from_config(cfg: &crate::config::Config) -> Self {
+        Stages { transcriber: transcriber(cfg), diarizer: Slot::Disabled, analyzer: Slot::Disabled }
+    }
+}
+
+fn transcriber(cfg: &crate::config::Config) -> Slot<dyn Transcriber> {
+    let loaded = crate::models::whisper::resolve_whisper_model(&cfg.models_dir, &cfg.whisper_model)
+        .map_err(|e| StageError::new("transcribe", e.to_string()))
+        .and_then(|path| {
+            let opts = crate::asr::AsrOptions {
+                threads: cfg.whisper_threads(),
+                language: cfg.language.clone(),
+                beam_size: None,
+            };
+            crate::asr::WhisperTranscriber::load(&path, opts)
+        });
+    match loaded {
+        Ok(t) => Slot::Ready(Box::new(t)),
+        Err(e) => {
+            tracing::error!(error = %e, "transcription unavailable");
+            Slot::Unavailable(e.message)
         }
     }
 }
