@@ -2,6 +2,7 @@
 
 pub mod audio;
 pub mod config;
+pub mod diarize;
 pub mod model;
 pub mod models;
 pub mod pipeline;

@@ -45,7 +45,12 @@ pub struct ModelEntry {
 
 /// Every model this build knows how to install.
 pub fn catalogue() -> Vec<ModelEntry> {
-    Vec::new()
+    vec![ModelEntry {
+        name: crate::diarize::install::NAME,
+        description: "speaker diarization: pyannote segmentation-3.0 + CAM++ 192-d + silero VAD (ONNX, ~34 MB)",
+        path: crate::diarize::install::installed_marker,
+        install: crate::diarize::install::install,
+    }]
 }
 
 /// Finds a catalogue entry by name.
