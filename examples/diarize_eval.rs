@@ -39,6 +39,7 @@ fn main() {
             "--step" => params.step_frames = val().parse().unwrap(),
             "--threshold" => params.threshold = val().parse().unwrap(),
             "--min-cluster" => params.min_cluster_size = val().parse().unwrap(),
+            "--new-speaker" => params.new_speaker_distance = val().parse().unwrap(),
             "--min-train" => params.min_train_s = val().parse().unwrap(),
             "--models" => models = PathBuf::from(val()),
             _ => files.push(a),

@@ -12,7 +12,7 @@ use super::DiarizeError;
 use super::fbank::NUM_BINS;
 
 /// Input lengths (fbank frames) with a prepared plan.
-pub const BUCKETS: [usize; 3] = [250, 500, 1000];
+pub const BUCKETS: [usize; 3] = [150, 250, 500];
 /// Embedding dimension.
 pub const DIM: usize = 192;
 /// Frames of one segment of CAM++'s segment pooling (after its stride-2 layer).

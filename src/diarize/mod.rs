@@ -51,16 +51,19 @@ impl From<DiarizeError> for StageError {
 /// Tunable parameters (defaults calibrated on the AMI fixtures, see `bench/diarize.sh`).
 #[derive(Debug, Clone)]
 pub struct Params {
-    /// Segmentation frames between window starts (step = frames × 16.875 ms).
+    /// Segmentation frames between window starts (step = frames × 16.875 ms); also the length of
+    /// the blocks that are embedded once each.
     pub step_frames: usize,
     /// Average-linkage cosine distance below which clusters merge.
     pub threshold: f32,
     /// Minimum seconds of solo speech for an embedding that trains the clustering.
     pub min_train_s: f32,
-    /// Minimum seconds of speech for any embedding (shorter local speakers are dropped).
+    /// Minimum seconds of solo speech in a block for any embedding.
     pub min_embed_s: f32,
     /// Clusters with fewer members than this are folded into the nearest larger one.
     pub min_cluster_size: usize,
+    /// A unit farther than this (cosine distance) from every cluster starts a new speaker.
+    pub new_speaker_distance: f32,
     /// Upper bound on the number of speakers when no hint is given.
     pub max_speakers: usize,
 }
@@ -69,10 +72,11 @@ impl Default for Params {
     fn default() -> Self {
         Self {
             step_frames: 148,
-            threshold: 0.6,
-            min_train_s: 1.0,
+            threshold: 0.65,
+            min_train_s: 0.8,
             min_embed_s: 0.3,
             min_cluster_size: 2,
+            new_speaker_distance: 0.9,
             max_speakers: 20,
         }
     }
@@ -93,8 +97,8 @@ struct WindowOut {
     /// Global frame index of the window's first frame.
     start: usize,
     masks: Vec<u8>,
-    /// Per local speaker: embedding and whether it had enough solo speech to train clustering.
-    embs: [Option<(Vec<f32>, bool)>; LOCAL_SPEAKERS],
+    /// Embeddings of the blocks this window owns: (block, local speaker, embedding, trains).
+    units: Vec<(usize, usize, Vec<f32>, bool)>,
 }
 
 impl PyannoteDiarizer {
@@ -141,8 +145,14 @@ impl PyannoteDiarizer {
         starts
     }
 
-    /// Segmentation and embeddings of one window.
-    fn process_window(&self, samples: &[f32], start: usize) -> Result<WindowOut, DiarizeError> {
+    /// Segmentation of one window, and embeddings of each local speaker's solo speech within
+    /// every block (`block_frames` global frames) the window owns.
+    fn process_window(
+        &self,
+        samples: &[f32],
+        start: usize,
+        owned: &[usize],
+    ) -> Result<WindowOut, DiarizeError> {
         let end = (start + WINDOW).min(samples.len());
         let audio = &samples[start..end];
         let mut masks = self.seg.run(audio)?;
@@ -151,6 +161,11 @@ impl PyannoteDiarizer {
             if FRAME_CENTER + i * FRAME_STEP >= audio.len() {
                 *m = 0;
             }
+        }
+        let first = start / FRAME_STEP;
+        let mut units = Vec::new();
+        if owned.is_empty() {
+            return Ok(WindowOut { start: first, masks, units });
         }
         // Kaldi's int16 scale, so the log floor bites where Kaldi's would.
         let scaled: Vec<f32> = audio.iter().map(|x| x * 32768.0).collect();
@@ -163,33 +178,39 @@ impl PyannoteDiarizer {
         let fps = crate::audio::SAMPLE_RATE as f32 / FRAME_SHIFT as f32;
         let min_embed = (self.params.min_embed_s * fps).ceil() as usize;
         let min_train = (self.params.min_train_s * fps).ceil() as usize;
-        let mut embs: [Option<(Vec<f32>, bool)>; LOCAL_SPEAKERS] = Default::default();
-        for (k, slot) in embs.iter_mut().enumerate() {
-            let bit = 1u8 << k;
-            let solo: Vec<usize> = (0..nfeat).filter(|&j| masks[seg_frame(j)] == bit).collect();
-            let (frames, train) = if solo.len() >= min_embed {
-                (solo, true)
-            } else {
-                let any: Vec<usize> = (0..nfeat).filter(|&j| masks[seg_frame(j)] & bit != 0).collect();
-                (any, false)
-            };
-            if frames.len() < min_embed {
-                continue;
+        let bf = self.params.step_frames.max(1);
+        for &b in owned {
+            let lo = (b * bf).saturating_sub(first);
+            let hi = ((b + 1) * bf).saturating_sub(first).min(FRAMES);
+            for k in 0..LOCAL_SPEAKERS {
+                let bit = 1u8 << k;
+                let pick = |solo: bool| -> Vec<usize> {
+                    (0..nfeat)
+                        .filter(|&j| {
+                            let i = seg_frame(j);
+                            i >= lo && i < hi && if solo { masks[i] == bit } else { masks[i] & bit != 0 }
+                        })
+                        .collect()
+                };
+                // Solo speech if there is enough; otherwise all of it (overlap included), which
+                // only labels, never trains.
+                let solo = pick(true);
+                let (frames, clean) =
+                    if solo.len() >= min_embed { (solo, true) } else { (pick(false), false) };
+                if frames.len() < min_embed {
+                    continue;
+                }
+                let mut x = Vec::with_capacity(frames.len() * NUM_BINS);
+                for &j in &frames {
+                    x.extend_from_slice(&feats[j * NUM_BINS..(j + 1) * NUM_BINS]);
+                }
+                fbank::subtract_mean(&mut x);
+                let mut e = self.emb.embed(&x)?;
+                cluster::normalize(&mut e);
+                units.push((b, k, e, clean && frames.len() >= min_train));
             }
-            let train = train && frames.len() >= min_train;
-            let mut x = Vec::with_capacity(frames.len() * NUM_BINS);
-            for &j in &frames {
-                x.extend_from_slice(&feats[j * NUM_BINS..(j + 1) * NUM_BINS]);
-            }
-            fbank::subtract_mean(&mut x);
-            let mut e = self.emb.embed(&x)?;
-            if std::env::var_os("DIARIZE_RELU").is_some() {
-                e.iter_mut().for_each(|v| *v = v.max(0.0));
-            }
-            cluster::normalize(&mut e);
-            *slot = Some((e, train));
         }
-        Ok(WindowOut { start: start / FRAME_STEP, masks, embs })
+        Ok(WindowOut { start: first, masks, units })
     }
 
     /// Diarizes 16 kHz mono samples; turns are labelled in order of first appearance.
@@ -202,16 +223,45 @@ impl PyannoteDiarizer {
             return Ok(Vec::new());
         }
         let starts = self.window_starts(samples.len());
+        let firsts: Vec<usize> = starts.iter().map(|s| s / FRAME_STEP).collect();
+        let bf = self.params.step_frames.max(1);
+        let total_frames = samples.len().saturating_sub(FRAME_CENTER).div_ceil(FRAME_STEP).max(1);
+        // Each block of `bf` frames is embedded once, by the window that covers it most centrally.
+        let nblocks = total_frames.div_ceil(bf);
+        let mut owner = vec![0usize; nblocks];
+        let mut w0 = 0;
+        for (b, o) in owner.iter_mut().enumerate() {
+            let centre = (b * bf + bf / 2) as f64;
+            while w0 + 1 < firsts.len() && firsts[w0] + FRAMES <= b * bf {
+                w0 += 1;
+            }
+            let mut best = (f64::INFINITY, w0);
+            for (w, &f) in firsts.iter().enumerate().skip(w0) {
+                if f > b * bf + bf {
+                    break;
+                }
+                let d = (f as f64 + FRAMES as f64 / 2.0 - centre).abs();
+                if d < best.0 {
+                    best = (d, w);
+                }
+            }
+            *o = best.1;
+        }
+        let mut owned: Vec<Vec<usize>> = vec![Vec::new(); starts.len()];
+        for (b, &w) in owner.iter().enumerate() {
+            owned[w].push(b);
+        }
+
         let mut windows: Vec<Option<WindowOut>> = (0..starts.len()).map(|_| None).collect();
         let threads = self.threads.min(starts.len()).max(1);
         let results: Vec<Result<Vec<(usize, WindowOut)>, DiarizeError>> = std::thread::scope(|s| {
             let handles: Vec<_> = (0..threads)
                 .map(|t| {
-                    let starts = &starts;
+                    let (starts, owned) = (&starts, &owned);
                     s.spawn(move || {
                         (t..starts.len())
                             .step_by(threads)
-                            .map(|i| self.process_window(samples, starts[i]).map(|w| (i, w)))
+                            .map(|i| self.process_window(samples, starts[i], &owned[i]).map(|w| (i, w)))
                             .collect::<Result<Vec<_>, _>>()
                     })
                 })
@@ -228,30 +278,18 @@ impl PyannoteDiarizer {
         }
         let windows: Vec<WindowOut> = windows.into_iter().flatten().collect();
 
-        // Cluster the embeddings with enough solo speech, then map every local speaker.
+        // Cluster the embeddings with enough solo speech, then label every unit.
         let mut train: Vec<Vec<f32>> = Vec::new();
         for w in &windows {
-            for (e, ok) in w.embs.iter().flatten() {
-                if *ok {
-                    train.push(e.clone());
-                }
-            }
+            train.extend(w.units.iter().filter(|u| u.3).map(|u| u.2.clone()));
         }
         if train.is_empty() {
-            // Nothing long enough to tell voices apart: all local speakers are one speaker.
+            // Nothing long enough to tell voices apart: all units are one speaker.
             for w in &windows {
-                for (e, _) in w.embs.iter().flatten() {
-                    train.push(e.clone());
-                }
+                train.extend(w.units.iter().map(|u| u.2.clone()));
             }
         }
         if std::env::var_os("DIARIZE_DEBUG").is_some() {
-            for w in &windows {
-                let counts: Vec<usize> =
-                    (0..LOCAL_SPEAKERS).map(|k| w.masks.iter().filter(|&&m| m == 1 << k).count()).collect();
-                let has: Vec<_> = w.embs.iter().map(|e| e.as_ref().map(|(_, t)| *t)).collect();
-                eprintln!("window {} solo frames {counts:?} emb {has:?}", w.start);
-            }
             for a in &train {
                 let row: Vec<String> =
                     train.iter().map(|b| format!("{:.2}", cluster::cosine(a, b))).collect();
@@ -259,17 +297,79 @@ impl PyannoteDiarizer {
             }
         }
         let labels = self.cluster(&train, hints);
-        let cents = cluster::centroids(&train, &labels);
-        let k = cents.len().max(1);
-        let mut rec = Reconstructor::new(k, samples.len());
+        let mut cents = cluster::centroids(&train, &labels);
+        // A unit unlike every cluster (e.g. a voice heard only in overlap) is a new speaker,
+        // unless the speaker count is fixed or at its maximum.
+        let max_k = hints.num_speakers.or(hints.max_speakers).unwrap_or(self.params.max_speakers);
         for w in &windows {
-            let mut map = [None; LOCAL_SPEAKERS];
-            for (slot, e) in map.iter_mut().zip(&w.embs) {
-                *slot = match e {
-                    Some((v, _)) if !cents.is_empty() => Some(cluster::nearest(&cents, v)),
-                    _ => None,
-                };
+            for (_, _, e, _) in &w.units {
+                if cents.len() >= max_k {
+                    break;
+                }
+                let best = cents.iter().map(|c| cluster::cosine(c, e)).fold(f32::NEG_INFINITY, f32::max);
+                if best < 1.0 - self.params.new_speaker_distance {
+                    cents.push(e.clone());
+                }
             }
+        }
+        let k = cents.len().max(1);
+        // Label of (block, local speaker of the owner window).
+        let mut unit_label: std::collections::HashMap<(usize, usize), usize> =
+            std::collections::HashMap::new();
+        for w in &windows {
+            for (b, kk, e, _) in &w.units {
+                if !cents.is_empty() {
+                    unit_label.insert((*b, *kk), cluster::nearest(&cents, e));
+                }
+            }
+        }
+
+        let mut rec = Reconstructor::new(k, samples.len());
+        for (wi, w) in windows.iter().enumerate() {
+            let b_first = w.start / bf;
+            let b_last = (w.start + FRAMES - 1) / bf;
+            // labels[block - b_first][local speaker]
+            let mut labels: Vec<[Option<usize>; LOCAL_SPEAKERS]> =
+                vec![[None; LOCAL_SPEAKERS]; b_last - b_first + 1];
+            for (bi, row) in labels.iter_mut().enumerate() {
+                let b = b_first + bi;
+                if b >= nblocks {
+                    continue;
+                }
+                let o = owner[b];
+                let (lo, hi) = (b * bf, (b + 1) * bf);
+                for (kk, slot) in row.iter_mut().enumerate() {
+                    *slot = if o == wi {
+                        unit_label.get(&(b, kk)).copied()
+                    } else {
+                        // Match this local speaker to the owner's by shared active frames.
+                        let ow = &windows[o];
+                        let mut overlap = [0usize; LOCAL_SPEAKERS];
+                        for g in
+                            lo.max(w.start).max(ow.start)..hi.min(w.start + FRAMES).min(ow.start + FRAMES)
+                        {
+                            if w.masks[g - w.start] & (1 << kk) != 0 {
+                                let m = ow.masks[g - ow.start];
+                                for (j, c) in overlap.iter_mut().enumerate() {
+                                    *c += usize::from(m & (1 << j) != 0);
+                                }
+                            }
+                        }
+                        let best = (0..LOCAL_SPEAKERS).max_by_key(|&j| overlap[j]).unwrap_or(0);
+                        if overlap[best] > 0 { unit_label.get(&(b, best)).copied() } else { None }
+                    };
+                }
+            }
+            // Local speakers still unlabelled in a block take their most frequent label elsewhere
+            // in the window.
+            for kk in 0..LOCAL_SPEAKERS {
+                let mut votes = vec![0usize; k];
+                labels.iter().filter_map(|r| r[kk]).for_each(|c| votes[c] += 1);
+                let fallback = (0..k).filter(|&c| votes[c] > 0).max_by_key(|&c| votes[c]);
+                labels.iter_mut().for_each(|r| r[kk] = r[kk].or(fallback));
+            }
+            let map: Vec<[Option<usize>; LOCAL_SPEAKERS]> =
+                (0..FRAMES).map(|i| labels[(w.start + i) / bf - b_first]).collect();
             rec.add_window(w.start, &w.masks, &map);
         }
         Ok(label_turns(rec.finish()))

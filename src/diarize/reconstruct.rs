@@ -48,14 +48,15 @@ impl Reconstructor {
         }
     }
 
-    /// Adds one window starting at global frame `start` with per-frame local masks, and the global
-    /// speaker of each local speaker (`None`: ignored). Windows must come in increasing `start`.
-    pub fn add_window(&mut self, start: usize, masks: &[u8], map: &[Option<usize>; LOCAL_SPEAKERS]) {
+    /// Adds one window starting at global frame `start` with per-frame local masks and, per frame,
+    /// the global speaker of each local speaker (`None`: ignored). Windows must come in
+    /// increasing `start`.
+    pub fn add_window(&mut self, start: usize, masks: &[u8], map: &[[Option<usize>; LOCAL_SPEAKERS]]) {
         while self.base < start {
             self.finalize_front();
         }
         let empty = Acc { count: 0.0, cover: 0, score: vec![0.0; self.speakers] };
-        for (i, &m) in masks.iter().enumerate().take(FRAMES) {
+        for (i, (&m, map)) in masks.iter().zip(map).enumerate().take(FRAMES) {
             let idx = start + i - self.base;
             while self.buf.len() <= idx {
                 self.buf.push_back(empty.clone());
@@ -130,8 +131,8 @@ mod tests {
         let w1 = vec![0b001u8; FRAMES];
         let mut w2 = vec![0b001u8; FRAMES];
         w2[..50].iter_mut().for_each(|m| *m = 0b011);
-        r.add_window(0, &w1, &[Some(1), None, None]);
-        r.add_window(100, &w2, &[Some(1), Some(0), None]);
+        r.add_window(0, &w1, &vec![[Some(1), None, None]; FRAMES]);
+        r.add_window(100, &w2, &vec![[Some(1), Some(0), None]; FRAMES]);
         let turns = r.finish();
         // Speaker 1 throughout; speaker 0 for frames 100..150 where average count is 1.5 → 2.
         assert_eq!(turns.len(), 2);
