@@ -6,7 +6,7 @@ use crate::model::{Segment, SpeakerTurn};
 
 /// The speaker with the largest total overlap with `[start, end]`; if none overlaps, the speaker
 /// of the nearest turn. `None` only when there are no turns.
-fn best_speaker<'a>(turns: &'a [SpeakerTurn], start: f64, end: f64) -> Option<&'a str> {
+fn best_speaker(turns: &[SpeakerTurn], start: f64, end: f64) -> Option<&str> {
     let mut overlap: HashMap<&str, f64> = HashMap::new();
     for t in turns {
         let o = end.min(t.end_s) - start.max(t.start_s);
