@@ -16,14 +16,32 @@ fn load_wav(path: &Path) -> Vec<f32> {
     let spec = r.spec();
     assert_eq!(spec.sample_rate, 16_000, "{}: need 16 kHz", path.display());
     let ch = spec.channels as usize;
-    let x: Vec<f32> = match spec.sample_format {
-        hound::SampleFormat::Float => r.samples::<f32>().map(Result::unwrap).collect(),
-        hound::SampleFormat::Int => {
-            let scale = (1u64 << (spec.bits_per_sample - 1)) as f32;
-            r.samples::<i32>().map(|s| s.unwrap() as f32 / scale).collect()
-        }
+    let len = r.len() as usize;
+    let scale = (1u64 << (spec.bits_per_sample.max(1) - 1)) as f32;
+    let x: Box<dyn Iterator<Item = f32>> = match spec.sample_format {
+        hound::SampleFormat::Float => Box::new(r.samples::<f32>().map(Result::unwrap)),
+        hound::SampleFormat::Int => Box::new(r.samples::<i32>().map(move |s| s.unwrap() as f32 / scale)),
     };
-    x.chunks_exact(ch).map(|c| c.iter().sum::<f32>() / ch as f32).collect()
+    // Down-mix on the fly so only the mono buffer is held (as the daemon's `Audio` is).
+    let mut out = Vec::with_capacity(len / ch);
+    let mut acc = 0.0;
+    for (i, v) in x.enumerate() {
+        acc += v;
+        if i % ch == ch - 1 {
+            out.push(acc / ch as f32);
+            acc = 0.0;
+        }
+    }
+    out
+}
+
+/// CPU seconds (user + system) this process has used, from /proc (Linux); 0 elsewhere.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<f64> = rest.split_whitespace().skip(11).take(2).filter_map(|x| x.parse().ok()).collect();
+    f.iter().sum::<f64>() / 100.0
 }
 
 fn main() {
@@ -50,8 +68,8 @@ fn main() {
     d.params = params;
     eprintln!("load {:.2}s params {:?}", t0.elapsed().as_secs_f64(), d.params);
     let (mut c0, mut c25) = (der::DerReport::default(), der::DerReport::default());
-    let (mut audio_s, mut wall_s) = (0.0, 0.0);
-    println!("file\taudio_s\twall_s\trtf\tspeakers\tder_c0\tder_c025");
+    let (mut audio_s, mut wall_s, mut cpu_s) = (0.0, 0.0, 0.0);
+    println!("file\taudio_s\twall_s\trtf\tcpu_s\tcpu_rtf\tspeakers\tder_c0\tder_c025");
     for f in files {
         let (wav, rttm) = match f.split_once('=') {
             Some((w, r)) => (w.to_string(), Some(r.to_string())),
@@ -60,8 +78,11 @@ fn main() {
         let samples = load_wav(Path::new(&wav));
         let secs = samples.len() as f64 / 16_000.0;
         let t = Instant::now();
+        let c = cpu_seconds();
         let turns = d.diarize_samples(&samples, SpeakerHints::default()).expect("diarize");
         let wall = t.elapsed().as_secs_f64();
+        let cpu = cpu_seconds() - c;
+        cpu_s += cpu;
         audio_s += secs;
         wall_s += wall;
         let mut spk: Vec<&str> = turns.iter().map(|t| t.speaker.as_str()).collect();
@@ -78,11 +99,17 @@ fn main() {
             None => ("-".into(), "-".into()),
         };
         let name = Path::new(&wav).file_stem().unwrap().to_string_lossy().to_string();
-        println!("{name}\t{secs:.1}\t{wall:.2}\t{:.4}\t{}\t{d0}\t{d25}", wall / secs, spk.len());
+        println!(
+            "{name}\t{secs:.1}\t{wall:.2}\t{:.4}\t{cpu:.2}\t{:.4}\t{}\t{d0}\t{d25}",
+            wall / secs,
+            cpu / secs,
+            spk.len()
+        );
     }
     println!(
-        "TOTAL\t{audio_s:.1}\t{wall_s:.2}\t{:.4}\t-\t{:.3}\t{:.3}",
+        "TOTAL\t{audio_s:.1}\t{wall_s:.2}\t{:.4}\t{cpu_s:.2}\t{:.4}\t-\t{:.3}\t{:.3}",
         wall_s / audio_s.max(1e-9),
+        cpu_s / audio_s.max(1e-9),
         c0.der(),
         c25.der()
     );

@@ -33,6 +33,9 @@ pub const SEGMENTATION_FILE: &str = "segmentation-3.0.onnx";
 /// File name of the embedding model inside the diarization models folder.
 pub const EMBEDDING_FILE: &str = "campplus-192.onnx";
 
+/// Most embeddings clustered directly (2 500² distances = 25 MB).
+const MAX_TRAIN: usize = 2500;
+
 /// What can go wrong inside the diarizer.
 #[derive(Debug, thiserror::Error)]
 pub enum DiarizeError {
@@ -288,6 +291,12 @@ impl PyannoteDiarizer {
             for w in &windows {
                 train.extend(w.units.iter().map(|u| u.2.clone()));
             }
+        }
+        // Clustering is O(n²) in memory: on long files keep an even subsample (the rest are
+        // labelled through the centroids below like every other unit).
+        if train.len() > MAX_TRAIN {
+            let n = train.len();
+            train = (0..MAX_TRAIN).map(|i| std::mem::take(&mut train[i * n / MAX_TRAIN])).collect();
         }
         if std::env::var_os("DIARIZE_DEBUG").is_some() {
             for a in &train {
