@@ -298,13 +298,6 @@ impl PyannoteDiarizer {
             let n = train.len();
             train = (0..MAX_TRAIN).map(|i| std::mem::take(&mut train[i * n / MAX_TRAIN])).collect();
         }
-        if std::env::var_os("DIARIZE_DEBUG").is_some() {
-            for a in &train {
-                let row: Vec<String> =
-                    train.iter().map(|b| format!("{:.2}", cluster::cosine(a, b))).collect();
-                eprintln!("{}", row.join(" "));
-            }
-        }
         let labels = self.cluster(&train, hints);
         let mut cents = cluster::centroids(&train, &labels);
         // A unit unlike every cluster (e.g. a voice heard only in overlap) is a new speaker,
