@@ -50,6 +50,12 @@ pub struct ModelEntry {
 pub fn catalogue() -> Vec<ModelEntry> {
     let mut all = Vec::new();
     all.extend(whisper::entries());
+    all.push(ModelEntry {
+        name: crate::diarize::install::NAME,
+        description: "speaker diarization: pyannote segmentation-3.0 + CAM++ 192-d + silero VAD (ONNX, ~34 MB)",
+        path: crate::diarize::install::installed_marker,
+        install: crate::diarize::install::install,
+    });
     all
 }
 

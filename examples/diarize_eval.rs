@@ -1,0 +1,116 @@
+//! Benchmark driver for the diarization stage (used by `bench/diarize.sh`, not a test).
+//!
+//! `cargo run --example diarize_eval -- [--threads N] [--step F] [--threshold T] [--min-cluster N]
+//!   [--models DIR] FILE.wav[=REF.rttm] ...`
+//! Prints per file: seconds of audio, wall seconds, RTF, speakers, and DER at collar 0 and 0.25
+//! when a reference is given; then corpus totals over the files with references.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use diarized::diarize::{PyannoteDiarizer, der, parse_rttm};
+use diarized::model::SpeakerHints;
+
+fn load_wav(path: &Path) -> Vec<f32> {
+    let mut r = hound::WavReader::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let spec = r.spec();
+    assert_eq!(spec.sample_rate, 16_000, "{}: need 16 kHz", path.display());
+    let ch = spec.channels as usize;
+    let len = r.len() as usize;
+    let scale = (1u64 << (spec.bits_per_sample.max(1) - 1)) as f32;
+    let x: Box<dyn Iterator<Item = f32>> = match spec.sample_format {
+        hound::SampleFormat::Float => Box::new(r.samples::<f32>().map(Result::unwrap)),
+        hound::SampleFormat::Int => Box::new(r.samples::<i32>().map(move |s| s.unwrap() as f32 / scale)),
+    };
+    // Down-mix on the fly so only the mono buffer is held (as the daemon's `Audio` is).
+    let mut out = Vec::with_capacity(len / ch);
+    let mut acc = 0.0;
+    for (i, v) in x.enumerate() {
+        acc += v;
+        if i % ch == ch - 1 {
+            out.push(acc / ch as f32);
+            acc = 0.0;
+        }
+    }
+    out
+}
+
+/// CPU seconds (user + system) this process has used, from /proc (Linux); 0 elsewhere.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<f64> = rest.split_whitespace().skip(11).take(2).filter_map(|x| x.parse().ok()).collect();
+    f.iter().sum::<f64>() / 100.0
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let mut threads = 1;
+    let mut models = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/models"));
+    let mut files = Vec::new();
+    let mut params = diarized::diarize::Params::default();
+    while let Some(a) = args.next() {
+        let mut val = || args.next().expect("missing value");
+        match a.as_str() {
+            "--threads" => threads = val().parse().unwrap(),
+            "--step" => params.step_frames = val().parse().unwrap(),
+            "--threshold" => params.threshold = val().parse().unwrap(),
+            "--min-cluster" => params.min_cluster_size = val().parse().unwrap(),
+            "--new-speaker" => params.new_speaker_distance = val().parse().unwrap(),
+            "--min-train" => params.min_train_s = val().parse().unwrap(),
+            "--models" => models = PathBuf::from(val()),
+            _ => files.push(a),
+        }
+    }
+    let t0 = Instant::now();
+    let mut d = PyannoteDiarizer::load(&models, threads).expect("load models");
+    d.params = params;
+    eprintln!("load {:.2}s params {:?}", t0.elapsed().as_secs_f64(), d.params);
+    let (mut c0, mut c25) = (der::DerReport::default(), der::DerReport::default());
+    let (mut audio_s, mut wall_s, mut cpu_s) = (0.0, 0.0, 0.0);
+    println!("file\taudio_s\twall_s\trtf\tcpu_s\tcpu_rtf\tspeakers\tder_c0\tder_c025");
+    for f in files {
+        let (wav, rttm) = match f.split_once('=') {
+            Some((w, r)) => (w.to_string(), Some(r.to_string())),
+            None => (f.clone(), None),
+        };
+        let samples = load_wav(Path::new(&wav));
+        let secs = samples.len() as f64 / 16_000.0;
+        let t = Instant::now();
+        let c = cpu_seconds();
+        let turns = d.diarize_samples(&samples, SpeakerHints::default()).expect("diarize");
+        let wall = t.elapsed().as_secs_f64();
+        let cpu = cpu_seconds() - c;
+        cpu_s += cpu;
+        audio_s += secs;
+        wall_s += wall;
+        let mut spk: Vec<&str> = turns.iter().map(|t| t.speaker.as_str()).collect();
+        spk.sort();
+        spk.dedup();
+        let (d0, d25) = match rttm {
+            Some(r) => {
+                let reference = parse_rttm(&std::fs::read_to_string(&r).unwrap()).unwrap();
+                let (a, b) = (der::score(&reference, &turns, 0.0), der::score(&reference, &turns, 0.25));
+                c0.add(&a);
+                c25.add(&b);
+                (format!("{:.3}", a.der()), format!("{:.3}", b.der()))
+            }
+            None => ("-".into(), "-".into()),
+        };
+        let name = Path::new(&wav).file_stem().unwrap().to_string_lossy().to_string();
+        println!(
+            "{name}\t{secs:.1}\t{wall:.2}\t{:.4}\t{cpu:.2}\t{:.4}\t{}\t{d0}\t{d25}",
+            wall / secs,
+            cpu / secs,
+            spk.len()
+        );
+    }
+    println!(
+        "TOTAL\t{audio_s:.1}\t{wall_s:.2}\t{:.4}\t{cpu_s:.2}\t{:.4}\t-\t{:.3}\t{:.3}",
+        wall_s / audio_s.max(1e-9),
+        cpu_s / audio_s.max(1e-9),
+        c0.der(),
+        c25.der()
+    );
+}
