@@ -190,19 +190,27 @@ impl WhisperTranscriber {
         params.set_n_max_text_ctx(64);
         params.set_suppress_blank(true);
         params.set_suppress_nst(true);
+        // whisper-rs wants a 'static progress closure (and never frees it): it only sends the
+        // percentage to a channel, relayed to the caller's borrowed callback by a scoped thread
+        // until the end marker is sent.
         let (tx, rx) = std::sync::mpsc::channel::<i32>();
+        let end = tx.clone();
         params.set_progress_callback_safe(move |p: i32| {
-            let _ = tx.send(p);
+            let _ = tx.send(p.clamp(0, 100));
         });
         let result = std::thread::scope(|s| {
-            // whisper.cpp calls back on its own thread with a 'static closure: relay the percent
-            // values to the caller's (borrowed) callback from a scoped thread.
-            s.spawn(|| {
-                for p in rx {
-                    progress(p.clamp(0, 100) as f32 / 100.0);
+            let progress = &progress;
+            s.spawn(move || {
+                while let Ok(p) = rx.recv() {
+                    if p < 0 {
+                        break;
+                    }
+                    progress(p as f32 / 100.0);
                 }
             });
-            self.state.full(params, pcm)
+            let r = self.state.full(params, pcm);
+            let _ = end.send(-1);
+            r
         });
         result.map_err(|e| StageError::new(STAGE, format!("whisper failed: {e}")))?;
         self.collect_segments()
