@@ -155,7 +155,8 @@ impl WhisperTranscriber {
             return Ok(("en".into(), None));
         }
         let err = |e| StageError::new(STAGE, format!("language detection failed: {e}"));
-        self.state.pcm_to_mel(pcm, self.opts.threads).map_err(err)?;
+        let window = pcm.len().min(WINDOW_S as usize * SAMPLE_RATE as usize);
+        self.state.pcm_to_mel(&pcm[..window], self.opts.threads).map_err(err)?;
         let (id, probs) = self.state.lang_detect(0, self.opts.threads).map_err(err)?;
         let code = whisper_rs::get_lang_str(id)
             .ok_or_else(|| StageError::new(STAGE, format!("bad language id {id}")))?;

@@ -300,6 +300,9 @@ struct TensorSpec {
     kind: Kind,
 }
 
+/// Appends one tensor to the plan: (ggml name, CTranslate2 source, row range, dims, kind).
+type Add<'a> = dyn FnMut(String, String, Option<(usize, usize)>, Vec<usize>, Kind) + 'a;
+
 fn tensor_plan(h: &Hparams) -> Vec<TensorSpec> {
     let n = h.n_audio_state;
     let mut plan = Vec::new();
@@ -307,12 +310,11 @@ fn tensor_plan(h: &Hparams) -> Vec<TensorSpec> {
         |name: String, source: String, rows: Option<(usize, usize)>, dims: Vec<usize>, kind: Kind| {
             plan.push(TensorSpec { name, source, rows, dims, kind });
         };
-    let norm =
-        |add: &mut dyn FnMut(String, String, Option<(usize, usize)>, Vec<usize>, Kind), g: &str, c: &str| {
-            add(format!("{g}.weight"), format!("{c}/gamma"), None, vec![n], Kind::F32);
-            add(format!("{g}.bias"), format!("{c}/beta"), None, vec![n], Kind::F32);
-        };
-    let linear = |add: &mut dyn FnMut(String, String, Option<(usize, usize)>, Vec<usize>, Kind),
+    let norm = |add: &mut Add<'_>, g: &str, c: &str| {
+        add(format!("{g}.weight"), format!("{c}/gamma"), None, vec![n], Kind::F32);
+        add(format!("{g}.bias"), format!("{c}/beta"), None, vec![n], Kind::F32);
+    };
+    let linear = |add: &mut Add<'_>,
                   g: &str,
                   c: &str,
                   part: Option<usize>,
@@ -433,7 +435,7 @@ fn write_tensor(
         GgmlType::F32 => data.iter().for_each(|x| w.bytes(&x.to_le_bytes())),
         GgmlType::F16 => data.iter().for_each(|x| w.bytes(&f16::from_f32(*x).to_le_bytes())),
         GgmlType::Q8_0 | GgmlType::Q5_1 => {
-            if row % QK != 0 {
+            if !row.is_multiple_of(QK) {
                 return Err(ModelError::Format(format!(
                     "{name}: row length {row} is not a multiple of {QK}"
                 )));
