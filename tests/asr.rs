@@ -139,16 +139,15 @@ fn multilingual_english_then_german_with_base() {
     assert_eq!(lang_at(5.0), Some("en"), "{chunks:?}");
     assert_eq!(lang_at(45.0), Some("de"), "{chunks:?}");
     assert!(chunks.iter().all(|c| c.probability.is_some_and(|p| p > 0.5)), "{chunks:?}");
-    let text_in = |from: f64, to: f64| {
-        out.segments
-            .iter()
-            .filter(|s| s.start_s >= from && s.start_s < to)
-            .map(|s| s.text.as_str())
-            .collect::<Vec<_>>()
-            .join(" ")
+    // Text of the segments that start inside chunks detected as `lang`.
+    let text_in = |lang: &str| {
+        let segs = out.segments.iter().filter(|s| {
+            chunks.iter().any(|c| c.language == lang && c.start_s - 0.5 <= s.start_s && s.start_s < c.end_s)
+        });
+        segs.map(|s| s.text.as_str()).collect::<Vec<_>>().join(" ")
     };
-    let english = words(&text_in(0.0, 29.0));
-    let german = words(&text_in(31.0, 61.0));
+    let english = words(&text_in("en"));
+    let german = words(&text_in("de"));
     for w in ["permission", "granted", "software"] {
         assert!(english.iter().any(|x| x == w), "{w} missing in {english:?}");
     }
