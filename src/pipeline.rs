@@ -154,7 +154,20 @@ impl Stages {
 impl Stages {
     /// Builds the stages the configuration asks for.
     pub fn from_config(cfg: &crate::config::Config) -> Self {
-        Stages { transcriber: transcriber(cfg), diarizer: Slot::Disabled, analyzer: Slot::Disabled }
+        Stages { transcriber: transcriber(cfg), diarizer: diarizer(cfg), analyzer: Slot::Disabled }
+    }
+}
+
+fn diarizer(cfg: &crate::config::Config) -> Slot<dyn Diarizer> {
+    if !cfg.diarization {
+        return Slot::Disabled;
+    }
+    match crate::diarize::PyannoteDiarizer::load(&cfg.models_dir, cfg.whisper_threads()) {
+        Ok(d) => Slot::Ready(Box::new(d)),
+        Err(e) => {
+            tracing::error!(error = %e, "diarization unavailable");
+            Slot::Unavailable(e.message)
+        }
     }
 }
 

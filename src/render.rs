@@ -73,15 +73,13 @@ pub fn render_transcript(
         Format::Txt => txt(segments),
         Format::Srt => subtitles(segments, false),
         Format::Vtt => subtitles(segments, true),
-        Format::Rttm => rttm(turns, &file_id(audio_path)),
+        Format::Rttm => crate::diarize::to_rttm(turns, &file_id(audio_path)),
         Format::Json => serde_json::to_string_pretty(segments).unwrap_or_default(),
     }
 }
 
 fn file_id(audio_path: &Path) -> String {
-    let name = audio_path.file_stem().and_then(|s| s.to_str()).unwrap_or("audio");
-    // RTTM fields are space-separated.
-    name.replace(char::is_whitespace, "_")
+    audio_path.file_stem().and_then(|s| s.to_str()).unwrap_or("audio").to_string()
 }
 
 fn txt(segments: &[Segment]) -> String {
@@ -116,21 +114,6 @@ fn subtitles(segments: &[Segment], vtt: bool) -> String {
 fn clock(seconds: f64, sep: char) -> String {
     let ms = (seconds.max(0.0) * 1000.0).round() as u64;
     format!("{:02}:{:02}:{:02}{sep}{:03}", ms / 3_600_000, ms / 60_000 % 60, ms / 1000 % 60, ms % 1000)
-}
-
-/// RTTM lines: `SPEAKER <file> 1 <start> <duration> <NA> <NA> <speaker> <NA> <NA>`.
-pub fn rttm(turns: &[SpeakerTurn], file_id: &str) -> String {
-    turns
-        .iter()
-        .map(|t| {
-            format!(
-                "SPEAKER {file_id} 1 {:.3} {:.3} <NA> <NA> {} <NA> <NA>\n",
-                t.start_s,
-                (t.end_s - t.start_s).max(0.0),
-                t.speaker
-            )
-        })
-        .collect()
 }
 
 /// Where the sidecar of `audio_path` goes: `<results>/<name>.json` or beside the audio.
@@ -186,7 +169,8 @@ mod tests {
         let vtt = subtitles(&segs, true);
         assert!(vtt.starts_with("WEBVTT\n\n00:00:00.000 --> 00:00:01.250\n<v Speaker00>Hello.\n"), "{vtt}");
         let turns = [SpeakerTurn { start_s: 1.0, end_s: 2.5, speaker: "Speaker00".into() }];
-        assert_eq!(rttm(&turns, "m"), "SPEAKER m 1 1.000 1.500 <NA> <NA> Speaker00 <NA> <NA>\n");
+        let rttm = render_transcript(Format::Rttm, &segs, &turns, Path::new("uploads/my talk.wav"));
+        assert_eq!(rttm, "SPEAKER my_talk 1 1.000 1.500 <NA> <NA> Speaker00 <NA> <NA>\n");
     }
 
     #[test]

@@ -300,6 +300,9 @@ struct TensorSpec {
     kind: Kind,
 }
 
+/// Appends one tensor to the plan: (ggml name, CTranslate2 source, row range, dims, kind).
+type Add<'a> = dyn FnMut(String, String, Option<(usize, usize)>, Vec<usize>, Kind) + 'a;
+
 fn tensor_plan(h: &Hparams) -> Vec<TensorSpec> {
     let n = h.n_audio_state;
     let mut plan = Vec::new();
@@ -307,12 +310,11 @@ fn tensor_plan(h: &Hparams) -> Vec<TensorSpec> {
         |name: String, source: String, rows: Option<(usize, usize)>, dims: Vec<usize>, kind: Kind| {
             plan.push(TensorSpec { name, source, rows, dims, kind });
         };
-    let norm =
-        |add: &mut dyn FnMut(String, String, Option<(usize, usize)>, Vec<usize>, Kind), g: &str, c: &str| {
-            add(format!("{g}.weight"), format!("{c}/gamma"), None, vec![n], Kind::F32);
-            add(format!("{g}.bias"), format!("{c}/beta"), None, vec![n], Kind::F32);
-        };
-    let linear = |add: &mut dyn FnMut(String, String, Option<(usize, usize)>, Vec<usize>, Kind),
+    let norm = |add: &mut Add<'_>, g: &str, c: &str| {
+        add(format!("{g}.weight"), format!("{c}/gamma"), None, vec![n], Kind::F32);
+        add(format!("{g}.bias"), format!("{c}/beta"), None, vec![n], Kind::F32);
+    };
+    let linear = |add: &mut Add<'_>,
                   g: &str,
                   c: &str,
                   part: Option<usize>,
@@ -433,7 +435,7 @@ fn write_tensor(
         GgmlType::F32 => data.iter().for_each(|x| w.bytes(&x.to_le_bytes())),
         GgmlType::F16 => data.iter().for_each(|x| w.bytes(&f16::from_f32(*x).to_le_bytes())),
         GgmlType::Q8_0 | GgmlType::Q5_1 => {
-            if row % QK != 0 {
+            if !row.is_multiple_of(QK) {
                 return Err(ModelError::Format(format!(
                     "{name}: row length {row} is not a multiple of {QK}"
                 )));
@@ -597,36 +599,37 @@ mod tests {
         tensors: HashMap<String, (i32, Vec<i32>, Vec<u8>)>,
     }
 
-    fn parse(b: &[u8]) -> Parsed {
-        let mut pos = 0;
-        let mut i32_ = || {
-            let v = i32::from_le_bytes(b[pos..pos + 4].try_into().unwrap());
-            pos += 4;
-            v
-        };
-        assert_eq!(i32_() as u32, GGML_MAGIC);
-        let hparams: Vec<i32> = (0..11).map(|_| i32_()).collect();
-        let (n_mel, n_fft) = (i32_(), i32_());
-        let filters = (0..n_mel * n_fft).map(|_| f32::from_bits(i32_() as u32)).collect();
-        let n_vocab = i32_();
-        let mut vocab = Vec::new();
-        let mut tensors = HashMap::new();
-        drop(i32_);
-        let mut pos2 = 4 + 11 * 4 + 8 + (n_mel * n_fft) as usize * 4 + 4;
-        let mut rd = |n: usize| {
-            let s = b[pos2..pos2 + n].to_vec();
-            pos2 += n;
+    struct Cursor<'a>(&'a [u8], usize);
+
+    impl Cursor<'_> {
+        fn take(&mut self, n: usize) -> Vec<u8> {
+            let s = self.0[self.1..self.1 + n].to_vec();
+            self.1 += n;
             s
-        };
-        let int = |s: Vec<u8>| i32::from_le_bytes(s.try_into().unwrap());
-        for _ in 0..n_vocab {
-            let len = int(rd(4)) as usize;
-            vocab.push(rd(len));
         }
-        while pos2 < b.len() {
-            let (n_dims, name_len, ttype) = (int(rd(4)), int(rd(4)) as usize, int(rd(4)));
-            let ne: Vec<i32> = (0..n_dims).map(|_| int(rd(4))).collect();
-            let name = String::from_utf8(rd(name_len)).unwrap();
+        fn i32(&mut self) -> i32 {
+            i32::from_le_bytes(self.take(4).try_into().unwrap())
+        }
+    }
+
+    fn parse(b: &[u8]) -> Parsed {
+        let mut c = Cursor(b, 0);
+        assert_eq!(c.i32() as u32, GGML_MAGIC);
+        let hparams: Vec<i32> = (0..11).map(|_| c.i32()).collect();
+        let (n_mel, n_fft) = (c.i32(), c.i32());
+        let filters = (0..n_mel * n_fft).map(|_| f32::from_bits(c.i32() as u32)).collect();
+        let n_vocab = c.i32();
+        let vocab = (0..n_vocab)
+            .map(|_| {
+                let len = c.i32() as usize;
+                c.take(len)
+            })
+            .collect();
+        let mut tensors = HashMap::new();
+        while c.1 < b.len() {
+            let (n_dims, name_len, ttype) = (c.i32(), c.i32() as usize, c.i32());
+            let ne: Vec<i32> = (0..n_dims).map(|_| c.i32()).collect();
+            let name = String::from_utf8(c.take(name_len)).unwrap();
             let n: usize = ne.iter().map(|&x| x as usize).product();
             let bytes = match ttype {
                 0 => n * 4,
@@ -635,7 +638,7 @@ mod tests {
                 7 => n / 32 * 24,
                 t => panic!("type {t}"),
             };
-            tensors.insert(name, (ttype, ne, rd(bytes)));
+            tensors.insert(name, (ttype, ne, c.take(bytes)));
         }
         Parsed { hparams, filters: (n_mel, n_fft, filters), vocab, tensors }
     }
