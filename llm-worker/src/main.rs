@@ -20,7 +20,6 @@ use std::num::NonZeroU32;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::context::params::LlamaContextParams;
 use llama_cpp_2::llama_backend::LlamaBackend;
 use llama_cpp_2::llama_batch::LlamaBatch;
@@ -88,7 +87,10 @@ fn parse_args() -> Result<Args, WorkerError> {
 #[derive(Deserialize)]
 #[serde(tag = "op", rename_all = "lowercase")]
 enum Request {
-    Count { system: String, user: String },
+    Count {
+        system: String,
+        user: String,
+    },
     Generate {
         system: String,
         user: String,
@@ -96,12 +98,23 @@ enum Request {
         max_tokens: u32,
         #[serde(default = "yes")]
         greedy_first: bool,
+        /// Logits of tokens among the last `REPEAT_WINDOW` generated ones are divided (if
+        /// positive) or multiplied by this; small models loop under greedy decoding without it.
+        #[serde(default = "default_repeat_penalty")]
+        repeat_penalty: f32,
     },
 }
 
 fn yes() -> bool {
     true
 }
+
+fn default_repeat_penalty() -> f32 {
+    1.15
+}
+
+/// Generated tokens the repetition penalty looks back over.
+const REPEAT_WINDOW: usize = 64;
 
 struct Engine {
     backend: LlamaBackend,
@@ -135,6 +148,7 @@ impl Engine {
         grammar: &str,
         max_tokens: u32,
         greedy_first: bool,
+        repeat_penalty: f32,
     ) -> Result<Value, WorkerError> {
         let tokens = self.prompt_tokens(system, user)?;
         if tokens.is_empty() {
@@ -179,8 +193,13 @@ impl Engine {
         let mut idx = batch.n_tokens() - 1;
         let mut generated = 0u32;
         let mut full_checks = 0u32;
+        let mut recent: Vec<LlamaToken> = Vec::new();
+        let mut logits = Vec::new();
         loop {
-            let token = next_token(&ctx, idx, &mut sampler, greedy_first, &mut full_checks)?;
+            logits.clear();
+            logits.extend_from_slice(ctx.get_logits_ith(idx));
+            penalise(&mut logits, &recent, repeat_penalty);
+            let token = next_token(&logits, &mut sampler, greedy_first, &mut full_checks)?;
             if vocab.is_eog(token) {
                 break;
             }
@@ -188,6 +207,10 @@ impl Engine {
                 return Err(WorkerError::Llama(format!("output exceeded {max_tokens} tokens")));
             }
             sampler.accept(token);
+            recent.push(token);
+            if recent.len() > REPEAT_WINDOW {
+                recent.remove(0);
+            }
             out.extend(vocab.token_to_piece(token, false, None));
             generated += 1;
             batch.clear();
@@ -197,7 +220,8 @@ impl Engine {
             idx = 0;
         }
         let generate_ms = t1.elapsed().as_secs_f64() * 1e3;
-        let text = String::from_utf8(out).map_err(|e| WorkerError::Llama(format!("output is not UTF-8: {e}")))?;
+        let text =
+            String::from_utf8(out).map_err(|e| WorkerError::Llama(format!("output is not UTF-8: {e}")))?;
         Ok(json!({
             "ok": true,
             "text": text,
@@ -215,17 +239,16 @@ impl Engine {
 /// against the grammar alone (one candidate) and the whole vocabulary is only filtered when the
 /// grammar rejects it — as llama.cpp's common sampler does, and ~10× cheaper per token.
 fn next_token(
-    ctx: &LlamaContext<'_>,
-    idx: i32,
+    logits: &[f32],
     grammar: &mut LlamaSampler,
     greedy_first: bool,
     full_checks: &mut u32,
 ) -> Result<LlamaToken, WorkerError> {
-    let logits = ctx.get_logits_ith(idx);
     if greedy_first {
         let (best, logit) = argmax(logits.iter().copied().enumerate())
             .ok_or_else(|| WorkerError::Llama("empty logits".into()))?;
-        let mut one = LlamaTokenDataArray::new(vec![LlamaTokenData::new(LlamaToken(best as i32), logit, 0.0)], false);
+        let mut one =
+            LlamaTokenDataArray::new(vec![LlamaTokenData::new(LlamaToken(best as i32), logit, 0.0)], false);
         grammar.apply(&mut one);
         if one.data[0].logit().is_finite() {
             return Ok(LlamaToken(best as i32));
@@ -241,6 +264,21 @@ fn next_token(
         .filter(|(_, l)| l.is_finite())
         .ok_or_else(|| WorkerError::Llama("the grammar allows no token".into()))?;
     Ok(LlamaToken(best as i32))
+}
+
+/// llama.cpp-style repetition penalty over the recent tokens (each penalised once).
+fn penalise(logits: &mut [f32], recent: &[LlamaToken], penalty: f32) {
+    if penalty == 1.0 {
+        return;
+    }
+    let mut seen = std::collections::HashSet::new();
+    for t in recent {
+        if let Some(l) = logits.get_mut(t.0 as usize)
+            && seen.insert(t.0)
+        {
+            *l = if *l > 0.0 { *l / penalty } else { *l * penalty };
+        }
+    }
 }
 
 fn argmax(it: impl Iterator<Item = (usize, f32)>) -> Option<(usize, f32)> {
@@ -295,8 +333,8 @@ fn run() -> Result<(), WorkerError> {
             Ok(Request::Count { system, user }) => {
                 engine.prompt_tokens(&system, &user).map(|t| json!({"ok": true, "tokens": t.len()}))
             }
-            Ok(Request::Generate { system, user, grammar, max_tokens, greedy_first }) => {
-                engine.generate(&system, &user, &grammar, max_tokens, greedy_first)
+            Ok(Request::Generate { system, user, grammar, max_tokens, greedy_first, repeat_penalty }) => {
+                engine.generate(&system, &user, &grammar, max_tokens, greedy_first, repeat_penalty)
             }
         };
         let v = answer.unwrap_or_else(|e| json!({"ok": false, "error": e.to_string()}));

@@ -3,6 +3,7 @@
 //! Every model is produced by `diarized models install NAME`, cached under the models folder,
 //! and found there at run time. Nothing is fetched from a model hub.
 
+pub mod llm;
 pub mod pip;
 
 use std::path::{Path, PathBuf};
@@ -45,7 +46,9 @@ pub struct ModelEntry {
 
 /// Every model this build knows how to install.
 pub fn catalogue() -> Vec<ModelEntry> {
-    Vec::new()
+    let mut all = Vec::new();
+    all.extend(llm::entries());
+    all
 }
 
 /// Finds a catalogue entry by name.
