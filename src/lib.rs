@@ -2,6 +2,7 @@
 
 pub mod api;
 pub mod asr;
+pub mod analyze;
 pub mod audio;
 pub mod cli;
 pub mod config;

@@ -154,7 +154,18 @@ impl Stages {
 impl Stages {
     /// Builds the stages the configuration asks for.
     pub fn from_config(cfg: &crate::config::Config) -> Self {
-        Stages { transcriber: transcriber(cfg), diarizer: diarizer(cfg), analyzer: Slot::Disabled }
+        Stages { transcriber: transcriber(cfg), diarizer: diarizer(cfg), analyzer: analyzer(cfg) }
+    }
+}
+
+fn analyzer(cfg: &crate::config::Config) -> Slot<dyn Analyzer> {
+    match crate::analyze::build_analyzer(cfg) {
+        Ok(Some(a)) => Slot::Ready(a),
+        Ok(None) => Slot::Disabled,
+        Err(e) => {
+            tracing::error!(error = %e, "analysis unavailable");
+            Slot::Unavailable(e.message)
+        }
     }
 }
 

@@ -5,6 +5,7 @@
 
 pub mod ct2;
 pub mod ggml_whisper;
+pub mod llm;
 pub mod pip;
 pub mod whisper;
 
@@ -56,6 +57,7 @@ pub fn catalogue() -> Vec<ModelEntry> {
         path: crate::diarize::install::installed_marker,
         install: crate::diarize::install::install,
     });
+    all.extend(llm::entries());
     all
 }
 

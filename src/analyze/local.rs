@@ -1,0 +1,467 @@
+//! Local backend: a Qwen2.5-Coder GGUF run by llama.cpp in the `diarized-llm` worker process.
+//!
+//! The worker is started on the first job, spoken to in JSON lines over stdin/stdout, and
+//! restarted on the next job if it crashed, timed out or exited after being idle. Output is
+//! constrained by a grammar to the four fields; the clean transcript is built in Rust.
+//! Transcripts longer than the context are analysed in parts and merged (map-reduce).
+
+use std::collections::VecDeque;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use super::schema::{self, Reply};
+use super::{clean_transcript, empty_analysis};
+use crate::config::Config;
+use crate::model::Analysis;
+use crate::pipeline::{AnalysisInput, Analyzer, StageError};
+
+/// Model names the local backend runs.
+pub const LOCAL_MODELS: &[&str] = &["qwen2.5-coder-1.5b", "qwen2.5-coder-0.5b"];
+
+/// Environment variable naming the worker binary (default: `diarized-llm` beside the daemon).
+pub const WORKER_BIN_ENV: &str = "DIARIZED_LLM_BIN";
+
+/// Settings of the local backend.
+#[derive(Debug, Clone)]
+pub struct LocalOptions {
+    /// Catalogue name, e.g. `qwen2.5-coder-1.5b`.
+    pub model: String,
+    /// The GGUF file.
+    pub model_path: PathBuf,
+    /// The `diarized-llm` binary.
+    pub worker_bin: PathBuf,
+    /// llama.cpp threads.
+    pub threads: usize,
+    /// Largest context (prompt + output) of one call, in tokens; longer transcripts are split.
+    pub max_context: u32,
+    /// Output tokens allowed per call.
+    pub max_new_tokens: u32,
+    /// Longest a single call may take before the worker is killed.
+    pub timeout: Duration,
+    /// The worker exits (freeing its memory) after this long without a job.
+    pub idle_exit: Duration,
+}
+
+impl LocalOptions {
+    /// Options for `model` from the config: model file in `models_dir`, `LLM_THREADS`.
+    pub fn from_config(cfg: &Config, model: &str) -> Self {
+        Self {
+            model: model.to_string(),
+            model_path: crate::models::llm::gguf_path(&cfg.models_dir, model),
+            worker_bin: worker_bin(),
+            threads: cfg.llm_threads.unwrap_or(DEFAULT_THREADS),
+            max_context: 16_384,
+            max_new_tokens: 768,
+            timeout: Duration::from_secs(30 * 60),
+            idle_exit: Duration::from_secs(300),
+        }
+    }
+
+    /// Whether the model file and the worker binary are where they should be.
+    pub fn check(&self) -> Result<(), String> {
+        if !self.model_path.is_file() {
+            return Err(format!(
+                "model file {} is missing (run `diarized models install {}`)",
+                self.model_path.display(),
+                self.model
+            ));
+        }
+        if !self.worker_bin.is_file() {
+            return Err(format!(
+                "worker binary {} is missing (build the workspace, or set {WORKER_BIN_ENV})",
+                self.worker_bin.display()
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Default llama.cpp threads when `LLM_THREADS` is unset. One: on a 2-core machine shared with
+/// whisper and other jobs, a second spinning thread costs more than it gains (see bench/).
+pub const DEFAULT_THREADS: usize = 1;
+
+/// `$DIARIZED_LLM_BIN`, else `diarized-llm` next to the running executable (or one folder up,
+/// for test and example binaries in `target/*/deps` and `target/*/examples`).
+pub fn worker_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os(WORKER_BIN_ENV).filter(|p| !p.is_empty()) {
+        return PathBuf::from(p);
+    }
+    let name = format!("diarized-llm{}", std::env::consts::EXE_SUFFIX);
+    let exe = std::env::current_exe().unwrap_or_default();
+    let dir = exe.parent().unwrap_or(Path::new("."));
+    let beside = dir.join(&name);
+    if !beside.is_file()
+        && dir.file_name().is_some_and(|n| n == "deps" || n == "examples")
+        && let Some(up) = dir.parent()
+    {
+        return up.join(&name);
+    }
+    beside
+}
+
+/// Timings of the last worker call, for benchmarks and logs.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CallStats {
+    pub prompt_tokens: u64,
+    pub generated_tokens: u64,
+    pub prompt_ms: f64,
+    pub generate_ms: f64,
+    /// Steps where the greedy token broke the grammar and the whole vocabulary was filtered.
+    pub full_grammar_checks: u64,
+}
+
+/// The local analyzer. Holds at most one worker process.
+pub struct LocalAnalyzer {
+    opts: LocalOptions,
+    worker: Option<Worker>,
+    /// Stats of every call of the last `analyze` (several for a map-reduce).
+    pub last_calls: Vec<CallStats>,
+    /// Whether `generate` uses the greedy-first grammar check (on by default; off for benches).
+    pub greedy_first: bool,
+}
+
+impl std::fmt::Debug for LocalAnalyzer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalAnalyzer").field("opts", &self.opts).finish_non_exhaustive()
+    }
+}
+
+struct Worker {
+    child: Child,
+    stdin: ChildStdin,
+    lines: Receiver<String>,
+    stderr: Arc<Mutex<VecDeque<String>>>,
+}
+
+/// One worker call failed: how, and whether a fresh worker may do better.
+enum CallError {
+    /// The worker exited on its own (idle) before answering: start a new one and ask again.
+    Gone,
+    Failed(String),
+}
+
+impl Worker {
+    fn spawn(opts: &LocalOptions) -> Result<Self, String> {
+        let mut child = Command::new(&opts.worker_bin)
+            .arg("--model")
+            .arg(&opts.model_path)
+            .args(["--threads", &opts.threads.to_string()])
+            .args(["--max-context", &opts.max_context.to_string()])
+            .args(["--idle-exit-s", &opts.idle_exit.as_secs().max(1).to_string()])
+            // Sleep rather than spin while waiting for work (OpenMP builds of ggml), unless the
+            // environment says otherwise (benchmarks compare both).
+            .env("OMP_WAIT_POLICY", std::env::var("OMP_WAIT_POLICY").unwrap_or_else(|_| "PASSIVE".into()))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", opts.worker_bin.display()))?;
+        let stdin = child.stdin.take().ok_or("worker has no stdin")?;
+        let stdout = child.stdout.take().ok_or("worker has no stdout")?;
+        let stderr_pipe = child.stderr.take().ok_or("worker has no stderr")?;
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let stderr = Arc::new(Mutex::new(VecDeque::new()));
+        let tail = Arc::clone(&stderr);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr_pipe).lines().map_while(Result::ok) {
+                tracing::debug!(target: "diarized_llm", "{line}");
+                if let Ok(mut t) = tail.lock() {
+                    if t.len() == 20 {
+                        t.pop_front();
+                    }
+                    t.push_back(line);
+                }
+            }
+        });
+        let mut w = Self { child, stdin, lines, stderr };
+        // Loading a model file from a cold page cache can take a while.
+        match w.read(Duration::from_secs(300)) {
+            Ok(v) if v["ready"] == true => Ok(w),
+            Ok(v) => Err(format!("unexpected greeting from the worker: {v}")),
+            Err(CallError::Gone) => Err(format!("worker exited while loading the model{}", w.stderr_tail())),
+            Err(CallError::Failed(e)) => Err(e),
+        }
+    }
+
+    fn stderr_tail(&self) -> String {
+        let t =
+            self.stderr.lock().map(|t| t.iter().cloned().collect::<Vec<_>>().join(" | ")).unwrap_or_default();
+        if t.is_empty() { String::new() } else { format!(": {t}") }
+    }
+
+    fn read(&mut self, timeout: Duration) -> Result<Value, CallError> {
+        match self.lines.recv_timeout(timeout) {
+            Ok(line) => serde_json::from_str(&line)
+                .map_err(|e| CallError::Failed(format!("worker sent invalid JSON ({e}): {line}"))),
+            Err(RecvTimeoutError::Timeout) => {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                Err(CallError::Failed(format!(
+                    "no answer within {} s; worker killed, a new one starts with the next job",
+                    timeout.as_secs()
+                )))
+            }
+            Err(RecvTimeoutError::Disconnected) => {
+                let status = self.child.wait();
+                // Give the stderr thread a moment to collect the last words.
+                std::thread::sleep(Duration::from_millis(50));
+                match status {
+                    Ok(s) if s.success() => Err(CallError::Gone),
+                    Ok(s) => Err(CallError::Failed(format!("worker crashed ({s}){}", self.stderr_tail()))),
+                    Err(e) => Err(CallError::Failed(format!("worker vanished: {e}"))),
+                }
+            }
+        }
+    }
+
+    fn call(&mut self, request: &Value, timeout: Duration) -> Result<Value, CallError> {
+        if writeln!(self.stdin, "{request}").and_then(|_| self.stdin.flush()).is_err() {
+            // The write fails when the worker has exited; `read` then says how.
+            return match self.read(Duration::from_secs(5)) {
+                Ok(v) => Err(CallError::Failed(format!("unexpected worker output: {v}"))),
+                Err(e) => Err(e),
+            };
+        }
+        let v = self.read(timeout)?;
+        if v["ok"] == true {
+            Ok(v)
+        } else {
+            Err(CallError::Failed(v["error"].as_str().unwrap_or("worker reported an error").to_string()))
+        }
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl LocalAnalyzer {
+    /// An analyzer that starts its worker on the first job.
+    pub fn new(opts: LocalOptions) -> Self {
+        Self { opts, worker: None, last_calls: Vec::new(), greedy_first: true }
+    }
+
+    fn label(&self) -> String {
+        format!("local LLM ({})", self.opts.model)
+    }
+
+    fn error(&self, message: impl std::fmt::Display) -> StageError {
+        StageError::new("analyze", format!("{}: {message}", self.label()))
+    }
+
+    /// Sends one request, (re)starting the worker as needed; a worker that exited while idle
+    /// is replaced once.
+    fn call(&mut self, request: &Value) -> Result<Value, String> {
+        for _ in 0..2 {
+            if self.worker.as_mut().is_some_and(|w| !matches!(w.child.try_wait(), Ok(None))) {
+                self.worker = None;
+            }
+            if self.worker.is_none() {
+                self.opts.check()?;
+                self.worker = Some(Worker::spawn(&self.opts)?);
+            }
+            let w = self.worker.as_mut().ok_or("no worker")?;
+            match w.call(request, self.opts.timeout) {
+                Ok(v) => return Ok(v),
+                Err(CallError::Gone) => self.worker = None,
+                Err(CallError::Failed(e)) => {
+                    if !matches!(w.child.try_wait(), Ok(None)) {
+                        self.worker = None;
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        Err("worker keeps exiting before it answers".into())
+    }
+
+    fn count(&mut self, user: &str) -> Result<u32, String> {
+        let v = self.call(&json!({"op": "count", "system": schema::system_prompt(false), "user": user}))?;
+        v["tokens"].as_u64().map(|n| n as u32).ok_or_else(|| "worker sent no token count".into())
+    }
+
+    fn generate(&mut self, user: &str, one_speaker: bool) -> Result<Reply, String> {
+        let v = self.call(&json!({
+            "op": "generate",
+            "system": schema::system_prompt(false),
+            "user": user,
+            "grammar": schema::local_grammar(one_speaker),
+            "max_tokens": self.opts.max_new_tokens,
+            "greedy_first": self.greedy_first,
+        }))?;
+        let stats = CallStats {
+            prompt_tokens: v["prompt_tokens"].as_u64().unwrap_or(0),
+            generated_tokens: v["generated_tokens"].as_u64().unwrap_or(0),
+            prompt_ms: v["prompt_ms"].as_f64().unwrap_or(0.0),
+            generate_ms: v["generate_ms"].as_f64().unwrap_or(0.0),
+            full_grammar_checks: v["full_grammar_checks"].as_u64().unwrap_or(0),
+        };
+        tracing::info!(backend = %self.label(), ?stats, "local LLM call");
+        self.last_calls.push(stats);
+        let text = v["text"].as_str().ok_or("worker sent no text")?;
+        schema::parse_reply(text, false)
+    }
+
+    /// Tokens one call can spend on transcript text.
+    fn budget(&mut self, language: Option<&str>) -> Result<u32, String> {
+        let overhead = self.count(&schema::transcript_prompt("", language, Some((99, 99))))?;
+        let budget = self.opts.max_context.saturating_sub(self.opts.max_new_tokens + overhead + 16);
+        if budget < 128 {
+            return Err(format!("max_context {} leaves no room for the transcript", self.opts.max_context));
+        }
+        Ok(budget)
+    }
+
+    /// Analyses `transcript`, splitting it into parts when it does not fit one context.
+    fn run(&mut self, transcript: &str, language: Option<&str>) -> Result<Reply, String> {
+        let speakers: std::collections::BTreeSet<&str> =
+            transcript.lines().filter_map(|l| l.split_once(": ").map(|(label, _)| label)).collect();
+        let one = speakers.len() == 1;
+        let whole = schema::transcript_prompt(transcript, language, None);
+        let needed = self.count(&whole)?;
+        if needed + self.opts.max_new_tokens <= self.opts.max_context {
+            return self.generate(&whole, one);
+        }
+        let budget = self.budget(language)?;
+        let parts = self.split(transcript, budget)?;
+        tracing::info!(backend = %self.label(), parts = parts.len(), tokens = needed, "transcript exceeds the context; analysing in parts");
+        let n = parts.len();
+        let mut replies = Vec::with_capacity(n);
+        for (i, part) in parts.iter().enumerate() {
+            replies.push(self.generate(&schema::transcript_prompt(part, language, Some((i + 1, n))), one)?);
+        }
+        self.reduce(replies, budget, one)
+    }
+
+    /// Merges part analyses, in groups that fit the context, until one is left.
+    fn reduce(&mut self, mut replies: Vec<Reply>, budget: u32, one: bool) -> Result<Reply, String> {
+        while replies.len() > 1 {
+            let mut merged = Vec::new();
+            let mut group: Vec<Reply> = Vec::new();
+            for r in replies {
+                group.push(r);
+                if group.len() > 1 && self.count(&schema::merge_prompt(&group))? > budget {
+                    let last = group.pop().ok_or("empty group")?;
+                    merged.push(self.merge(&group, one)?);
+                    group = vec![last];
+                }
+            }
+            merged.push(self.merge(&group, one)?);
+            replies = merged;
+        }
+        replies.pop().ok_or_else(|| "nothing to merge".into())
+    }
+
+    fn merge(&mut self, group: &[Reply], one_speaker: bool) -> Result<Reply, String> {
+        match group {
+            [one] => Ok(one.clone()),
+            _ => self.generate(&schema::merge_prompt(group), one_speaker),
+        }
+    }
+
+    /// Splits the transcript at line (or, for very long lines, word) boundaries into parts of at
+    /// most `budget` tokens each. Nothing is dropped.
+    fn split(&mut self, transcript: &str, budget: u32) -> Result<Vec<String>, String> {
+        let total = self.count(transcript)?.max(1);
+        // Characters per token of this transcript, with a margin for uneven density.
+        let chars_per_token = transcript.chars().count() as f64 / f64::from(total);
+        let mut target = ((f64::from(budget) * chars_per_token * 0.9) as usize).max(200);
+        loop {
+            let parts = split_by_chars(transcript, target);
+            let mut fits = true;
+            for p in &parts {
+                if self.count(p)? > budget {
+                    fits = false;
+                    break;
+                }
+            }
+            if fits {
+                return Ok(parts);
+            }
+            if target <= 200 {
+                return Err("cannot split the transcript into parts that fit the context".into());
+            }
+            target = target * 3 / 4;
+        }
+    }
+}
+
+/// Groups lines into parts of at most `target` characters; a longer line is cut between words
+/// and its continuation keeps the speaker label.
+fn split_by_chars(text: &str, target: usize) -> Vec<String> {
+    let mut pieces: Vec<String> = Vec::new();
+    for line in text.lines() {
+        if line.chars().count() <= target {
+            pieces.push(line.to_string());
+            continue;
+        }
+        let (label, body) = line.split_once(": ").map(|(l, b)| (format!("{l}: "), b)).unwrap_or_default();
+        let mut cur = label.clone();
+        for word in body.split_whitespace() {
+            if cur.len() > label.len() && cur.chars().count() + word.chars().count() + 1 > target {
+                pieces.push(std::mem::replace(&mut cur, label.clone()));
+            }
+            if cur.len() > label.len() {
+                cur.push(' ');
+            }
+            cur.push_str(word);
+        }
+        pieces.push(cur);
+    }
+    let mut parts: Vec<String> = Vec::new();
+    let mut cur = String::new();
+    for p in pieces {
+        if !cur.is_empty() && cur.chars().count() + p.chars().count() + 1 > target {
+            parts.push(std::mem::take(&mut cur));
+        }
+        if !cur.is_empty() {
+            cur.push('\n');
+        }
+        cur.push_str(&p);
+    }
+    if !cur.is_empty() {
+        parts.push(cur);
+    }
+    parts
+}
+
+impl Analyzer for LocalAnalyzer {
+    fn analyze(&mut self, input: &AnalysisInput<'_>) -> Result<Analysis, StageError> {
+        self.last_calls.clear();
+        let clean = clean_transcript(input.segments);
+        if clean.is_empty() {
+            return Ok(empty_analysis());
+        }
+        let reply = self.run(&clean, input.language).map_err(|e| self.error(e))?;
+        Ok(Analysis {
+            conversation_type: Some(reply.conversation_type),
+            summary: Some(reply.summary),
+            keypoints: Some(reply.keypoints),
+            language: Some(reply.language),
+            clean_transcript: Some(clean),
+        })
+    }
+
+    fn name(&self) -> String {
+        self.label()
+    }
+}
+
+#[cfg(test)]
+mod tests;
