@@ -1,8 +1,8 @@
 //! diarized: recorded conversations → speaker-labelled transcripts and analysis.
 
+pub mod analyze;
 pub mod api;
 pub mod asr;
-pub mod analyze;
 pub mod audio;
 pub mod cli;
 pub mod config;

@@ -33,7 +33,7 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    /// Starts a daemon with tiny.en, no analysis, one worker, plus `extra` env.
+    /// Starts a daemon with tiny.en, no diarization, no analysis, one worker, plus `extra` env.
     pub fn start(extra: &[(&str, &str)]) -> Daemon {
         let dir = tempfile::tempdir().unwrap();
         Self::start_in(dir, extra)
@@ -49,6 +49,7 @@ impl Daemon {
             ("WHISPER_MODEL", "tiny.en"),
             ("WHISPER_THREADS", "1"),
             ("LLM_MODEL", "none"),
+            ("DIARIZATION", "false"),
             ("RUST_LOG", "info,diarized=debug"),
         ]
         .iter()
