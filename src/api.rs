@@ -224,10 +224,8 @@ impl Api {
 
     fn upload(&self, req: &mut Request, q: &Query) -> ApiResult {
         let cfg = self.config.get();
-        if let Some(len) = req.body_length() {
-            if len as u64 > cfg.max_content_length {
-                return Err(too_large(cfg.max_content_length));
-            }
+        if req.body_length().is_some_and(|len| len as u64 > cfg.max_content_length) {
+            return Err(too_large(cfg.max_content_length));
         }
         let content_type = header(req, "Content-Type").unwrap_or_default();
         let boundary = multer::parse_boundary(&content_type).map_err(|_| {
@@ -235,11 +233,7 @@ impl Api {
         })?;
         let upload = receive_upload(req, &boundary, &cfg.upload_folder, cfg.max_content_length, |ext| {
             cfg.extension_allowed(ext)
-        });
-        let upload = match upload {
-            Ok(u) => u,
-            Err(e) => return Err(e),
-        };
+        })?;
         // From here on the temp file must not outlive a failure.
         let guard = TempFile(Some(upload.temp.clone()));
         if let Err(e) = crate::audio::probe_file(&upload.temp) {
@@ -542,12 +536,7 @@ fn merge_hints(h: &mut SpeakerHints, q: &Query) -> Result<(), ApiError> {
 }
 
 fn validate_hints(h: &SpeakerHints) -> Result<(), ApiError> {
-    if let (Some(lo), Some(hi)) = (h.min_speakers, h.max_speakers) {
-        if lo > hi {
-            return Err(ApiError::BadRequest("min_speakers is greater than max_speakers".into()));
-        }
-    }
-    Ok(())
+    h.check().map_err(|e| ApiError::BadRequest(e.into()))
 }
 
 /// Parses a `PUT` body: any subset of the editable fields, each of the right type.

@@ -56,7 +56,7 @@ pub struct Config {
     pub max_speakers: Option<usize>,
     /// Analysis backend: `gemini-…`, `qwen2.5-coder-1.5b`, `qwen2.5-coder-0.5b` or `none` (`LLM_MODEL`).
     pub llm_model: String,
-    /// Threads for the local LLM; `None` = number of cores (`LLM_THREADS`).
+    /// Threads for the local LLM; `None` = 1, as spinning ggml threads collapse on a busy machine (`LLM_THREADS`).
     pub llm_threads: Option<usize>,
     /// Gemini API key (`GEMINI_API_KEY`).
     pub gemini_api_key: Option<String>,
@@ -209,10 +209,13 @@ impl Config {
         if self.whisper_threads == Some(0) || self.llm_threads == Some(0) {
             return invalid("whisper_threads", "thread counts must be at least 1");
         }
-        if let (Some(lo), Some(hi)) = (self.min_speakers, self.max_speakers) {
-            if lo > hi {
-                return invalid("min_speakers", "greater than max_speakers");
-            }
+        let hints = crate::model::SpeakerHints {
+            num_speakers: self.num_speakers,
+            min_speakers: self.min_speakers,
+            max_speakers: self.max_speakers,
+        };
+        if let Err(e) = hints.check() {
+            return invalid("min_speakers", e);
         }
         self.database_path()?;
         Ok(())
@@ -226,11 +229,6 @@ impl Config {
     /// Threads for whisper.cpp.
     pub fn whisper_threads(&self) -> usize {
         self.whisper_threads.unwrap_or_else(cores)
-    }
-
-    /// Threads for the local LLM.
-    pub fn llm_threads(&self) -> usize {
-        self.llm_threads.unwrap_or_else(cores)
     }
 
     /// Whether `ext` (any case, no dot) is accepted.

@@ -68,6 +68,16 @@ pub struct SpeakerHints {
     pub max_speakers: Option<usize>,
 }
 
+impl SpeakerHints {
+    /// Rejects contradictory hints (`min_speakers` above `max_speakers`).
+    pub fn check(&self) -> Result<(), &'static str> {
+        match (self.min_speakers, self.max_speakers) {
+            (Some(lo), Some(hi)) if lo > hi => Err("min_speakers is greater than max_speakers"),
+            _ => Ok(()),
+        }
+    }
+}
+
 /// One job row, as stored and as returned over HTTP.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Job {

@@ -131,6 +131,8 @@ impl Daemon {
     }
 
     pub fn client() -> reqwest::blocking::Client {
+        // reqwest is built with `rustls-no-provider` (for the Gemini client): pick ring.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         reqwest::blocking::Client::builder().timeout(Duration::from_secs(600)).build().unwrap()
     }
 
