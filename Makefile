@@ -1,4 +1,5 @@
 # One profile (dev, dependencies optimised) for building, running and testing.
+SHELL := /bin/bash
 CARGO ?= cargo
 BIN := target/debug/diarized
 # Models the default configuration uses, and the (smaller) ones the tests use.
@@ -21,7 +22,13 @@ test: build
 	$(BIN) models install $(TEST_MODELS)
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
-	$(CARGO) test --workspace -- --test-threads=1
+	set -o pipefail; $(CARGO) test --workspace --lib --bins --tests -- --test-threads=1 2>&1 | tee target/test.log
+	@# One closing line for the whole run (cargo's last block is a crate with no tests).
+	@awk '/^test result:/ { p += $$4; f += $$6 } END { printf "%d passed, %d failed\n", p, f; exit (p == 0 || f > 0) }' target/test.log
 
+# Benchmarks (not tests); each prints its table with ratios against a baseline of the same run.
 bench: build
-	./bench/run.sh
+	python3 bench/api.py
+	python3 bench/transcribe.py
+	bash bench/diarize.sh
+	bash bench/analyze.sh

@@ -327,6 +327,16 @@ fn tensor_plan(h: &Hparams) -> Vec<TensorSpec> {
         }
     };
 
+    // Self-attention: q/k/v fused in `linear_0` (split in three; the key has no bias).
+    let self_attention = |add: &mut Add<'_>, g: &str, c: &str| {
+        norm(add, &format!("{g}.attn_ln"), &format!("{c}/self_attention/layer_norm"));
+        let qkv = format!("{c}/self_attention/linear_0");
+        linear(add, &format!("{g}.attn.query"), &qkv, Some(0), true, (n, n));
+        linear(add, &format!("{g}.attn.key"), &qkv, Some(1), false, (n, n));
+        linear(add, &format!("{g}.attn.value"), &qkv, Some(2), true, (n, n));
+        linear(add, &format!("{g}.attn.out"), &format!("{c}/self_attention/linear_1"), None, true, (n, n));
+    };
+
     add(
         "encoder.positional_embedding".into(),
         "encoder/position_encodings/encodings".into(),
@@ -341,19 +351,7 @@ fn tensor_plan(h: &Hparams) -> Vec<TensorSpec> {
     norm(&mut add, "encoder.ln_post", "encoder/layer_norm");
     for i in 0..h.n_audio_layer {
         let (g, c) = (format!("encoder.blocks.{i}"), format!("encoder/layer_{i}"));
-        norm(&mut add, &format!("{g}.attn_ln"), &format!("{c}/self_attention/layer_norm"));
-        let qkv = format!("{c}/self_attention/linear_0");
-        linear(&mut add, &format!("{g}.attn.query"), &qkv, Some(0), true, (n, n));
-        linear(&mut add, &format!("{g}.attn.key"), &qkv, Some(1), false, (n, n));
-        linear(&mut add, &format!("{g}.attn.value"), &qkv, Some(2), true, (n, n));
-        linear(
-            &mut add,
-            &format!("{g}.attn.out"),
-            &format!("{c}/self_attention/linear_1"),
-            None,
-            true,
-            (n, n),
-        );
+        self_attention(&mut add, &g, &c);
         norm(&mut add, &format!("{g}.mlp_ln"), &format!("{c}/ffn/layer_norm"));
         linear(&mut add, &format!("{g}.mlp.0"), &format!("{c}/ffn/linear_0"), None, true, (4 * n, n));
         linear(&mut add, &format!("{g}.mlp.2"), &format!("{c}/ffn/linear_1"), None, true, (n, 4 * n));
@@ -376,19 +374,7 @@ fn tensor_plan(h: &Hparams) -> Vec<TensorSpec> {
     norm(&mut add, "decoder.ln", "decoder/layer_norm");
     for i in 0..h.n_text_layer {
         let (g, c) = (format!("decoder.blocks.{i}"), format!("decoder/layer_{i}"));
-        norm(&mut add, &format!("{g}.attn_ln"), &format!("{c}/self_attention/layer_norm"));
-        let qkv = format!("{c}/self_attention/linear_0");
-        linear(&mut add, &format!("{g}.attn.query"), &qkv, Some(0), true, (n, n));
-        linear(&mut add, &format!("{g}.attn.key"), &qkv, Some(1), false, (n, n));
-        linear(&mut add, &format!("{g}.attn.value"), &qkv, Some(2), true, (n, n));
-        linear(
-            &mut add,
-            &format!("{g}.attn.out"),
-            &format!("{c}/self_attention/linear_1"),
-            None,
-            true,
-            (n, n),
-        );
+        self_attention(&mut add, &g, &c);
         norm(&mut add, &format!("{g}.cross_attn_ln"), &format!("{c}/attention/layer_norm"));
         linear(
             &mut add,
