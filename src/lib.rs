@@ -8,6 +8,7 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod diarize;
+pub mod files;
 pub mod model;
 pub mod models;
 pub mod pipeline;

@@ -125,28 +125,11 @@ pub fn sidecar_path(audio_path: &Path, results_folder: Option<&Path>) -> PathBuf
     }
 }
 
-/// Writes `contents` to `path` atomically: hidden temp file, fsync, rename.
-pub fn write_atomically(path: &Path, contents: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
-    let tmp = dir.join(format!(".{name}.{}.tmp", uuid::Uuid::new_v4().simple()));
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(contents)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
-}
-
 /// Writes the job's sidecar JSON; returns its path.
 pub fn write_sidecar(result: &JobResult, results_folder: Option<&Path>) -> std::io::Result<PathBuf> {
     let path = sidecar_path(Path::new(&result.job.audio_path), results_folder);
-    write_atomically(&path, result.render(Format::Json).as_bytes())?;
+    let json = result.render(Format::Json);
+    crate::files::write_atomically(&path, |e| e, |w| w.write_all(json.as_bytes()))?;
     Ok(path)
 }
 
@@ -180,11 +163,5 @@ mod tests {
             sidecar_path(Path::new("uploads/m.mp3"), Some(Path::new("out"))),
             PathBuf::from("out/m.mp3.json")
         );
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("x.json");
-        write_atomically(&p, b"{}").unwrap();
-        write_atomically(&p, b"[1]").unwrap();
-        assert_eq!(std::fs::read_to_string(&p).unwrap(), "[1]");
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "no temp file left");
     }
 }

