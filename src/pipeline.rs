@@ -64,9 +64,16 @@ pub enum Slot<T: ?Sized> {
 }
 
 impl<T: ?Sized> Slot<T> {
-    /// Turns a load result into a slot, keeping the error text as the reason.
-    pub fn from_result<E: std::fmt::Display>(r: Result<Box<T>, E>) -> Self {
-        r.map_or_else(|e| Slot::Unavailable(e.to_string()), Slot::Ready)
+    /// Turns a model load into a slot; a failure is logged and kept as the reason every job
+    /// will report.
+    pub fn loaded(r: Result<Box<T>, StageError>) -> Self {
+        r.map_or_else(
+            |e| {
+                tracing::error!(error = %e, "stage unavailable");
+                Slot::Unavailable(e.message)
+            },
+            Slot::Ready,
+        )
     }
 }
 
@@ -159,13 +166,9 @@ impl Stages {
 }
 
 fn analyzer(cfg: &crate::config::Config) -> Slot<dyn Analyzer> {
-    match crate::analyze::build_analyzer(cfg) {
-        Ok(Some(a)) => Slot::Ready(a),
-        Ok(None) => Slot::Disabled,
-        Err(e) => {
-            tracing::error!(error = %e, "analysis unavailable");
-            Slot::Unavailable(e.message)
-        }
+    match crate::analyze::build_analyzer(cfg).transpose() {
+        None => Slot::Disabled,
+        Some(built) => Slot::loaded(built),
     }
 }
 
@@ -173,13 +176,10 @@ fn diarizer(cfg: &crate::config::Config) -> Slot<dyn Diarizer> {
     if !cfg.diarization {
         return Slot::Disabled;
     }
-    match crate::diarize::PyannoteDiarizer::load(&cfg.models_dir, cfg.whisper_threads()) {
-        Ok(d) => Slot::Ready(Box::new(d)),
-        Err(e) => {
-            tracing::error!(error = %e, "diarization unavailable");
-            Slot::Unavailable(e.message)
-        }
-    }
+    Slot::loaded(
+        crate::diarize::PyannoteDiarizer::load(&cfg.models_dir, cfg.whisper_threads())
+            .map(|d| Box::new(d) as Box<dyn Diarizer>),
+    )
 }
 
 fn transcriber(cfg: &crate::config::Config) -> Slot<dyn Transcriber> {
@@ -193,13 +193,7 @@ fn transcriber(cfg: &crate::config::Config) -> Slot<dyn Transcriber> {
             };
             crate::asr::WhisperTranscriber::load(&path, opts)
         });
-    match loaded {
-        Ok(t) => Slot::Ready(Box::new(t)),
-        Err(e) => {
-            tracing::error!(error = %e, "transcription unavailable");
-            Slot::Unavailable(e.message)
-        }
-    }
+    Slot::loaded(loaded.map(|t| Box::new(t) as Box<dyn Transcriber>))
 }
 
 /// Names of the configured models, for status output.

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -25,9 +25,9 @@ pub struct Queue {
     config: Arc<ConfigHandle>,
     stopping: AtomicBool,
     /// Bumped when work is queued; workers wait on it.
-    wake: (Mutex<u64>, Condvar),
+    wake: Signal,
     /// Bumped when a job ends; `wait_until_finished` waits on it.
-    finished: (Mutex<u64>, Condvar),
+    finished: Signal,
     /// worker index → id of the job it is running.
     running: Mutex<HashMap<usize, String>>,
 }
@@ -43,8 +43,8 @@ impl Queue {
             store,
             config,
             stopping: AtomicBool::new(false),
-            wake: (Mutex::new(0), Condvar::new()),
-            finished: (Mutex::new(0), Condvar::new()),
+            wake: Signal::default(),
+            finished: Signal::default(),
             running: Mutex::new(HashMap::new()),
         }))
     }
@@ -58,13 +58,12 @@ impl Queue {
 
     /// Wakes the workers (something was queued).
     pub fn notify(&self) {
-        *self.wake.0.lock().unwrap_or_else(|p| p.into_inner()) += 1;
-        self.wake.1.notify_all();
+        self.wake.bump();
     }
 
     /// Jobs being run right now, by worker.
     pub fn running(&self) -> Vec<String> {
-        self.running.lock().unwrap_or_else(|p| p.into_inner()).values().cloned().collect()
+        lock(&self.running).values().cloned().collect()
     }
 
     /// Starts `n` workers.
@@ -85,7 +84,7 @@ impl Queue {
         // Stages are built on the first job and rebuilt after a config reload.
         let mut stages: Option<(u64, Stages)> = None;
         while !self.stopping.load(Ordering::SeqCst) {
-            let seen = *self.wake.0.lock().unwrap_or_else(|p| p.into_inner());
+            let seen = *self.wake.lock();
             let claimed = match self.store.claim_next_job() {
                 Ok(c) => c,
                 Err(e) => {
@@ -94,14 +93,14 @@ impl Queue {
                 }
             };
             let Some((job, stage)) = claimed else {
-                let guard = self.wake.0.lock().unwrap_or_else(|p| p.into_inner());
+                let guard = self.wake.lock();
                 if *guard == seen && !self.stopping.load(Ordering::SeqCst) {
                     // The timeout only guards against a lost wake-up; no work is polled for.
-                    let _ = self.wake.1.wait_timeout(guard, Duration::from_secs(30));
+                    self.wake.wait(guard, Duration::from_secs(30));
                 }
                 continue;
             };
-            self.running.lock().unwrap_or_else(|p| p.into_inner()).insert(index, job.id.clone());
+            lock(&self.running).insert(index, job.id.clone());
             let generation = self.config.generation();
             let cfg = self.config.get();
             if stages.as_ref().is_none_or(|(g, _)| *g != generation) {
@@ -109,9 +108,8 @@ impl Queue {
             }
             let (_, st) = stages.as_mut().expect("stages were just built");
             self.run_job(st, &job, stage, &cfg);
-            self.running.lock().unwrap_or_else(|p| p.into_inner()).remove(&index);
-            *self.finished.0.lock().unwrap_or_else(|p| p.into_inner()) += 1;
-            self.finished.1.notify_all();
+            lock(&self.running).remove(&index);
+            self.finished.bump();
         }
     }
 
@@ -169,13 +167,13 @@ impl Queue {
     pub fn wait_until_finished(&self, id: &str, timeout: Duration) -> Result<Job, StoreError> {
         let deadline = Instant::now() + timeout;
         loop {
-            let guard = self.finished.0.lock().unwrap_or_else(|p| p.into_inner());
+            let guard = self.finished.lock();
             let job = self.store.job(id)?;
             let now = Instant::now();
             if !matches!(job.status, Status::Queued | Status::Processing) || now >= deadline {
                 return Ok(job);
             }
-            let _ = self.finished.1.wait_timeout(guard, (deadline - now).min(Duration::from_secs(5)));
+            self.finished.wait(guard, (deadline - now).min(Duration::from_secs(5)));
         }
     }
 
@@ -199,6 +197,35 @@ impl Queue {
             let _ = w.join();
         }
         unfinished
+    }
+}
+
+/// Locks a mutex; a panic in another holder leaves plain data that is still usable.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A counter that threads sleep on until it changes.
+#[derive(Default)]
+struct Signal {
+    count: Mutex<u64>,
+    changed: Condvar,
+}
+
+impl Signal {
+    fn lock(&self) -> MutexGuard<'_, u64> {
+        lock(&self.count)
+    }
+
+    /// Counts one event and wakes every waiter.
+    fn bump(&self) {
+        *self.lock() += 1;
+        self.changed.notify_all();
+    }
+
+    /// Sleeps until the next bump or `timeout`, releasing `guard` meanwhile.
+    fn wait(&self, guard: MutexGuard<'_, u64>, timeout: Duration) {
+        let _ = self.changed.wait_timeout(guard, timeout);
     }
 }
 
