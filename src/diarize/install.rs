@@ -92,9 +92,14 @@ mod tests {
     #[test]
     fn committed_models_match_their_checksums() {
         let sums = std::fs::read_to_string(source_dir().join("SHA256SUMS")).unwrap();
+        let mut checked = Vec::new();
         for line in sums.lines() {
             let (hash, name) = line.split_once("  ").unwrap();
             pip::verify_sha256(&source_dir().join(name), hash).unwrap();
+            checked.push(name.to_string());
+        }
+        for model in ["segmentation-3.0.onnx", "campplus-192.onnx", "silero_vad_16k.onnx"] {
+            assert!(checked.iter().any(|n| n == model), "{model} not in SHA256SUMS: {checked:?}");
         }
     }
 }
