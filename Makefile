@@ -1,7 +1,9 @@
 # One profile (dev, dependencies optimised) for building, running and testing.
 SHELL := /bin/bash
 CARGO ?= cargo
-BIN := target/debug/diarized
+# --release everywhere: build, clippy and test share one optimised build of the C++ libraries.
+PROFILE := --release
+BIN := target/release/diarized
 # Models the default configuration uses, and the (smaller) ones the tests use.
 RUN_MODELS := base diarization qwen2.5-coder-1.5b
 TEST_MODELS := tiny.en base diarization qwen2.5-coder-0.5b
@@ -12,7 +14,7 @@ setup:
 	./scripts/setup.sh
 
 build: setup
-	$(CARGO) build --workspace --all-targets
+	$(CARGO) build $(PROFILE) --workspace --all-targets
 
 run: build
 	$(BIN) models install $(RUN_MODELS)
@@ -21,8 +23,8 @@ run: build
 test: build
 	$(BIN) models install $(TEST_MODELS)
 	$(CARGO) fmt --all --check
-	$(CARGO) clippy --workspace --all-targets -- -D warnings
-	set -o pipefail; $(CARGO) test --workspace --lib --bins --tests -- --test-threads=1 2>&1 | tee target/test.log
+	$(CARGO) clippy $(PROFILE) --workspace --all-targets -- -D warnings
+	set -o pipefail; $(CARGO) test $(PROFILE) --workspace --lib --bins --tests -- --test-threads=1 2>&1 | tee target/test.log
 	@# One closing line for the whole run (cargo's last block is a crate with no tests).
 	@awk '/^test result:/ { p += $$4; f += $$6 } END { printf "%d passed, %d failed\n", p, f; exit (p == 0 || f > 0) }' target/test.log
 

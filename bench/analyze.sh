@@ -10,8 +10,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build -q -p diarized-llm
 cargo build -q --example analyze_bench
-export DIARIZED_LLM_BIN="$PWD/target/debug/diarized-llm"
-BENCH=target/debug/examples/analyze_bench
+export DIARIZED_LLM_BIN="$PWD/target/release/diarized-llm"
+BENCH=target/release/examples/analyze_bench
 OUT=$(mktemp)
 trap 'rm -f "$OUT"' EXIT
 

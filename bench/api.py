@@ -16,7 +16,7 @@ import tempfile
 import time
 import uuid
 
-BIN = os.path.abspath(sys.argv[1] if len(sys.argv) > 1 else "target/debug/diarized")
+BIN = os.path.abspath(sys.argv[1] if len(sys.argv) > 1 else "target/release/diarized")
 
 
 def start(workdir):

@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 FX=../shared/fixtures
 cargo build --example diarize_eval -q
-BIN=target/debug/examples/diarize_eval
+BIN=target/release/examples/diarize_eval
 CORPUS=("$FX/ami_sample.wav=$FX/ami_sample.rttm" "$FX/ami_dev00.wav=$FX/ami_dev00.rttm" "$FX/ami_dev01.wav=$FX/ami_dev01.rttm")
 
 echo "== anchor (measured elsewhere, same three files): senko 0.2.2 corpus DER 0.237 (collar 0) / 0.117 (collar 0.25), RTF 0.036, 1.2 GB RSS; all speech as one speaker: 0.389"

@@ -28,7 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 FIX = ROOT.parent / "shared" / "fixtures"
 MODELS = Path(os.environ.get("MODELS_DIR", ROOT / "models-cache"))
-OURS = ROOT / "target" / "debug" / "examples" / "transcribe"
+OURS = ROOT / "target" / "release" / "examples" / "transcribe"
 WHISPER_CLI = os.environ.get("WHISPER_CLI", "/tmp/whisper.cpp-1.8.3/build/bin/whisper-cli")
 FW_PYTHON = os.environ.get("FW_PYTHON", "/tmp/fwenv/bin/python")
 CT2_DIR = Path(os.environ.get("CT2_DIR", "/tmp/ct2"))
