@@ -354,7 +354,7 @@ mod tests {
     /// A 1 KB PCM WAV whose header claims `rate` Hz and `channels` channels.
     fn hostile_wav(rate: u32, channels: u16) -> Vec<u8> {
         let data = vec![0x40u8; 1000];
-        let block = channels.max(1) * 2;
+        let block = channels.max(1).wrapping_mul(2);
         let mut w = Vec::new();
         w.extend_from_slice(b"RIFF");
         w.extend_from_slice(&(36 + data.len() as u32).to_le_bytes());
