@@ -244,7 +244,9 @@ impl Api {
         let mut reply = Reply::json(200, &jobs);
         reply.headers.push(("X-Total-Count".into(), total.to_string()));
         let status_param = status.map(|s| format!("&status={}", s.as_str())).unwrap_or_default();
-        let page = |rel: &str, offset: u64| format!("</api/jobs?limit={limit}&offset={offset}{status_param}>; rel=\"{rel}\"");
+        let page = |rel: &str, offset: u64| {
+            format!("</api/jobs?limit={limit}&offset={offset}{status_param}>; rel=\"{rel}\"")
+        };
         let mut links = Vec::new();
         if u64::from(offset) + u64::from(limit) < total {
             links.push(page("next", u64::from(offset) + u64::from(limit)));

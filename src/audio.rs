@@ -398,7 +398,10 @@ mod tests {
         assert!((d - 11.0).abs() < 0.05, "{d}");
         assert!(info.check_duration(11.5).is_ok());
         let e = info.check_duration(10.0).unwrap_err();
-        assert!(matches!(e, AudioError::TooLong { .. }) && e.to_string().contains("MAX_AUDIO_SECONDS"), "{e}");
+        assert!(
+            matches!(e, AudioError::TooLong { .. }) && e.to_string().contains("MAX_AUDIO_SECONDS"),
+            "{e}"
+        );
     }
 
     fn rms(s: &[f32]) -> f32 {

@@ -188,7 +188,9 @@ impl Queue {
                 }
             };
             match &outcome {
-                Outcome::Done => tracing::info!(job = job.id, secs = started.elapsed().as_secs_f32(), "job done"),
+                Outcome::Done => {
+                    tracing::info!(job = job.id, secs = started.elapsed().as_secs_f32(), "job done")
+                }
                 Outcome::Cancelled => tracing::info!(job = job.id, "job cancelled"),
                 Outcome::Error(e) => tracing::warn!(job = job.id, error = %e, "job failed"),
             }
@@ -455,7 +457,10 @@ mod tests {
 
     fn wait_done(queue: &Queue, id: i64) -> Job {
         let job = queue.wait_until_finished(id, WAIT).unwrap();
-        assert!(!matches!(job.status, Status::Queued | Status::Processing), "job {id} still running: {job:?}");
+        assert!(
+            !matches!(job.status, Status::Queued | Status::Processing),
+            "job {id} still running: {job:?}"
+        );
         job
     }
 

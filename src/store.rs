@@ -943,7 +943,8 @@ mod tests {
         let (tx, rx) = std::sync::mpsc::channel();
         let reader = std::sync::Arc::clone(&store);
         std::thread::spawn(move || {
-            let _ = tx.send((reader.job(id).map(|j| j.id).ok(), reader.list_jobs(&JobQuery::default()).is_ok()));
+            let _ =
+                tx.send((reader.job(id).map(|j| j.id).ok(), reader.list_jobs(&JobQuery::default()).is_ok()));
         });
         let got = rx.recv_timeout(std::time::Duration::from_secs(10));
         drop(writer);

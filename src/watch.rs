@@ -221,7 +221,10 @@ pub fn start(
 /// Events that may change a file: our own reads (hashing, probing, decoding) are not among them.
 fn is_write(kind: &EventKind) -> bool {
     use notify::event::{AccessKind, AccessMode};
-    matches!(kind, EventKind::Create(_) | EventKind::Modify(_) | EventKind::Access(AccessKind::Close(AccessMode::Write)))
+    matches!(
+        kind,
+        EventKind::Create(_) | EventKind::Modify(_) | EventKind::Access(AccessKind::Close(AccessMode::Write))
+    )
 }
 
 /// Adds every candidate file in the folder (files added while we were down); one whose mtime is
@@ -307,8 +310,10 @@ mod tests {
             std::fs::write(dir.path().join(name), b"x").unwrap();
         }
         assert_eq!(remove_stale_uploads(dir.path()), 2);
-        let mut left: Vec<String> =
-            std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        let mut left: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
         left.sort();
         assert_eq!(left, [".keep.wav.json.tmp", "keep.wav"]);
     }
