@@ -248,7 +248,7 @@ impl Api {
             format!("</api/jobs?limit={limit}&offset={offset}{status_param}>; rel=\"{rel}\"")
         };
         let mut links = Vec::new();
-        if u64::from(offset) + u64::from(limit) < total {
+        if limit > 0 && u64::from(offset) + u64::from(limit) < total {
             links.push(page("next", u64::from(offset) + u64::from(limit)));
         }
         if offset > 0 {
