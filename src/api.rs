@@ -151,7 +151,7 @@ impl Api {
         let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
         match parts.as_slice() {
             ["healthz"] => match method {
-                Method::Get | Method::Head => Ok(Reply::json(200, &json!({ "status": "ok" }))),
+                Method::Get | Method::Head => Ok(self.health()),
                 _ => Err(ApiError::MethodNotAllowed("GET, HEAD")),
             },
             ["api", "status"] => match method {
@@ -164,28 +164,50 @@ impl Api {
                 Method::Delete => self.delete_all(q),
                 _ => Err(ApiError::MethodNotAllowed("GET, POST, DELETE")),
             },
-            ["api", "jobs", id] => match method {
+            ["api", "jobs", id, rest @ ..] => self.job_route(req, method, job_id(id)?, rest, q),
+            _ => Err(ApiError::NotFound(format!("no route for {}", clip(path)))),
+        }
+    }
+
+    fn job_route(&self, req: &mut Request, method: &Method, id: i64, rest: &[&str], q: &Query) -> ApiResult {
+        match rest {
+            [] => match method {
                 Method::Get => Ok(Reply::json(200, &self.store.job(id)?)),
                 Method::Put => self.edit(req, id),
                 Method::Delete => self.delete_one(id, q),
                 _ => Err(ApiError::MethodNotAllowed("GET, PUT, DELETE")),
             },
-            ["api", "jobs", id, "run"] => match method {
+            ["run"] => match method {
                 Method::Post => self.run(id, q),
                 _ => Err(ApiError::MethodNotAllowed("POST")),
             },
-            ["api", "jobs", id, "segments"] => match method {
+            ["cancel"] => match method {
+                Method::Post => {
+                    let job = self.queue.cancel(id)?;
+                    Ok(Reply::json(if job.status == Status::Cancelled { 200 } else { 202 }, &job))
+                }
+                _ => Err(ApiError::MethodNotAllowed("POST")),
+            },
+            ["segments"] => match method {
                 Method::Get => {
                     self.store.job(id)?;
                     Ok(Reply::json(200, &self.store.segments(id)?))
                 }
                 _ => Err(ApiError::MethodNotAllowed("GET")),
             },
-            ["api", "jobs", id, "transcript"] => match method {
+            ["transcript"] => match method {
                 Method::Get => self.transcript(id, q),
                 _ => Err(ApiError::MethodNotAllowed("GET")),
             },
-            _ => Err(ApiError::NotFound(format!("no route for {path}"))),
+            _ => Err(ApiError::NotFound(format!("no route for job {id}/{}", clip(&rest.join("/"))))),
+        }
+    }
+
+    /// `/healthz`: 503 once a worker thread has died, as jobs would then wait forever.
+    fn health(&self) -> Reply {
+        match self.queue.dead_workers() {
+            0 => Reply::json(200, &json!({ "status": "ok" })),
+            dead => Reply::json(503, &json!({ "status": "degraded", "dead_workers": dead })),
         }
     }
 
@@ -200,6 +222,7 @@ impl Api {
                 "jobs_by_status": self.store.counts_by_status()?,
                 "workers": {
                     "count": self.config.get().workers,
+                    "dead": self.queue.dead_workers(),
                     "busy": running.len(),
                     "running_jobs": running,
                 },
@@ -215,10 +238,25 @@ impl Api {
             }
             None => None,
         };
-        let query = JobQuery { status, limit: q.number("limit")?, offset: q.number("offset")?.unwrap_or(0) };
-        let (jobs, total) = self.store.list_jobs(&query)?;
+        let limit = q.number("limit")?.unwrap_or(DEFAULT_PAGE);
+        let offset = q.number("offset")?.unwrap_or(0);
+        let (jobs, total) = self.store.list_jobs(&JobQuery { status, limit: Some(limit), offset })?;
         let mut reply = Reply::json(200, &jobs);
         reply.headers.push(("X-Total-Count".into(), total.to_string()));
+        let status_param = status.map(|s| format!("&status={}", s.as_str())).unwrap_or_default();
+        let page = |rel: &str, offset: u64| {
+            format!("</api/jobs?limit={limit}&offset={offset}{status_param}>; rel=\"{rel}\"")
+        };
+        let mut links = Vec::new();
+        if limit > 0 && u64::from(offset) + u64::from(limit) < total {
+            links.push(page("next", u64::from(offset) + u64::from(limit)));
+        }
+        if offset > 0 {
+            links.push(page("prev", u64::from(offset.saturating_sub(limit))));
+        }
+        if !links.is_empty() {
+            reply.headers.push(("Link".into(), links.join(", ")));
+        }
         Ok(reply)
     }
 
@@ -236,34 +274,43 @@ impl Api {
         })?;
         // From here on the temp file must not outlive a failure.
         let guard = TempFile(Some(upload.temp.clone()));
-        if let Err(e) = crate::audio::probe_file(&upload.temp) {
-            return Err(ApiError::Unsupported(format!("{}: {e}", upload.original_filename)));
+        let limit = cfg.max_audio_seconds as f64;
+        match crate::audio::probe_file(&upload.temp).and_then(|info| info.check_duration(limit)) {
+            Ok(()) => {}
+            Err(e @ crate::audio::AudioError::TooLong { .. }) => {
+                return Err(ApiError::TooLarge(format!("{}: {e}", upload.original_filename)));
+            }
+            Err(e) => return Err(ApiError::Unsupported(format!("{}: {e}", upload.original_filename))),
         }
         let mut speakers = upload.speakers;
         merge_hints(&mut speakers, q)?;
         validate_hints(&speakers)?;
-        let id = uuid::Uuid::new_v4().to_string();
-        let final_path = cfg.upload_folder.join(format!("{id}.{}", upload.extension));
-        let job = self.store.insert_job(&NewJob {
-            id: id.clone(),
-            audio_path: final_path.to_string_lossy().into_owned(),
-            original_filename: Some(upload.original_filename),
-            sha256: upload.sha256,
-            source: Source::Upload,
-            speakers,
-        })?;
+        let uuid = uuid::Uuid::new_v4().to_string();
+        let final_path = cfg.upload_folder.join(format!("{uuid}.{}", upload.extension));
+        let job = self
+            .store
+            .insert_job(&NewJob {
+                uuid,
+                audio_path: final_path.to_string_lossy().into_owned(),
+                original_filename: Some(upload.original_filename),
+                sha256: upload.sha256,
+                source: Source::Upload,
+                speakers,
+            })?
+            .ok_or_else(|| ApiError::Internal("a job for this new file name already exists".into()))?;
+        let id = job.id;
         // The row exists before the file appears, so the folder watcher knows it is ours.
         if let Err(e) = std::fs::rename(&upload.temp, &final_path) {
-            let _ = self.store.delete_job(&id);
+            let _ = self.store.delete_job(id, false);
             return Err(e.into());
         }
         guard.disarm();
-        tracing::info!(job = %id, name = ?job.original_filename, bytes = upload.bytes, "upload stored");
-        let job = if q.flag("run")? { self.queue.submit(&id, RunStage::All)? } else { job };
+        tracing::info!(job = id, name = ?job.original_filename, bytes = upload.bytes, "upload stored");
+        let job = if q.flag("run")? { self.queue.submit(id, RunStage::All)? } else { job };
         Ok(Reply::json(201, &job))
     }
 
-    fn edit(&self, req: &mut Request, id: &str) -> ApiResult {
+    fn edit(&self, req: &mut Request, id: i64) -> ApiResult {
         self.store.job(id)?;
         let mut body = String::new();
         req.as_reader()
@@ -276,7 +323,7 @@ impl Api {
         Ok(Reply::json(200, &job))
     }
 
-    fn run(&self, id: &str, q: &Query) -> ApiResult {
+    fn run(&self, id: i64, q: &Query) -> ApiResult {
         let stage = match q.get("stage") {
             None | Some("all") => RunStage::All,
             Some("analyze") => RunStage::Analyze,
@@ -290,7 +337,7 @@ impl Api {
         Ok(Reply::json(202, &job))
     }
 
-    fn transcript(&self, id: &str, q: &Query) -> ApiResult {
+    fn transcript(&self, id: i64, q: &Query) -> ApiResult {
         let format = match q.get("format") {
             None => Format::Json,
             Some(f) => Format::parse(f).ok_or_else(|| {
@@ -310,9 +357,13 @@ impl Api {
         })
     }
 
-    fn delete_one(&self, id: &str, q: &Query) -> ApiResult {
+    fn delete_one(&self, id: i64, q: &Query) -> ApiResult {
         let with_files = q.flag("files")?;
-        let job = self.store.delete_job(id)?;
+        // A running job is told to stop; its worker then finds the row gone and writes nothing.
+        if let Some(flag) = self.queue.cancel_flag(id) {
+            flag.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+        let job = self.store.delete_job(id, !with_files)?;
         if with_files {
             self.remove_files(&job.audio_path);
         }
@@ -321,7 +372,12 @@ impl Api {
 
     fn delete_all(&self, q: &Query) -> ApiResult {
         let with_files = q.flag("files")?;
-        let jobs = self.store.delete_all()?;
+        for id in self.queue.running() {
+            if let Some(flag) = self.queue.cancel_flag(id) {
+                flag.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+        let jobs = self.store.delete_all(!with_files)?;
         if with_files {
             jobs.iter().for_each(|j| self.remove_files(&j.audio_path));
         }
@@ -338,6 +394,25 @@ impl Api {
                 Err(e) => tracing::warn!(path = %path.display(), error = %e, "cannot delete"),
             }
         }
+    }
+}
+
+/// Jobs per page of `GET /api/jobs` when no `limit` is given.
+const DEFAULT_PAGE: u32 = 100;
+
+/// Parses a job id from the path; anything but a positive integer names no job (404).
+fn job_id(text: &str) -> Result<i64, ApiError> {
+    text.parse::<i64>()
+        .ok()
+        .filter(|&id| id > 0)
+        .ok_or_else(|| ApiError::NotFound(format!("job {:?} not found", clip(text))))
+}
+
+/// At most 64 characters of user input, for error messages.
+fn clip(text: &str) -> String {
+    match text.char_indices().nth(64) {
+        Some((i, _)) => format!("{}…", &text[..i]),
+        None => text.to_string(),
     }
 }
 

@@ -16,6 +16,14 @@ use symphonia::core::meta::MetadataOptions;
 /// Sample rate of every buffer handed to the stages.
 pub const SAMPLE_RATE: u32 = 16_000;
 
+/// Accepted input sample rates. Outside them a header is hostile or broken: the resampler's
+/// buffers grow with the rate's ratio to 16 kHz (a 1 KB WAV claiming 0xFFFFFFF0 Hz or 1 Hz
+/// would allocate gigabytes).
+pub const SAMPLE_RATES: std::ops::RangeInclusive<u32> = 4_000..=384_000;
+
+/// Most channels accepted (down-mixing reads every channel of every frame).
+pub const MAX_CHANNELS: usize = 32;
+
 /// Decoded audio: 16 kHz, mono, f32 in [-1, 1].
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Audio {
@@ -38,6 +46,25 @@ pub enum AudioError {
     Unsupported(String),
     #[error("decoding failed: {0}")]
     Decode(String),
+    #[error("audio is {seconds:.0} s long; the limit is {limit:.0} s (MAX_AUDIO_SECONDS)")]
+    TooLong { seconds: f64, limit: f64 },
+}
+
+/// Rejects a sample rate or channel count no real recording has.
+fn check_format(name: &str, rate: u32, channels: usize) -> Result<(), AudioError> {
+    if !SAMPLE_RATES.contains(&rate) {
+        return Err(AudioError::Unsupported(format!(
+            "{name}: sample rate {rate} Hz is outside {}–{} Hz",
+            SAMPLE_RATES.start(),
+            SAMPLE_RATES.end()
+        )));
+    }
+    if channels == 0 || channels > MAX_CHANNELS {
+        return Err(AudioError::Unsupported(format!(
+            "{name}: {channels} channels (accepted: 1–{MAX_CHANNELS})"
+        )));
+    }
+    Ok(())
 }
 
 /// What a quick look at a file found.
@@ -45,6 +72,18 @@ pub enum AudioError {
 pub struct ProbeInfo {
     pub sample_rate: u32,
     pub channels: usize,
+    /// Length from the container's frame count, where it states one.
+    pub duration_s: Option<f64>,
+}
+
+impl ProbeInfo {
+    /// Rejects audio longer than `limit` seconds ([`AudioError::TooLong`]).
+    pub fn check_duration(&self, limit: f64) -> Result<(), AudioError> {
+        match self.duration_s {
+            Some(seconds) if seconds > limit => Err(AudioError::TooLong { seconds, limit }),
+            _ => Ok(()),
+        }
+    }
 }
 
 fn codecs() -> &'static CodecRegistry {
@@ -59,9 +98,12 @@ fn codecs() -> &'static CodecRegistry {
 
 /// An open file with its audio track's decoder.
 struct Source {
+    name: String,
     format: Box<dyn FormatReader>,
     decoder: Box<dyn AudioDecoder>,
     track_id: u32,
+    /// Frames stated by the container, if any.
+    num_frames: Option<u64>,
 }
 
 impl Source {
@@ -84,11 +126,15 @@ impl Source {
             .as_ref()
             .and_then(|p| p.audio())
             .ok_or_else(|| AudioError::Unsupported(format!("{name}: no audio codec parameters")))?;
+        // Checked before a decoder sizes its buffers from these values.
+        if let Some(rate) = params.sample_rate {
+            check_format(&name, rate, params.channels.as_ref().map_or(1, |c| c.count()))?;
+        }
         let decoder = codecs()
             .make_audio_decoder(params, &AudioDecoderOptions::default())
             .map_err(|e| AudioError::Unsupported(format!("{name}: unsupported codec ({e})")))?;
-        let track_id = track.id;
-        Ok(Self { format, decoder, track_id })
+        let (track_id, num_frames) = (track.id, track.num_frames);
+        Ok(Self { name, format, decoder, track_id, num_frames })
     }
 
     /// Decodes the next packet of our track and hands its frames, down-mixed to mono, to `sink`.
@@ -115,6 +161,7 @@ impl Source {
             };
             let channels = buf.spec().channels().count().max(1);
             let rate = buf.spec().rate();
+            check_format(&self.name, rate, channels)?;
             scratch.clear();
             buf.copy_to_vec_interleaved(scratch);
             sink.extend(scratch.chunks_exact(channels).map(|f| f.iter().sum::<f32>() / channels as f32));
@@ -132,7 +179,8 @@ pub fn probe_file(path: &Path) -> Result<ProbeInfo, AudioError> {
         match src.next_mono(&mut mono, &mut scratch)? {
             Some(rate) if !mono.is_empty() => {
                 let channels = scratch.len() / (mono.len()).max(1);
-                return Ok(ProbeInfo { sample_rate: rate, channels: channels.max(1) });
+                let duration_s = src.num_frames.map(|n| n as f64 / rate as f64);
+                return Ok(ProbeInfo { sample_rate: rate, channels: channels.max(1), duration_s });
             }
             Some(_) => continue,
             None => break,
@@ -301,6 +349,59 @@ mod tests {
         std::fs::write(&path, b"this is not audio at all, just text pretending").unwrap();
         assert!(matches!(probe_file(&path), Err(AudioError::Unsupported(_))));
         assert!(decode_file(&path).is_err());
+    }
+
+    /// A 1 KB PCM WAV whose header claims `rate` Hz and `channels` channels.
+    fn hostile_wav(rate: u32, channels: u16) -> Vec<u8> {
+        let data = vec![0x40u8; 1000];
+        let block = channels.max(1).wrapping_mul(2);
+        let mut w = Vec::new();
+        w.extend_from_slice(b"RIFF");
+        w.extend_from_slice(&(36 + data.len() as u32).to_le_bytes());
+        w.extend_from_slice(b"WAVEfmt ");
+        w.extend_from_slice(&16u32.to_le_bytes());
+        w.extend_from_slice(&1u16.to_le_bytes());
+        w.extend_from_slice(&channels.to_le_bytes());
+        w.extend_from_slice(&rate.to_le_bytes());
+        w.extend_from_slice(&rate.wrapping_mul(u32::from(block)).to_le_bytes());
+        w.extend_from_slice(&block.to_le_bytes());
+        w.extend_from_slice(&16u16.to_le_bytes());
+        w.extend_from_slice(b"data");
+        w.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        w.extend_from_slice(&data);
+        w
+    }
+
+    #[test]
+    fn absurd_sample_rates_are_rejected_before_any_large_allocation() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hostile.wav");
+        std::fs::write(&path, hostile_wav(16_000, 1)).unwrap();
+        assert!(probe_file(&path).is_ok() && decode_file(&path).is_ok(), "the sane header decodes");
+        for rate in [0xFFFF_FFF0, 1, 0, 3_999, 384_001] {
+            std::fs::write(&path, hostile_wav(rate, 1)).unwrap();
+            let probed = probe_file(&path);
+            assert!(matches!(probed, Err(AudioError::Unsupported(_))), "{rate} Hz: {probed:?}");
+            let decoded = decode_file(&path);
+            assert!(matches!(decoded, Err(AudioError::Unsupported(_))), "{rate} Hz: {decoded:?}");
+        }
+        for channels in [0, 33, 0xFFFF] {
+            std::fs::write(&path, hostile_wav(16_000, channels)).unwrap();
+            assert!(probe_file(&path).is_err(), "{channels} channels");
+        }
+    }
+
+    #[test]
+    fn the_probe_states_the_duration_and_checks_the_limit() {
+        let info = probe_file(&fixture("jfk.wav")).unwrap();
+        let d = info.duration_s.unwrap();
+        assert!((d - 11.0).abs() < 0.05, "{d}");
+        assert!(info.check_duration(11.5).is_ok());
+        let e = info.check_duration(10.0).unwrap_err();
+        assert!(
+            matches!(e, AudioError::TooLong { .. }) && e.to_string().contains("MAX_AUDIO_SECONDS"),
+            "{e}"
+        );
     }
 
     fn rms(s: &[f32]) -> f32 {

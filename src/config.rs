@@ -30,6 +30,11 @@ pub struct Config {
     pub database_url: String,
     /// Largest accepted upload in bytes (`MAX_CONTENT_LENGTH`).
     pub max_content_length: u64,
+    /// Longest accepted recording in seconds; longer uploads get 413, longer watched files an
+    /// `error` job (`MAX_AUDIO_SECONDS`).
+    pub max_audio_seconds: u64,
+    /// Seconds a watched file's size and mtime must stay unchanged before it is taken (`SETTLE_S`).
+    pub settle_s: u64,
     /// Accepted file extensions, lower case, without dots (`ALLOWED_EXTENSIONS`).
     pub allowed_extensions: BTreeSet<String>,
     /// Accepted for compatibility with the seed's `.env`; the API has no sessions to sign (`SECRET_KEY`).
@@ -77,6 +82,8 @@ impl Default for Config {
             results_folder: None,
             database_url: DEFAULT_DATABASE_URL.into(),
             max_content_length: 209_715_200,
+            max_audio_seconds: 14_400,
+            settle_s: 5,
             allowed_extensions: ["wav", "mp3", "m4a", "ogg", "webm"].iter().map(|s| s.to_string()).collect(),
             secret_key: None,
             workers: 1,
@@ -100,15 +107,25 @@ impl Default for Config {
 }
 
 impl Config {
-    /// Loads defaults, then `path` (if given and present), then `.env`, then the environment.
+    /// Loads defaults, then `path` (if given and present), then `./.env`, then the environment.
     pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::load_layered(path, Path::new(".env"), |k| std::env::var(k).ok())
+    }
+
+    /// Loads defaults, then `path`, then the `dotenv` file (if present), then `env`. The `.env`
+    /// values are read into a map, never into the process environment (`set_var` is unsound
+    /// while other threads run), and never override a variable `env` has.
+    pub fn load_layered(
+        path: Option<&Path>,
+        dotenv: &Path,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
         let mut cfg = match path {
             Some(p) => Self::from_file(p)?,
             None => Self::default(),
         };
-        // `.env` never overrides variables already set in the environment.
-        let _ = dotenvy::dotenv();
-        cfg.apply_env(|k| std::env::var(k).ok())?;
+        let file_env = read_dotenv(dotenv)?;
+        cfg.apply_env(|k| env(k).or_else(|| file_env.get(k).cloned()))?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -142,6 +159,12 @@ impl Config {
         }
         if let Some(v) = text("MAX_CONTENT_LENGTH") {
             self.max_content_length = parse_num("MAX_CONTENT_LENGTH", &v)?;
+        }
+        if let Some(v) = text("MAX_AUDIO_SECONDS") {
+            self.max_audio_seconds = parse_num("MAX_AUDIO_SECONDS", &v)?;
+        }
+        if let Some(v) = text("SETTLE_S") {
+            self.settle_s = parse_num("SETTLE_S", &v)?;
         }
         if let Some(v) = text("ALLOWED_EXTENSIONS") {
             self.allowed_extensions = parse_extensions(&v);
@@ -203,6 +226,9 @@ impl Config {
         if self.max_content_length == 0 {
             return invalid("max_content_length", "must be positive");
         }
+        if self.max_audio_seconds == 0 {
+            return invalid("max_audio_seconds", "must be positive");
+        }
         if self.allowed_extensions.is_empty() {
             return invalid("allowed_extensions", "no extension given");
         }
@@ -234,6 +260,16 @@ impl Config {
     /// Whether `ext` (any case, no dot) is accepted.
     pub fn extension_allowed(&self, ext: &str) -> bool {
         self.allowed_extensions.contains(&ext.to_ascii_lowercase())
+    }
+}
+
+/// The variables of a `.env` file; a missing file is empty.
+fn read_dotenv(path: &Path) -> Result<std::collections::HashMap<String, String>, ConfigError> {
+    let parse = |e: dotenvy::Error| ConfigError::Parse { path: path.to_owned(), message: e.to_string() };
+    match dotenvy::from_path_iter(path) {
+        Ok(iter) => iter.map(|item| item.map_err(parse)).collect(),
+        Err(dotenvy::Error::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => Ok(Default::default()),
+        Err(e) => Err(parse(e)),
     }
 }
 
@@ -341,6 +377,24 @@ mod tests {
         assert_eq!(cfg.workers, 2);
         assert!(cfg.extension_allowed("wav") && cfg.extension_allowed("MP3"));
         assert!(!cfg.extension_allowed("ogg"));
+    }
+
+    #[test]
+    fn dotenv_is_layered_under_the_environment_without_touching_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let dotenv = dir.path().join(".env");
+        std::fs::write(&dotenv, "WORKERS=3\nMAX_AUDIO_SECONDS=60\n# comment\nSETTLE_S=2\n").unwrap();
+        let env = |k: &str| (k == "WORKERS").then(|| "2".to_string());
+        let cfg = Config::load_layered(None, &dotenv, env).unwrap();
+        assert_eq!((cfg.workers, cfg.max_audio_seconds, cfg.settle_s), (2, 60, 2), "env wins over .env");
+        assert!(std::env::var_os("MAX_AUDIO_SECONDS").is_none(), ".env leaked into the process environment");
+        // A changed file is seen on the next load (what SIGHUP does).
+        std::fs::write(&dotenv, "MAX_AUDIO_SECONDS=90\n").unwrap();
+        assert_eq!(Config::load_layered(None, &dotenv, |_| None).unwrap().max_audio_seconds, 90);
+        let missing = Config::load_layered(None, &dir.path().join("none"), |_| None).unwrap();
+        assert_eq!((missing.max_audio_seconds, missing.settle_s), (14_400, 5));
+        std::fs::write(&dotenv, "MAX_AUDIO_SECONDS='unterminated\n").unwrap();
+        assert!(Config::load_layered(None, &dotenv, |_| None).is_err());
     }
 
     #[test]

@@ -41,6 +41,8 @@ pub fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<()> {
         ensure_writable_dir("RESULTS_FOLDER", dir)?;
     }
     let log_file = init_logging(config.log_dir.as_deref())?;
+    // Uploads cut off by a crash; no request is running yet.
+    crate::watch::remove_stale_uploads(&config.upload_folder);
     let db_path = config.database_path()?;
     let store = Arc::new(
         Store::open(&db_path).map_err(|e| StartupError(format!("invalid value for DATABASE_URL: {e}")))?,
@@ -65,9 +67,9 @@ pub fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<()> {
 
     let watcher = crate::watch::start(Arc::clone(&config), Arc::clone(&store), Arc::clone(&queue))
         .context("starting the folder watcher")?;
-    let rescanned = crate::watch::rescan(&cfg, &store, &queue).context("rescanning the upload folder")?;
     let workers = queue.start_workers(cfg.workers, Arc::new(Stages::from_config));
-    tracing::info!(%addr, db = %db_path.display(), folder = %cfg.upload_folder.display(), rescanned, "diarized started");
+    let found = watcher.found_at_start;
+    tracing::info!(%addr, db = %db_path.display(), folder = %cfg.upload_folder.display(), found, "diarized started");
     // A plain line for scripts and tests that start us on port 0.
     println!("diarized listening on http://{addr}");
 

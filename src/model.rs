@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-/// Lifecycle of a job. `Uploaded` → `Queued` → `Processing` → `Done` | `Error`.
+/// Lifecycle of a job. `Uploaded` → `Queued` → `Processing` → `Done` | `Error` | `Cancelled`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
@@ -11,6 +11,8 @@ pub enum Status {
     Processing,
     Done,
     Error,
+    /// Stopped by `POST /api/jobs/<id>/cancel` (while queued, or at a stage boundary).
+    Cancelled,
 }
 
 impl Status {
@@ -22,6 +24,7 @@ impl Status {
             Status::Processing => "processing",
             Status::Done => "done",
             Status::Error => "error",
+            Status::Cancelled => "cancelled",
         }
     }
 
@@ -33,13 +36,20 @@ impl Status {
             "processing" => Status::Processing,
             "done" => Status::Done,
             "error" => Status::Error,
+            "cancelled" => Status::Cancelled,
             _ => return None,
         })
     }
 
     /// All statuses, in lifecycle order.
-    pub const ALL: [Status; 5] =
-        [Status::Uploaded, Status::Queued, Status::Processing, Status::Done, Status::Error];
+    pub const ALL: [Status; 6] = [
+        Status::Uploaded,
+        Status::Queued,
+        Status::Processing,
+        Status::Done,
+        Status::Error,
+        Status::Cancelled,
+    ];
 }
 
 /// How a job entered the system.
@@ -81,7 +91,10 @@ impl SpeakerHints {
 /// One job row, as stored and as returned over HTTP.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Job {
-    pub id: String,
+    /// Integer id, as in the seed's API (`/api/jobs/1`); never reused after a delete.
+    pub id: i64,
+    /// Stable unique name; API uploads are stored as `<uuid>.<ext>`.
+    pub uuid: String,
     pub audio_path: String,
     pub original_filename: Option<String>,
     pub sha256: String,
@@ -98,6 +111,8 @@ pub struct Job {
     pub duration_s: Option<f64>,
     /// Percent of the current run done (0–100) while processing.
     pub progress: Option<f32>,
+    /// How many times a run of this job was started; a job interrupted twice is not retried.
+    pub attempts: u32,
     #[serde(flatten)]
     pub speakers: SpeakerHints,
     pub created_at: String,

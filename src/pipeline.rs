@@ -89,6 +89,18 @@ pub trait ResultSink: Sync {
     fn analysis(&mut self, analysis: &Analysis) -> Result<(), StageError>;
     /// Overall progress, 0–100.
     fn progress(&self, percent: f32);
+    /// Whether the run was cancelled; the runner checks it between stages.
+    fn cancelled(&self) -> bool {
+        false
+    }
+}
+
+/// Message of the error that ends a cancelled run.
+pub const CANCELLED: &str = "cancelled";
+
+/// Stops the run at a stage boundary once the sink says it was cancelled.
+fn check_cancelled(sink: &dyn ResultSink, next: &'static str) -> Result<(), StageError> {
+    if sink.cancelled() { Err(StageError::new(next, CANCELLED)) } else { Ok(()) }
 }
 
 /// The configured stages of one worker; models stay loaded across jobs.
@@ -114,6 +126,7 @@ impl Stages {
         let audio = crate::audio::decode_file(path).map_err(|e| StageError::new("decode", e.to_string()))?;
         sink.duration(audio.duration_s())?;
         sink.progress(DECODED);
+        check_cancelled(sink, "transcribe")?;
 
         let transcriber = match &mut self.transcriber {
             Slot::Ready(t) => t,
@@ -122,14 +135,17 @@ impl Stages {
         };
         let report = |f: f32| sink.progress(DECODED + f.clamp(0.0, 1.0) * (TRANSCRIBED - DECODED));
         let transcript = transcriber.transcribe(&audio, &report)?;
+        check_cancelled(sink, "transcribe")?;
         sink.transcript(&transcript)?;
         sink.progress(TRANSCRIBED);
 
         let mut segments = transcript.segments;
         match &mut self.diarizer {
             Slot::Ready(d) => {
+                check_cancelled(sink, "diarize")?;
                 let turns = d.diarize(&audio, hints)?;
                 drop(audio);
+                check_cancelled(sink, "diarize")?;
                 crate::diarize::assign_speakers(&mut segments, &turns);
                 sink.diarization(&turns, &segments)?;
             }
@@ -149,7 +165,9 @@ impl Stages {
     ) -> Result<(), StageError> {
         match &mut self.analyzer {
             Slot::Ready(a) => {
+                check_cancelled(sink, "analyze")?;
                 let analysis = a.analyze(&AnalysisInput { segments, language })?;
+                check_cancelled(sink, "analyze")?;
                 sink.analysis(&analysis)
             }
             Slot::Disabled => Ok(()),

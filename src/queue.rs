@@ -1,11 +1,15 @@
 //! Pipeline workers: claim queued jobs, run the stages, store results, write sidecars.
 //!
 //! The store is the queue, so a crash loses nothing: jobs left `processing` are queued again
-//! at start. Workers sleep on a condition variable and are woken when a job is queued.
+//! at start (once; a job interrupted twice ends in `error`). Workers sleep on a condition
+//! variable and are woken when a job is queued. A panic in a stage ends that job in `error` and
+//! the worker rebuilds its stages and goes on; a worker thread that dies anyway is counted, and
+//! `/healthz` reports it.
 
 use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -14,10 +18,20 @@ use crate::config::{Config, ConfigHandle};
 use crate::model::{Analysis, Job, Segment, SpeakerTurn, Status, Transcript};
 use crate::pipeline::{ResultSink, StageError, Stages};
 use crate::render::{JobResult, write_sidecar};
-use crate::store::{RunStage, Store, StoreError};
+use crate::store::{Cancelled, Outcome, RunStage, Store, StoreError};
 
 /// Builds a worker's stages from the configuration (models are loaded here).
 pub type StageFactory = Arc<dyn Fn(&Config) -> Stages + Send + Sync>;
+
+/// Set to stop a running job at its next stage boundary; a stage may also poll it (e.g. from
+/// whisper.cpp's abort callback) to stop sooner.
+pub type CancelFlag = Arc<AtomicBool>;
+
+/// A job a worker is running.
+struct Running {
+    id: i64,
+    cancel: CancelFlag,
+}
 
 /// The shared queue state.
 pub struct Queue {
@@ -28,16 +42,24 @@ pub struct Queue {
     wake: Signal,
     /// Bumped when a job ends; `wait_until_finished` waits on it.
     finished: Signal,
-    /// worker index → id of the job it is running.
-    running: Mutex<HashMap<usize, String>>,
+    /// worker index → the job it is running.
+    running: Mutex<HashMap<usize, Running>>,
+    /// Jobs cancelled between their claim and their worker's registration in `running`.
+    early_cancels: Mutex<std::collections::HashSet<i64>>,
+    /// Worker threads started, and those still running their loop.
+    workers_started: AtomicUsize,
+    workers_alive: AtomicUsize,
 }
 
 impl Queue {
     /// Creates the queue and puts interrupted jobs back in it.
     pub fn new(store: Arc<Store>, config: Arc<ConfigHandle>) -> Result<Arc<Self>, StoreError> {
-        let requeued = store.requeue_interrupted()?;
+        let (requeued, failed) = store.requeue_interrupted()?;
         if requeued > 0 {
             tracing::warn!(requeued, "jobs interrupted by the last shutdown were queued again");
+        }
+        if failed > 0 {
+            tracing::error!(failed, "jobs interrupted twice while processing were not retried");
         }
         Ok(Arc::new(Self {
             store,
@@ -46,14 +68,45 @@ impl Queue {
             wake: Signal::default(),
             finished: Signal::default(),
             running: Mutex::new(HashMap::new()),
+            early_cancels: Mutex::default(),
+            workers_started: AtomicUsize::new(0),
+            workers_alive: AtomicUsize::new(0),
         }))
     }
 
     /// Queues a job and wakes a worker.
-    pub fn submit(&self, id: &str, stage: RunStage) -> Result<Job, StoreError> {
+    pub fn submit(&self, id: i64, stage: RunStage) -> Result<Job, StoreError> {
         let job = self.store.enqueue(id, stage)?;
         self.notify();
         Ok(job)
+    }
+
+    /// Cancels a job: a queued one at once; a running one at its next stage boundary (the
+    /// returned job is then still `processing`).
+    pub fn cancel(&self, id: i64) -> Result<Job, StoreError> {
+        match self.store.cancel(id)? {
+            Cancelled::Dequeued(job) => {
+                tracing::info!(job = id, "queued job cancelled");
+                self.finished.bump();
+                Ok(job)
+            }
+            Cancelled::Running(job) => {
+                let running = lock(&self.running);
+                match running.values().find(|r| r.id == id) {
+                    Some(r) => r.cancel.store(true, Ordering::SeqCst),
+                    None => {
+                        lock(&self.early_cancels).insert(id);
+                    }
+                }
+                tracing::info!(job = id, "running job will stop at its next stage boundary");
+                Ok(job)
+            }
+        }
+    }
+
+    /// The cancel flag of a running job.
+    pub fn cancel_flag(&self, id: i64) -> Option<CancelFlag> {
+        lock(&self.running).values().find(|r| r.id == id).map(|r| Arc::clone(&r.cancel))
     }
 
     /// Wakes the workers (something was queued).
@@ -62,26 +115,34 @@ impl Queue {
     }
 
     /// Jobs being run right now, by worker.
-    pub fn running(&self) -> Vec<String> {
-        lock(&self.running).values().cloned().collect()
+    pub fn running(&self) -> Vec<i64> {
+        lock(&self.running).values().map(|r| r.id).collect()
+    }
+
+    /// Worker threads that died (0 while shutting down, when they end on purpose).
+    pub fn dead_workers(&self) -> usize {
+        if self.stopping.load(Ordering::SeqCst) {
+            return 0;
+        }
+        self.workers_started.load(Ordering::SeqCst) - self.workers_alive.load(Ordering::SeqCst)
     }
 
     /// Starts `n` workers.
     pub fn start_workers(self: &Arc<Self>, n: usize, factory: StageFactory) -> Vec<JoinHandle<()>> {
         (0..n)
             .map(|i| {
-                let queue = Arc::clone(self);
+                let alive = WorkerAlive::new(Arc::clone(self));
                 let factory = Arc::clone(&factory);
                 std::thread::Builder::new()
                     .name(format!("worker-{i}"))
-                    .spawn(move || queue.worker_loop(i, factory))
+                    .spawn(move || alive.0.worker_loop(i, factory))
                     .expect("spawning a worker thread")
             })
             .collect()
     }
 
     fn worker_loop(&self, index: usize, factory: StageFactory) {
-        // Stages are built on the first job and rebuilt after a config reload.
+        // Stages are built on the first job and rebuilt after a config reload or a panic.
         let mut stages: Option<(u64, Stages)> = None;
         while !self.stopping.load(Ordering::SeqCst) {
             let seen = *self.wake.lock();
@@ -100,24 +161,64 @@ impl Queue {
                 }
                 continue;
             };
-            lock(&self.running).insert(index, job.id.clone());
-            let generation = self.config.generation();
-            let cfg = self.config.get();
-            if stages.as_ref().is_none_or(|(g, _)| *g != generation) {
-                stages = Some((generation, factory(&cfg)));
+            let cancel = CancelFlag::default();
+            {
+                let mut running = lock(&self.running);
+                cancel.store(lock(&self.early_cancels).remove(&job.id), Ordering::SeqCst);
+                running.insert(index, Running { id: job.id, cancel: Arc::clone(&cancel) });
             }
-            let (_, st) = stages.as_mut().expect("stages were just built");
-            self.run_job(st, &job, stage, &cfg);
+            let cfg = self.config.get();
+            let started = Instant::now();
+            tracing::info!(job = job.id, path = %job.audio_path, ?stage, "job started");
+            let run = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                let generation = self.config.generation();
+                if stages.as_ref().is_none_or(|(g, _)| *g != generation) {
+                    stages = Some((generation, factory(&cfg)));
+                }
+                let (_, st) = stages.as_mut().expect("stages were just built");
+                self.run_job(st, &job, stage, &cfg, &cancel)
+            }));
+            let outcome = match run {
+                Ok(Ok(())) => Outcome::Done,
+                Ok(Err(_)) if cancel.load(Ordering::SeqCst) => Outcome::Cancelled,
+                Ok(Err(e)) => Outcome::Error(e.to_string()),
+                Err(panic) => {
+                    stages = None;
+                    Outcome::Error(format!("internal error: a stage panicked: {}", panic_message(&*panic)))
+                }
+            };
+            match &outcome {
+                Outcome::Done => {
+                    tracing::info!(job = job.id, secs = started.elapsed().as_secs_f32(), "job done")
+                }
+                Outcome::Cancelled => tracing::info!(job = job.id, "job cancelled"),
+                Outcome::Error(e) => tracing::warn!(job = job.id, error = %e, "job failed"),
+            }
+            match self.store.finish(job.id, &outcome) {
+                Ok(_) => self.write_sidecar(job.id, cfg.results_folder.as_deref()),
+                Err(StoreError::NotFound(_)) => tracing::info!(job = job.id, "job was deleted while it ran"),
+                Err(e) => tracing::error!(job = job.id, error = %e, "cannot record the job's end"),
+            }
             lock(&self.running).remove(&index);
             self.finished.bump();
         }
     }
 
-    fn run_job(&self, stages: &mut Stages, job: &Job, stage: RunStage, cfg: &Config) {
-        let started = Instant::now();
-        tracing::info!(job = %job.id, path = %job.audio_path, ?stage, "job started");
-        let mut sink = StoreSink { store: &self.store, id: &job.id, last_percent: AtomicU32::new(u32::MAX) };
-        let outcome = match stage {
+    fn run_job(
+        &self,
+        stages: &mut Stages,
+        job: &Job,
+        stage: RunStage,
+        cfg: &Config,
+        cancel: &CancelFlag,
+    ) -> Result<(), StageError> {
+        let mut sink = StoreSink {
+            store: &self.store,
+            id: job.id,
+            last_percent: AtomicU32::new(u32::MAX),
+            cancel: Arc::clone(cancel),
+        };
+        match stage {
             RunStage::All => {
                 let hints = crate::model::SpeakerHints {
                     num_speakers: job.speakers.num_speakers.or(cfg.num_speakers),
@@ -126,7 +227,7 @@ impl Queue {
                 };
                 stages.run(Path::new(&job.audio_path), hints, &mut sink)
             }
-            RunStage::Analyze => match self.store.segments(&job.id) {
+            RunStage::Analyze => match self.store.segments(job.id) {
                 Ok(segs) if segs.is_empty() => Err(StageError::new(
                     "analyze",
                     "no stored transcript to analyze; run the whole job first",
@@ -134,21 +235,11 @@ impl Queue {
                 Ok(segs) => stages.analyze(&segs, job.language.as_deref(), &mut sink),
                 Err(e) => Err(StageError::new("analyze", e.to_string())),
             },
-        };
-        let outcome = outcome.map_err(|e| e.to_string());
-        match &outcome {
-            Ok(()) => tracing::info!(job = %job.id, secs = started.elapsed().as_secs_f32(), "job done"),
-            Err(e) => tracing::warn!(job = %job.id, error = %e, "job failed"),
-        }
-        match self.store.finish(&job.id, outcome) {
-            Ok(_) => self.write_sidecar(&job.id, cfg.results_folder.as_deref()),
-            // The job may have been deleted while it ran.
-            Err(e) => tracing::warn!(job = %job.id, error = %e, "cannot record the job's end"),
         }
     }
 
     /// Writes the sidecar of a stored job (after a run or an edit); failures are logged.
-    pub fn write_sidecar(&self, id: &str, results_folder: Option<&Path>) {
+    pub fn write_sidecar(&self, id: i64, results_folder: Option<&Path>) {
         let result = (|| -> Result<JobResult, StoreError> {
             Ok(JobResult {
                 job: self.store.job(id)?,
@@ -164,7 +255,7 @@ impl Queue {
     }
 
     /// Blocks until job `id` is no longer queued or processing, or `timeout` passes.
-    pub fn wait_until_finished(&self, id: &str, timeout: Duration) -> Result<Job, StoreError> {
+    pub fn wait_until_finished(&self, id: i64, timeout: Duration) -> Result<Job, StoreError> {
         let deadline = Instant::now() + timeout;
         loop {
             let guard = self.finished.lock();
@@ -179,7 +270,7 @@ impl Queue {
 
     /// Stops the workers: no new job is claimed; running jobs get `grace` to finish, then are
     /// queued again for the next start. Returns the ids that were put back.
-    pub fn shutdown(&self, workers: Vec<JoinHandle<()>>, grace: Duration) -> Vec<String> {
+    pub fn shutdown(&self, workers: Vec<JoinHandle<()>>, grace: Duration) -> Vec<i64> {
         self.stopping.store(true, Ordering::SeqCst);
         self.notify();
         let deadline = Instant::now() + grace;
@@ -187,10 +278,10 @@ impl Queue {
             std::thread::sleep(Duration::from_millis(50));
         }
         let unfinished = self.running();
-        for id in &unfinished {
-            tracing::warn!(job = %id, "grace period over: job queued again for the next start");
+        for &id in &unfinished {
+            tracing::warn!(job = id, "grace period over: job queued again for the next start");
             if let Err(e) = self.store.requeue(id) {
-                tracing::error!(job = %id, error = %e, "cannot requeue");
+                tracing::error!(job = id, error = %e, "cannot requeue");
             }
         }
         for w in workers.into_iter().filter(|w| w.is_finished()) {
@@ -198,6 +289,35 @@ impl Queue {
         }
         unfinished
     }
+}
+
+/// Counts a worker thread as alive from its start until its loop ends or unwinds.
+struct WorkerAlive(Arc<Queue>);
+
+impl WorkerAlive {
+    fn new(queue: Arc<Queue>) -> Self {
+        queue.workers_started.fetch_add(1, Ordering::SeqCst);
+        queue.workers_alive.fetch_add(1, Ordering::SeqCst);
+        Self(queue)
+    }
+}
+
+impl Drop for WorkerAlive {
+    fn drop(&mut self) {
+        self.0.workers_alive.fetch_sub(1, Ordering::SeqCst);
+        if std::thread::panicking() {
+            tracing::error!("a worker thread died; /healthz reports it");
+        }
+    }
+}
+
+/// The text of a panic payload (`panic!` with a literal or a formatted message).
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
 }
 
 /// Locks a mutex; a panic in another holder leaves plain data that is still usable.
@@ -232,9 +352,10 @@ impl Signal {
 /// Saves each stage's result in the store as soon as it is ready.
 struct StoreSink<'a> {
     store: &'a Store,
-    id: &'a str,
+    id: i64,
     /// Last whole percent written, so progress costs one write per percent at most.
     last_percent: AtomicU32,
+    cancel: CancelFlag,
 }
 
 fn stored<T>(r: Result<T, StoreError>) -> Result<T, StageError> {
@@ -261,5 +382,162 @@ impl ResultSink for StoreSink<'_> {
         if let Err(e) = self.store.set_progress(self.id, percent) {
             tracing::debug!(job = self.id, error = %e, "progress not saved");
         }
+    }
+    fn cancelled(&self) -> bool {
+        self.cancel.load(Ordering::SeqCst)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Source, SpeakerHints};
+    use crate::pipeline::{AnalysisInput, Analyzer, Progress, Slot, Transcriber};
+    use crate::store::NewJob;
+
+    /// Panics on a transcript that says "boom"; otherwise summarises it.
+    struct PanickyAnalyzer;
+
+    impl Analyzer for PanickyAnalyzer {
+        fn analyze(&mut self, input: &AnalysisInput<'_>) -> Result<Analysis, StageError> {
+            assert!(!input.segments[0].text.contains("boom"), "analyzer hit a boom");
+            Ok(Analysis { summary: Some(input.segments[0].text.clone()), ..Default::default() })
+        }
+        fn name(&self) -> String {
+            "panicky".into()
+        }
+    }
+
+    /// Blocks until the test lets it go, then returns an empty transcript.
+    struct GatedTranscriber {
+        started: crossbeam_channel::Sender<()>,
+        go: crossbeam_channel::Receiver<()>,
+    }
+
+    impl Transcriber for GatedTranscriber {
+        fn transcribe(&mut self, _: &crate::audio::Audio, _: Progress<'_>) -> Result<Transcript, StageError> {
+            self.started.send(()).unwrap();
+            self.go.recv().unwrap();
+            let seg = Segment { start_s: 0.0, end_s: 1.0, text: "hi".into(), speaker: None, words: vec![] };
+            Ok(Transcript { segments: vec![seg], ..Default::default() })
+        }
+        fn name(&self) -> String {
+            "gated".into()
+        }
+    }
+
+    fn setup() -> (tempfile::TempDir, Arc<Store>, Arc<Queue>) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::in_memory().unwrap());
+        let config = Arc::new(ConfigHandle::new(Config::default(), None));
+        let queue = Queue::new(Arc::clone(&store), config).unwrap();
+        (dir, store, queue)
+    }
+
+    fn add_job(store: &Store, audio: &Path, text: Option<&str>) -> i64 {
+        let job = store
+            .insert_job(&NewJob {
+                uuid: uuid::Uuid::new_v4().to_string(),
+                audio_path: audio.to_string_lossy().into_owned(),
+                original_filename: None,
+                sha256: "x".into(),
+                source: Source::Upload,
+                speakers: SpeakerHints::default(),
+            })
+            .unwrap()
+            .unwrap();
+        if let Some(text) = text {
+            let seg = Segment { start_s: 0.0, end_s: 1.0, text: text.into(), speaker: None, words: vec![] };
+            store.save_transcript(job.id, &Transcript { segments: vec![seg], ..Default::default() }).unwrap();
+        }
+        job.id
+    }
+
+    const WAIT: Duration = Duration::from_secs(30);
+
+    fn wait_done(queue: &Queue, id: i64) -> Job {
+        let job = queue.wait_until_finished(id, WAIT).unwrap();
+        assert!(
+            !matches!(job.status, Status::Queued | Status::Processing),
+            "job {id} still running: {job:?}"
+        );
+        job
+    }
+
+    #[test]
+    fn a_panicking_stage_fails_its_job_and_the_worker_goes_on() {
+        let (dir, store, queue) = setup();
+        let boom = add_job(&store, &dir.path().join("a.wav"), Some("boom"));
+        let fine = add_job(&store, &dir.path().join("b.wav"), Some("all fine"));
+        let builds = Arc::new(AtomicUsize::new(0));
+        let counted = Arc::clone(&builds);
+        let factory: StageFactory = Arc::new(move |_| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            Stages {
+                transcriber: Slot::Disabled,
+                diarizer: Slot::Disabled,
+                analyzer: Slot::Ready(Box::new(PanickyAnalyzer)),
+            }
+        });
+        queue.submit(boom, RunStage::Analyze).unwrap();
+        queue.submit(fine, RunStage::Analyze).unwrap();
+        let workers = queue.start_workers(1, factory);
+        let failed = wait_done(&queue, boom);
+        assert_eq!(failed.status, Status::Error);
+        let message = failed.error_message.unwrap();
+        assert!(message.contains("panicked") && message.contains("analyzer hit a boom"), "{message}");
+        let done = wait_done(&queue, fine);
+        assert_eq!((done.status, done.summary.as_deref()), (Status::Done, Some("all fine")));
+        assert_eq!(builds.load(Ordering::SeqCst), 2, "stages rebuilt after the panic");
+        assert_eq!(queue.dead_workers(), 0);
+        assert!(queue.shutdown(workers, WAIT).is_empty());
+    }
+
+    #[test]
+    fn a_dead_worker_thread_is_counted() {
+        let (_dir, _store, queue) = setup();
+        assert_eq!(queue.dead_workers(), 0);
+        let alive = WorkerAlive::new(Arc::clone(&queue));
+        let died = std::thread::spawn(move || {
+            let _alive = alive;
+            panic!("worker loop failed");
+        })
+        .join();
+        assert!(died.is_err());
+        assert_eq!(queue.dead_workers(), 1);
+    }
+
+    #[test]
+    fn cancel_stops_a_queued_job_and_a_running_one_at_the_next_stage() {
+        let (_dir, store, queue) = setup();
+        let audio = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/jfk.wav");
+        let running = add_job(&store, &audio, None);
+        let dir2 = tempfile::tempdir().unwrap();
+        let queued = add_job(&store, &dir2.path().join("never.wav"), None);
+        let (started_tx, started) = crossbeam_channel::unbounded();
+        let (go, go_rx) = crossbeam_channel::unbounded();
+        let factory: StageFactory = Arc::new(move |_| Stages {
+            transcriber: Slot::Ready(Box::new(GatedTranscriber {
+                started: started_tx.clone(),
+                go: go_rx.clone(),
+            })),
+            diarizer: Slot::Disabled,
+            analyzer: Slot::Disabled,
+        });
+        queue.submit(running, RunStage::All).unwrap();
+        queue.submit(queued, RunStage::All).unwrap();
+        let workers = queue.start_workers(1, factory);
+        started.recv_timeout(WAIT).expect("the first job never reached the transcriber");
+
+        assert_eq!(queue.cancel(queued).unwrap().status, Status::Cancelled);
+        assert_eq!(queue.cancel(running).unwrap().status, Status::Processing);
+        assert!(queue.cancel_flag(running).is_some_and(|f| f.load(Ordering::SeqCst)));
+        go.send(()).unwrap();
+        let job = wait_done(&queue, running);
+        assert_eq!(job.status, Status::Cancelled, "{job:?}");
+        assert!(store.segments(running).unwrap().is_empty(), "nothing saved after the cancel");
+        assert_eq!(store.job(queued).unwrap().status, Status::Cancelled);
+        assert!(matches!(queue.cancel(running), Err(StoreError::Conflict(_))));
+        assert!(queue.shutdown(workers, WAIT).is_empty());
     }
 }

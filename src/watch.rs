@@ -1,25 +1,26 @@
 //! The watched folder: complete audio files that appear in it become queued jobs.
 //!
-//! A file counts as complete when its writer closes it, when it is moved in (rename is atomic),
-//! or — for writers that give no close event — when its size has not changed for
-//! [`SETTLE`]. Hidden files, partial/temp names and our own sidecars are ignored.
+//! A file is taken once its size and mtime have stayed unchanged for `settle_s` after the last
+//! event on it (write, close, rename), so a writer that opens, appends and closes again and
+//! again is waited for. Files already there at start go through the same path (one idempotent
+//! way in; the database's `UNIQUE(audio_path)` settles any race). Empty files, hidden files,
+//! partial/temp names and our own sidecars are ignored; a file whose job was deleted (its audio
+//! left in place) is not taken again unless its content changes.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
-use notify::event::{AccessKind, AccessMode, EventKind, ModifyKind, RenameMode};
+use notify::event::EventKind;
 use notify::{RecursiveMode, Watcher};
 
 use crate::config::{Config, ConfigHandle};
 use crate::model::{Source, SpeakerHints};
 use crate::queue::Queue;
-use crate::store::{NewJob, RunStage, Store};
+use crate::store::{NewJob, Outcome, RunStage, Store};
 
-/// How long a file's size must stay unchanged, with no close event, before it is taken.
-pub const SETTLE: Duration = Duration::from_secs(5);
 const TICK: Duration = Duration::from_millis(250);
 
 /// Watch failures.
@@ -51,62 +52,60 @@ pub fn is_candidate(path: &Path, cfg: &Config) -> bool {
 #[derive(Debug, PartialEq)]
 pub enum Registered {
     /// A new job, queued.
-    Queued(String),
+    Queued(i64),
     /// The path is already a job (e.g. an API upload).
     Known,
     /// Same content as an existing job.
-    Duplicate(String),
+    Duplicate(i64),
+    /// This path with this content belonged to a deleted job.
+    Deleted,
+    /// Not audio we accept (bad header, too long): a job in `error` says why.
+    Rejected(i64),
 }
 
-/// Registers one complete file as a watch job and queues it.
-pub fn register(path: &Path, store: &Store, queue: &Queue) -> Result<Registered, WatchError> {
+/// Registers one complete file as a watch job and queues it (idempotent).
+pub fn register(path: &Path, cfg: &Config, store: &Store, queue: &Queue) -> Result<Registered, WatchError> {
     let audio_path = path.to_string_lossy().into_owned();
     if store.job_by_audio_path(&audio_path)?.is_some() {
         return Ok(Registered::Known);
     }
     let sha =
         crate::files::sha256_file(path).map_err(|source| WatchError::Io { path: path.to_owned(), source })?;
+    if store.is_tombstoned(&audio_path, &sha)? {
+        tracing::debug!(path = %path.display(), "its job was deleted; not taken again");
+        return Ok(Registered::Deleted);
+    }
     if let Some(existing) = store.job_by_sha256(&sha)? {
-        tracing::info!(path = %path.display(), job = %existing.id, "same content as an existing job; skipped");
+        tracing::info!(path = %path.display(), job = existing.id, "same content as an existing job; skipped");
         return Ok(Registered::Duplicate(existing.id));
     }
-    let id = uuid::Uuid::new_v4().to_string();
-    store.insert_job(&NewJob {
-        id: id.clone(),
+    // The same checks as an upload, before any worker decodes it.
+    let rejected = crate::audio::probe_file(path)
+        .and_then(|info| info.check_duration(cfg.max_audio_seconds as f64))
+        .err();
+    let new = NewJob {
+        uuid: uuid::Uuid::new_v4().to_string(),
         audio_path,
         original_filename: path.file_name().map(|n| n.to_string_lossy().into_owned()),
         sha256: sha,
         source: Source::Watch,
         speakers: SpeakerHints::default(),
-    })?;
-    queue.submit(&id, RunStage::All)?;
-    tracing::info!(job = %id, path = %path.display(), "watched file queued");
-    Ok(Registered::Queued(id))
-}
-
-/// Registers every candidate file already in the folder (files added while we were down).
-pub fn rescan(cfg: &Config, store: &Store, queue: &Queue) -> Result<usize, WatchError> {
-    let dir = &cfg.upload_folder;
-    let entries = std::fs::read_dir(dir).map_err(|source| WatchError::Io { path: dir.clone(), source })?;
-    let mut paths: Vec<PathBuf> = entries
-        .filter_map(|e| e.ok())
-        .map(|e| e.path())
-        .filter(|p| p.is_file() && is_candidate(p, cfg))
-        .collect();
-    paths.sort();
-    let mut queued = 0;
-    for p in paths {
-        match register(&p, store, queue) {
-            Ok(Registered::Queued(_)) => queued += 1,
-            Ok(_) => {}
-            Err(e) => tracing::warn!(path = %p.display(), error = %e, "rescan: file skipped"),
-        }
+    };
+    let Some(job) = store.insert_job(&new)? else { return Ok(Registered::Known) };
+    if let Some(e) = rejected {
+        tracing::warn!(job = job.id, path = %path.display(), error = %e, "watched file rejected");
+        store.finish(job.id, &Outcome::Error(e.to_string()))?;
+        return Ok(Registered::Rejected(job.id));
     }
-    Ok(queued)
+    queue.submit(job.id, RunStage::All)?;
+    tracing::info!(job = job.id, path = %path.display(), "watched file queued");
+    Ok(Registered::Queued(job.id))
 }
 
 /// A running folder watcher; dropping it stops the watch.
 pub struct FolderWatcher {
+    /// Candidate files found in the folder at start (taken once settled, like new ones).
+    pub found_at_start: usize,
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
     _watcher: notify::RecommendedWatcher,
@@ -121,13 +120,57 @@ impl Drop for FolderWatcher {
     }
 }
 
-/// A file seen changing, waiting to be complete.
+/// A file waiting for its size and mtime to settle.
+#[derive(Debug, Clone, Copy, PartialEq)]
 struct Pending {
     size: u64,
+    mtime: Option<SystemTime>,
+    /// Since when nothing changed.
     since: Instant,
 }
 
-/// Starts watching the upload folder (non-recursively).
+/// Files seen, by path, until they are taken.
+#[derive(Default)]
+struct Settling {
+    files: HashMap<PathBuf, Pending>,
+}
+
+impl Settling {
+    /// Something happened to `path` (or it was found at start with `already_quiet` of calm).
+    fn touch(&mut self, path: &Path, already_quiet: Duration) {
+        let Ok(meta) = std::fs::metadata(path) else {
+            self.files.remove(path);
+            return;
+        };
+        let now = Instant::now();
+        let since = now.checked_sub(already_quiet).unwrap_or(now);
+        self.files.insert(path.to_owned(), Pending { size: meta.len(), mtime: meta.modified().ok(), since });
+    }
+
+    /// Files unchanged for `settle`; they leave the list. Empty files are dropped, not taken.
+    fn ready(&mut self, settle: Duration) -> Vec<PathBuf> {
+        let mut ready = Vec::new();
+        self.files.retain(|path, p| match std::fs::metadata(path) {
+            Err(_) => false,
+            Ok(m) if m.len() != p.size || m.modified().ok() != p.mtime => {
+                *p = Pending { size: m.len(), mtime: m.modified().ok(), since: Instant::now() };
+                true
+            }
+            Ok(_) if p.since.elapsed() >= settle => {
+                if p.size > 0 && std::fs::metadata(path).is_ok_and(|m| m.is_file()) {
+                    ready.push(path.clone());
+                }
+                false
+            }
+            Ok(_) => true,
+        });
+        ready.sort();
+        ready
+    }
+}
+
+/// Starts watching the upload folder (non-recursively). Files already in it are queued for the
+/// same settling as new ones, after the watch is set up so nothing falls between.
 pub fn start(
     config: Arc<ConfigHandle>,
     store: Arc<Store>,
@@ -142,95 +185,87 @@ pub fn start(
     watcher
         .watch(&dir, RecursiveMode::NonRecursive)
         .map_err(|source| WatchError::Notify { path: dir.clone(), source })?;
+    let mut settling = Settling::default();
+    let found_at_start = scan(&config.get(), &mut settling)?;
     let stop = Arc::new(AtomicBool::new(false));
     let stop2 = Arc::clone(&stop);
     let thread = std::thread::Builder::new()
         .name("watch".into())
         .spawn(move || {
-            let mut pending: HashMap<PathBuf, Pending> = HashMap::new();
             while !stop2.load(Ordering::SeqCst) {
+                let cfg = config.get();
                 match rx.recv_timeout(TICK) {
-                    Ok(Ok(event)) => {
-                        let cfg = config.get();
+                    Ok(Ok(event)) if is_write(&event.kind) => {
                         for path in event.paths.iter().filter(|p| is_candidate(p, &cfg)) {
                             // Events carry absolute paths; jobs store the folder as configured.
                             let Some(name) = path.file_name() else { continue };
-                            on_event(
-                                &event.kind,
-                                &cfg.upload_folder.join(name),
-                                &mut pending,
-                                &store,
-                                &queue,
-                            );
+                            settling.touch(&cfg.upload_folder.join(name), Duration::ZERO);
                         }
                     }
+                    Ok(Ok(_)) => {}
                     Ok(Err(e)) => tracing::warn!(error = %e, "watch error"),
                     Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
                     Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
                 }
-                settle(&mut pending, &store, &queue);
+                for path in settling.ready(Duration::from_secs(cfg.settle_s)) {
+                    if let Err(e) = register(&path, &cfg, &store, &queue) {
+                        tracing::warn!(path = %path.display(), error = %e, "watched file not registered");
+                    }
+                }
             }
         })
         .map_err(|source| WatchError::Io { path: PathBuf::from("watch thread"), source })?;
-    Ok(FolderWatcher { stop, thread: Some(thread), _watcher: watcher })
+    Ok(FolderWatcher { found_at_start, stop, thread: Some(thread), _watcher: watcher })
 }
 
-fn on_event(
-    kind: &EventKind,
-    path: &Path,
-    pending: &mut HashMap<PathBuf, Pending>,
-    store: &Store,
-    queue: &Queue,
-) {
-    let complete = matches!(
+/// Events that may change a file: our own reads (hashing, probing, decoding) are not among them.
+fn is_write(kind: &EventKind) -> bool {
+    use notify::event::{AccessKind, AccessMode};
+    matches!(
         kind,
-        EventKind::Access(AccessKind::Close(AccessMode::Write))
-            | EventKind::Modify(ModifyKind::Name(RenameMode::To | RenameMode::Both))
-    );
-    if complete {
-        pending.remove(path);
-        take(path, store, queue);
-    } else if matches!(kind, EventKind::Create(_) | EventKind::Modify(_)) {
-        let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
-        pending.insert(path.to_owned(), Pending { size, since: Instant::now() });
-    } else if matches!(kind, EventKind::Remove(_)) {
-        pending.remove(path);
-    }
+        EventKind::Create(_) | EventKind::Modify(_) | EventKind::Access(AccessKind::Close(AccessMode::Write))
+    )
 }
 
-/// Takes files whose size stopped changing (writers that never send a close event).
-fn settle(pending: &mut HashMap<PathBuf, Pending>, store: &Store, queue: &Queue) {
-    let mut ready = Vec::new();
-    pending.retain(|path, p| match std::fs::metadata(path) {
-        Err(_) => false,
-        Ok(m) if m.len() != p.size => {
-            *p = Pending { size: m.len(), since: Instant::now() };
-            true
+/// Adds every candidate file in the folder (files added while we were down); one whose mtime is
+/// already older than `settle_s` is taken at the first check that finds it unchanged.
+fn scan(cfg: &Config, settling: &mut Settling) -> Result<usize, WatchError> {
+    let dir = &cfg.upload_folder;
+    let entries = std::fs::read_dir(dir).map_err(|source| WatchError::Io { path: dir.clone(), source })?;
+    let mut found = 0;
+    for path in entries.filter_map(|e| e.ok()).map(|e| e.path()) {
+        if !(path.is_file() && is_candidate(&path, cfg)) {
+            continue;
         }
-        Ok(_) if p.since.elapsed() >= SETTLE => {
-            ready.push(path.clone());
-            false
-        }
-        Ok(_) => true,
-    });
-    for path in ready {
-        take(&path, store, queue);
+        let age = std::fs::metadata(&path)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .unwrap_or_default();
+        settling.touch(&path, age.min(Duration::from_secs(cfg.settle_s)));
+        found += 1;
     }
+    Ok(found)
 }
 
-fn take(path: &Path, store: &Store, queue: &Queue) {
-    match std::fs::metadata(path) {
-        Ok(m) if m.is_file() && m.len() > 0 => {}
-        _ => return,
+/// Removes upload temp files (`.<uuid>.upload.<ext>`) left by a crash mid-upload.
+pub fn remove_stale_uploads(dir: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    let mut removed = 0;
+    for path in entries.filter_map(|e| e.ok()).map(|e| e.path()) {
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        if name.starts_with('.') && name.contains(".upload.") && std::fs::remove_file(&path).is_ok() {
+            tracing::info!(path = %path.display(), "stale temp upload removed");
+            removed += 1;
+        }
     }
-    if let Err(e) = register(path, store, queue) {
-        tracing::warn!(path = %path.display(), error = %e, "watched file not registered");
-    }
+    removed
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write;
 
     #[test]
     fn candidates() {
@@ -243,5 +278,43 @@ mod tests {
         {
             assert!(!is_candidate(Path::new(no), &cfg), "{no}");
         }
+    }
+
+    #[test]
+    fn a_file_is_ready_only_after_size_and_mtime_settle() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.wav");
+        std::fs::write(&path, b"12345").unwrap();
+        let mut s = Settling::default();
+        s.touch(&path, Duration::ZERO);
+        let settle = Duration::from_millis(300);
+        assert!(s.ready(settle).is_empty(), "not yet settled");
+        std::thread::sleep(Duration::from_millis(200));
+        std::fs::OpenOptions::new().append(true).open(&path).unwrap().write_all(b"678").unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(s.ready(settle).is_empty(), "a change (seen without an event) restarts the wait");
+        std::thread::sleep(Duration::from_millis(350));
+        assert_eq!(s.ready(settle), vec![path.clone()]);
+        assert!(s.ready(settle).is_empty(), "taken once");
+
+        let empty = dir.path().join("empty.wav");
+        std::fs::write(&empty, b"").unwrap();
+        s.touch(&empty, Duration::from_secs(60));
+        assert!(s.ready(settle).is_empty(), "an empty file is never taken");
+    }
+
+    #[test]
+    fn stale_temp_uploads_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in [".0123abcd.upload.wav", ".ffff.upload.mp3", "keep.wav", ".keep.wav.json.tmp"] {
+            std::fs::write(dir.path().join(name), b"x").unwrap();
+        }
+        assert_eq!(remove_stale_uploads(dir.path()), 2);
+        let mut left: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(left, [".keep.wav.json.tmp", "keep.wav"]);
     }
 }

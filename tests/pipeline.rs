@@ -16,8 +16,8 @@ fn stereo_clip_gets_two_speakers_and_a_local_analysis() {
         Daemon::start(&[("DIARIZATION", "true"), ("LLM_MODEL", "qwen2.5-coder-0.5b"), ("LLM_THREADS", "1")]);
     let (s, job) = d.upload("/api/jobs?run=true", &fixture("stereo_diarization.wav"));
     assert_eq!(s, 201, "{job}");
-    let id = job["id"].as_str().unwrap().to_string();
-    let job = d.wait_job(&id, LONG);
+    let (id, uuid) = (job["id"].as_i64().unwrap(), job["uuid"].as_str().unwrap().to_string());
+    let job = d.wait_job(id, LONG);
     assert_eq!(job["status"], "done", "{job}\n{}", d.log());
 
     // The two sentences overlap in time; whisper hears the louder, left one.
@@ -51,7 +51,8 @@ fn stereo_clip_gets_two_speakers_and_a_local_analysis() {
     assert_eq!(job["language"], "en");
 
     let sidecar: Value =
-        serde_json::from_slice(&std::fs::read(d.uploads().join(format!("{id}.wav.json"))).unwrap()).unwrap();
+        serde_json::from_slice(&std::fs::read(d.uploads().join(format!("{uuid}.wav.json"))).unwrap())
+            .unwrap();
     assert!(sidecar["speaker_turns"].as_array().is_some_and(|t| t.len() >= 2), "{sidecar}");
     assert_eq!(sidecar["job"]["summary"], job["summary"]);
 }
@@ -122,8 +123,8 @@ fn gemini_backend_errors_keep_the_transcript_and_analysis_reruns_alone() {
     let c = Daemon::client();
     let (s, job) = d.upload("/api/jobs?run=true", &fixture("jfk.wav"));
     assert_eq!(s, 201);
-    let id = job["id"].as_str().unwrap().to_string();
-    let job = d.wait_job(&id, LONG);
+    let (id, uuid) = (job["id"].as_i64().unwrap(), job["uuid"].as_str().unwrap().to_string());
+    let job = d.wait_job(id, LONG);
     assert_eq!(job["status"], "done", "{job}");
     assert_eq!(job["summary"], "Kennedy asks citizens to serve.");
     assert_eq!(job["keypoints"], json!(["Service to the country"]));
@@ -139,7 +140,7 @@ fn gemini_backend_errors_keep_the_transcript_and_analysis_reruns_alone() {
     assert!(err.contains("gemini") && err.contains("API_KEY_INVALID"), "{err}");
     assert!(wer(JFK, job["transcript"].as_str().unwrap()) <= 0.1);
     assert!(!d.get(&format!("/api/jobs/{id}/segments")).1.as_array().unwrap().is_empty());
-    let sidecar = std::fs::read_to_string(d.uploads().join(format!("{id}.wav.json"))).unwrap();
+    let sidecar = std::fs::read_to_string(d.uploads().join(format!("{uuid}.wav.json"))).unwrap();
     assert!(!sidecar.contains("test-key-123") && !d.log().contains("test-key-123"));
 
     let (s, job) =

@@ -145,30 +145,43 @@ impl Daemon {
         json_reply(Self::client().post(self.url(path)).multipart(form).send().unwrap())
     }
 
-    /// Polls a job until it leaves queued/processing.
-    pub fn wait_job(&self, id: &str, timeout: Duration) -> Value {
+    /// Polls a job until it leaves uploaded/queued/processing; panics if it has not by `timeout`.
+    pub fn wait_job(&self, id: i64, timeout: Duration) -> Value {
+        self.wait_job_status(id, timeout, |s| !matches!(s, "queued" | "processing" | "uploaded"))
+    }
+
+    /// Polls a job until its status satisfies `pred`; panics if it has not by `timeout`.
+    pub fn wait_job_status(&self, id: i64, timeout: Duration, pred: impl Fn(&str) -> bool) -> Value {
         let deadline = Instant::now() + timeout;
         loop {
             let (_, job) = self.get(&format!("/api/jobs/{id}"));
-            let status = job["status"].as_str().unwrap_or_default().to_string();
-            if !matches!(status.as_str(), "queued" | "processing" | "uploaded") || Instant::now() > deadline {
+            if pred(job["status"].as_str().unwrap_or_default()) {
                 return job;
             }
-            std::thread::sleep(Duration::from_millis(200));
+            assert!(Instant::now() < deadline, "timed out waiting for job {id}: {job}\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(100));
         }
     }
 
-    /// Polls the job list until `pred` holds.
+    /// Polls the job list until `pred` holds; panics if it does not by `timeout`.
     pub fn wait_jobs(&self, timeout: Duration, pred: impl Fn(&[Value]) -> bool) -> Vec<Value> {
         let deadline = Instant::now() + timeout;
         loop {
             let (_, jobs) = self.get("/api/jobs");
             let jobs = jobs.as_array().cloned().unwrap_or_default();
-            if pred(&jobs) || Instant::now() > deadline {
+            if pred(&jobs) {
                 return jobs;
             }
-            std::thread::sleep(Duration::from_millis(200));
+            assert!(Instant::now() < deadline, "timed out waiting on the job list: {jobs:?}\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// Peak resident memory of the daemon so far, in KiB (`VmHWM`).
+    pub fn peak_rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        let line = status.lines().find(|l| l.starts_with("VmHWM:")).expect("VmHWM in /proc status");
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
     }
 
     pub fn log(&self) -> String {
