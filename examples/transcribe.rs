@@ -34,7 +34,7 @@ fn main() -> anyhow::Result<()> {
     let mut t = WhisperTranscriber::load(&path, opts)?;
     let load_s = t0.elapsed().as_secs_f64();
     let t1 = Instant::now();
-    let out = t.transcribe(&audio, &|_| {})?;
+    let out = t.transcribe(&audio, &|_| {}, &|| false)?;
     let transcribe_s = t1.elapsed().as_secs_f64();
     let json = serde_json::json!({
         "model": t.name(),

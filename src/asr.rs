@@ -23,7 +23,7 @@ use whisper_rs_sys as sys;
 
 use crate::audio::{Audio, SAMPLE_RATE};
 use crate::model::{Segment, Transcript, Word};
-use crate::pipeline::{Progress, StageError, Transcriber};
+use crate::pipeline::{CANCELLED, Cancelled, Progress, StageError, Transcriber};
 
 const STAGE: &str = "transcribe";
 /// One Whisper encoder window.
@@ -122,6 +122,7 @@ impl WhisperTranscriber {
         &mut self,
         audio: &Audio,
         progress: Progress<'_>,
+        cancelled: Cancelled<'_>,
     ) -> Result<(Transcript, Vec<ChunkLanguage>), StageError> {
         let speech = Speech::detect(&audio.samples);
         let total = speech.len().max(1) as f32;
@@ -134,8 +135,9 @@ impl WhisperTranscriber {
             let pcm = block.pcm(&audio.samples);
             let (before, share) = (done as f32 / total, pcm.len() as f32 / total);
             let report = |p: f32| progress(before + share * p);
-            let (mut found, windows) = self.run_whisper(&pcm, &language, self.detects_language(), report)?;
-            let spans = self.switch_languages(&pcm, &language, windows, &mut found)?;
+            let probe = self.detects_language();
+            let (mut found, windows) = self.run_whisper(&pcm, &language, probe, report, cancelled)?;
+            let spans = self.switch_languages(&pcm, &language, windows, &mut found, cancelled)?;
             languages.extend(spans.into_iter().map(|(range, language, probability)| ChunkLanguage {
                 start_s: block.map_time(range.start),
                 end_s: block.map_time(range.end),
@@ -217,6 +219,7 @@ impl WhisperTranscriber {
         language: &str,
         windows: Vec<Window>,
         found: &mut Vec<Segment>,
+        cancelled: Cancelled<'_>,
     ) -> Result<Vec<(Range<f64>, String, Option<f32>)>, StageError> {
         let len_s = pcm.len() as f64 / SAMPLE_RATE as f64;
         if !self.detects_language() || windows.is_empty() {
@@ -253,7 +256,7 @@ impl WhisperTranscriber {
             tracing::debug!(start = range.start, end = range.end, language = %code, "language switch");
             let sr = SAMPLE_RATE as f64;
             let slice = &pcm[(range.start * sr) as usize..((range.end * sr) as usize).min(pcm.len())];
-            let (mut again, _) = self.run_whisper(slice, &code, false, |_| {})?;
+            let (mut again, _) = self.run_whisper(slice, &code, false, |_| {}, cancelled)?;
             for seg in &mut again {
                 shift(seg, range.start);
             }
@@ -273,6 +276,7 @@ impl WhisperTranscriber {
         language: &str,
         probe_languages: bool,
         progress: impl Fn(f32) + Sync,
+        cancelled: Cancelled<'_>,
     ) -> Result<(Vec<Segment>, Vec<Window>), StageError> {
         let strategy = match self.opts.beam_size {
             Some(b) => SamplingStrategy::BeamSearch { beam_size: b as i32, patience: -1.0 },
@@ -316,6 +320,11 @@ impl WhisperTranscriber {
                 params.set_start_encoder_callback_user_data(&mut probe as *mut WindowProbe as *mut c_void);
             }
         }
+        // SAFETY: `cancelled` outlives the `full` call below, the only user of the pointer.
+        unsafe {
+            params.set_abort_callback(Some(should_abort));
+            params.set_abort_callback_user_data(&cancelled as *const Cancelled<'_> as *mut c_void);
+        }
         let result = std::thread::scope(|s| {
             let progress = &progress;
             s.spawn(move || {
@@ -330,6 +339,9 @@ impl WhisperTranscriber {
             let _ = end.send(-1);
             r
         });
+        if cancelled() {
+            return Err(StageError::new(STAGE, CANCELLED));
+        }
         result.map_err(|e| StageError::new(STAGE, format!("whisper failed: {e}")))?;
         if probe.encoded {
             // The last window's encoding is still in the state: its language costs one decoder step.
@@ -399,8 +411,13 @@ impl WhisperTranscriber {
 }
 
 impl Transcriber for WhisperTranscriber {
-    fn transcribe(&mut self, audio: &Audio, progress: Progress<'_>) -> Result<Transcript, StageError> {
-        self.transcribe_detailed(audio, progress).map(|(t, _)| t)
+    fn transcribe(
+        &mut self,
+        audio: &Audio,
+        progress: Progress<'_>,
+        cancelled: Cancelled<'_>,
+    ) -> Result<Transcript, StageError> {
+        self.transcribe_detailed(audio, progress, cancelled).map(|(t, _)| t)
     }
 
     fn name(&self) -> String {
@@ -483,6 +500,13 @@ struct WindowProbe {
     /// Whether a window of this call has been encoded yet.
     encoded: bool,
     windows: Vec<Window>,
+}
+
+/// whisper.cpp's abort callback (polled during encoding and decoding); `user` is the run's
+/// [`Cancelled`] check.
+unsafe extern "C" fn should_abort(user: *mut c_void) -> bool {
+    // SAFETY: `run_whisper` set `user` to a `Cancelled` that outlives its `full` call.
+    unsafe { (*(user as *const Cancelled<'_>))() }
 }
 
 /// The `encoder_begin_callback`; `user` is the [`WindowProbe`] of the running `whisper_full`.

@@ -23,10 +23,18 @@ impl StageError {
 /// Progress callback: fraction 0.0–1.0 of the current stage.
 pub type Progress<'a> = &'a (dyn Fn(f32) + Sync);
 
+/// Cancellation check: true once the run should stop (polled inside long stages).
+pub type Cancelled<'a> = &'a (dyn Fn() -> bool + Sync);
+
 /// Speech recognition: 16 kHz mono audio → timestamped segments.
 pub trait Transcriber: Send {
-    /// Transcribes the whole buffer.
-    fn transcribe(&mut self, audio: &Audio, progress: Progress<'_>) -> Result<Transcript, StageError>;
+    /// Transcribes the whole buffer; stops early with a [`CANCELLED`] error once `cancelled`.
+    fn transcribe(
+        &mut self,
+        audio: &Audio,
+        progress: Progress<'_>,
+        cancelled: Cancelled<'_>,
+    ) -> Result<Transcript, StageError>;
     /// Model name, for status output.
     fn name(&self) -> String;
 }
@@ -134,7 +142,7 @@ impl Stages {
             Slot::Unavailable(why) => return Err(StageError::new("transcribe", why.clone())),
         };
         let report = |f: f32| sink.progress(DECODED + f.clamp(0.0, 1.0) * (TRANSCRIBED - DECODED));
-        let transcript = transcriber.transcribe(&audio, &report)?;
+        let transcript = transcriber.transcribe(&audio, &report, &|| sink.cancelled())?;
         check_cancelled(sink, "transcribe")?;
         sink.transcript(&transcript)?;
         sink.progress(TRANSCRIBED);

@@ -392,7 +392,7 @@ impl ResultSink for StoreSink<'_> {
 mod tests {
     use super::*;
     use crate::model::{Source, SpeakerHints};
-    use crate::pipeline::{AnalysisInput, Analyzer, Progress, Slot, Transcriber};
+    use crate::pipeline::{AnalysisInput, Analyzer, Cancelled, Progress, Slot, Transcriber};
     use crate::store::NewJob;
 
     /// Panics on a transcript that says "boom"; otherwise summarises it.
@@ -415,7 +415,12 @@ mod tests {
     }
 
     impl Transcriber for GatedTranscriber {
-        fn transcribe(&mut self, _: &crate::audio::Audio, _: Progress<'_>) -> Result<Transcript, StageError> {
+        fn transcribe(
+            &mut self,
+            _: &crate::audio::Audio,
+            _: Progress<'_>,
+            _: Cancelled<'_>,
+        ) -> Result<Transcript, StageError> {
             self.started.send(()).unwrap();
             self.go.recv().unwrap();
             let seg = Segment { start_s: 0.0, end_s: 1.0, text: "hi".into(), speaker: None, words: vec![] };

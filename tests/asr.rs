@@ -78,7 +78,7 @@ fn jfk_wav_transcribes_to_reference() {
     let audio = load("jfk.wav");
     let seen = Mutex::new(Vec::new());
     let progress = |p: f32| seen.lock().unwrap().push(p);
-    let out = t.transcribe(&audio, &progress).expect("transcribe");
+    let out = t.transcribe(&audio, &progress, &|| false).expect("transcribe");
     let text = out.text();
     let e = wer(JFK, &text);
     assert!(e <= 0.10, "WER {e:.2}: {text:?}");
@@ -104,7 +104,7 @@ fn jfk_wav_transcribes_to_reference() {
     assert!(seen.windows(2).all(|w| w[0] <= w[1] + 1e-6), "{seen:?}");
 
     // The same loaded model serves a second file (model reused across jobs).
-    let again = t.transcribe(&audio, &|_| {}).expect("second run");
+    let again = t.transcribe(&audio, &|_| {}, &|| false).expect("second run");
     assert!(wer(JFK, &again.text()) <= 0.10);
 }
 
@@ -113,7 +113,7 @@ fn jfk_in_every_container_transcribes() {
     let _g = serial();
     let mut t = transcriber("tiny.en", None);
     for f in ["jfk.mp3", "jfk.m4a", "jfk.ogg", "jfk.opus.ogg", "jfk.webm"] {
-        let text = t.transcribe(&load(f), &|_| {}).expect("transcribe").text();
+        let text = t.transcribe(&load(f), &|_| {}, &|| false).expect("transcribe").text();
         let e = wer(JFK, &text);
         assert!(e <= 0.10, "{f}: WER {e:.2}: {text:?}");
     }
@@ -124,7 +124,7 @@ fn silence_gives_no_words() {
     let _g = serial();
     let mut t = transcriber("tiny.en", None);
     let silence = Audio { samples: vec![0.0; 16_000 * 10] };
-    let out = t.transcribe(&silence, &|_| {}).expect("transcribe");
+    let out = t.transcribe(&silence, &|_| {}, &|| false).expect("transcribe");
     assert!(out.segments.is_empty(), "{:?}", out.segments);
     assert_eq!(out.text(), "");
 }
@@ -134,7 +134,7 @@ fn multilingual_english_then_german_with_base() {
     let _g = serial();
     let mut t = transcriber("base", None);
     let audio = load("multilingual.mp3");
-    let (out, chunks) = t.transcribe_detailed(&audio, &|_| {}).expect("transcribe");
+    let (out, chunks) = t.transcribe_detailed(&audio, &|_| {}, &|| false).expect("transcribe");
     let lang_at = |s: f64| chunks.iter().find(|c| c.start_s <= s && s < c.end_s).map(|c| c.language.as_str());
     assert_eq!(lang_at(5.0), Some("en"), "{chunks:?}");
     assert_eq!(lang_at(45.0), Some("de"), "{chunks:?}");
