@@ -2,7 +2,8 @@
 //!
 //! `cargo run --release --example diarize_eval -- [--threads N] [--step F] [--threshold T]
 //!   [--min-cluster N] [--models DIR] FILE.wav[=REF.rttm] | @LIST ...`
-//! (`@LIST`: a file of `wav=rttm` lines, as `bench/diar_material.py` writes.)
+//! (`@LIST`: a file of `wav=rttm` lines, as `bench/diar_material.py` writes; `--rttm DIR` writes
+//! each hypothesis there.)
 //! Prints per file: seconds of audio, wall seconds, RTF, speakers found (and in the reference),
 //! DER at collar 0 and 0.25 when a reference is given, and the one-speaker baseline (the
 //! reference's speech regions all given to one speaker) at both collars; then corpus totals.
@@ -51,6 +52,7 @@ fn main() {
     let mut threads = 1;
     let mut models = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/models"));
     let mut files = Vec::new();
+    let mut rttm_dir: Option<PathBuf> = None;
     let mut params = diarized::diarize::Params::default();
     while let Some(a) = args.next() {
         let mut val = || args.next().expect("missing value");
@@ -61,7 +63,11 @@ fn main() {
             "--min-cluster" => params.min_cluster_size = val().parse().unwrap(),
             "--new-speaker" => params.new_speaker_distance = val().parse().unwrap(),
             "--min-train" => params.min_train_s = val().parse().unwrap(),
+            "--min-embed" => params.min_embed_s = val().parse().unwrap(),
+            "--max-embed-frames" => params.max_embed_frames = val().parse().unwrap(),
+            "--rttm" => rttm_dir = Some(PathBuf::from(val())),
             "--models" => models = PathBuf::from(val()),
+            "--profile" => return profile(&models),
             _ => match a.strip_prefix('@') {
                 Some(list) => files.extend(
                     std::fs::read_to_string(list)
@@ -81,7 +87,9 @@ fn main() {
     let (mut c0, mut c25) = (der::DerReport::default(), der::DerReport::default());
     let (mut b0, mut b25) = (der::DerReport::default(), der::DerReport::default());
     let (mut audio_s, mut wall_s, mut cpu_s) = (0.0, 0.0, 0.0);
-    println!("file\taudio_s\twall_s\trtf\tcpu_s\tcpu_rtf\tspeakers\tref_spk\tder_c0\tder_c025\tone_c0\tone_c025");
+    println!(
+        "file\taudio_s\twall_s\trtf\tcpu_s\tcpu_rtf\tspeakers\tref_spk\tder_c0\tder_c025\tone_c0\tone_c025"
+    );
     for f in files {
         let (wav, rttm) = match f.split_once('=') {
             Some((w, r)) => (w.to_string(), Some(r.to_string())),
@@ -120,6 +128,10 @@ fn main() {
             None => ("-".into(), "-".into(), "-".into(), "-".into(), "-".into()),
         };
         let name = Path::new(&wav).file_stem().unwrap().to_string_lossy().to_string();
+        if let Some(dir) = &rttm_dir {
+            std::fs::write(dir.join(format!("{name}.rttm")), diarized::diarize::to_rttm(&turns, &name))
+                .unwrap();
+        }
         println!(
             "{name}\t{secs:.1}\t{wall:.2}\t{:.4}\t{cpu:.2}\t{:.4}\t{}\t{nref}\t{d0}\t{d25}\t{o0}\t{o25}",
             wall / secs,
@@ -136,4 +148,26 @@ fn main() {
         b0.der(),
         b25.der()
     );
+}
+
+/// Times one segmentation window and one embedding per bucket length (10 runs each).
+fn profile(models: &Path) {
+    use diarized::diarize::embedding::{BUCKETS, Embedder};
+    use diarized::diarize::segmentation::{Segmenter, WINDOW};
+    let seg = Segmenter::load(&models.join(diarized::diarize::SEGMENTATION_FILE)).unwrap();
+    let emb = Embedder::load(&models.join(diarized::diarize::EMBEDDING_FILE)).unwrap();
+    let x: Vec<f32> = (0..WINDOW).map(|i| ((i * 7919) % 1000) as f32 / 5000.0 - 0.1).collect();
+    let t = Instant::now();
+    for _ in 0..10 {
+        seg.run(&x).unwrap();
+    }
+    println!("segmentation window (10 s): {:.1} ms", t.elapsed().as_secs_f64() * 100.0);
+    for b in BUCKETS {
+        let f: Vec<f32> = (0..b * 80).map(|i| ((i * 31) % 97) as f32 / 97.0 - 0.5).collect();
+        let t = Instant::now();
+        for _ in 0..10 {
+            emb.embed(&f).unwrap();
+        }
+        println!("embedding {b} frames: {:.1} ms", t.elapsed().as_secs_f64() * 100.0);
+    }
 }

@@ -45,7 +45,11 @@ fn best_speaker(turns: &[SpeakerTurn], start: f64, end: f64) -> Option<&str> {
 fn word_speaker<'a>(turns: &'a [SpeakerTurn], start: f64, end: f64) -> Option<&'a str> {
     let head_end = start + 0.5 * (end - start).max(0.0);
     let head_hit = turns.iter().any(|t| head_end.min(t.end_s) > start.max(t.start_s));
-    if head_hit && head_end > start { best_speaker(turns, start, head_end) } else { best_speaker(turns, start, end) }
+    if head_hit && head_end > start {
+        best_speaker(turns, start, head_end)
+    } else {
+        best_speaker(turns, start, end)
+    }
 }
 
 /// Sets `speaker` on every segment and on each of its words: the turn speaker with the largest
