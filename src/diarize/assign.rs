@@ -42,7 +42,7 @@ fn best_speaker(turns: &[SpeakerTurn], start: f64, end: f64) -> Option<&str> {
 /// ending a turn usually stretches over the pause into the next speaker's turn (its end is the
 /// next word's start). Its first half is where it was spoken: that half decides, and the whole
 /// word only when no turn overlaps that half.
-fn word_speaker<'a>(turns: &'a [SpeakerTurn], start: f64, end: f64) -> Option<&'a str> {
+fn word_speaker(turns: &[SpeakerTurn], start: f64, end: f64) -> Option<&str> {
     let head_end = start + 0.5 * (end - start).max(0.0);
     let head_hit = turns.iter().any(|t| head_end.min(t.end_s) > start.max(t.start_s));
     if head_hit && head_end > start {
