@@ -1,15 +1,18 @@
 //! Benchmark driver for the diarization stage (used by `bench/diarize.sh`, not a test).
 //!
-//! `cargo run --example diarize_eval -- [--threads N] [--step F] [--threshold T] [--min-cluster N]
-//!   [--models DIR] FILE.wav[=REF.rttm] ...`
-//! Prints per file: seconds of audio, wall seconds, RTF, speakers, and DER at collar 0 and 0.25
-//! when a reference is given; then corpus totals over the files with references.
+//! `cargo run --release --example diarize_eval -- [--threads N] [--step F] [--threshold T]
+//!   [--min-cluster N] [--models DIR] FILE.wav[=REF.rttm] | @LIST ...`
+//! (`@LIST`: a file of `wav=rttm` lines, as `bench/diar_material.py` writes; `--rttm DIR` writes
+//! each hypothesis there.)
+//! Prints per file: seconds of audio, wall seconds, RTF, speakers found (and in the reference),
+//! DER at collar 0 and 0.25 when a reference is given, and the one-speaker baseline (the
+//! reference's speech regions all given to one speaker) at both collars; then corpus totals.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use diarized::diarize::{PyannoteDiarizer, der, parse_rttm};
-use diarized::model::SpeakerHints;
+use diarized::model::{SpeakerHints, SpeakerTurn};
 
 fn load_wav(path: &Path) -> Vec<f32> {
     let mut r = hound::WavReader::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
@@ -49,6 +52,7 @@ fn main() {
     let mut threads = 1;
     let mut models = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/models"));
     let mut files = Vec::new();
+    let mut rttm_dir: Option<PathBuf> = None;
     let mut params = diarized::diarize::Params::default();
     while let Some(a) = args.next() {
         let mut val = || args.next().expect("missing value");
@@ -59,8 +63,21 @@ fn main() {
             "--min-cluster" => params.min_cluster_size = val().parse().unwrap(),
             "--new-speaker" => params.new_speaker_distance = val().parse().unwrap(),
             "--min-train" => params.min_train_s = val().parse().unwrap(),
+            "--min-embed" => params.min_embed_s = val().parse().unwrap(),
+            "--max-embed-frames" => params.max_embed_frames = val().parse().unwrap(),
+            "--rttm" => rttm_dir = Some(PathBuf::from(val())),
             "--models" => models = PathBuf::from(val()),
-            _ => files.push(a),
+            "--profile" => return profile(&models),
+            _ => match a.strip_prefix('@') {
+                Some(list) => files.extend(
+                    std::fs::read_to_string(list)
+                        .unwrap_or_else(|e| panic!("{list}: {e}"))
+                        .lines()
+                        .filter(|l| !l.trim().is_empty())
+                        .map(str::to_string),
+                ),
+                None => files.push(a),
+            },
         }
     }
     let t0 = Instant::now();
@@ -68,8 +85,11 @@ fn main() {
     d.params = params;
     eprintln!("load {:.2}s params {:?}", t0.elapsed().as_secs_f64(), d.params);
     let (mut c0, mut c25) = (der::DerReport::default(), der::DerReport::default());
+    let (mut b0, mut b25) = (der::DerReport::default(), der::DerReport::default());
     let (mut audio_s, mut wall_s, mut cpu_s) = (0.0, 0.0, 0.0);
-    println!("file\taudio_s\twall_s\trtf\tcpu_s\tcpu_rtf\tspeakers\tder_c0\tder_c025");
+    println!(
+        "file\taudio_s\twall_s\trtf\tcpu_s\tcpu_rtf\tspeakers\tref_spk\tder_c0\tder_c025\tone_c0\tone_c025"
+    );
     for f in files {
         let (wav, rttm) = match f.split_once('=') {
             Some((w, r)) => (w.to_string(), Some(r.to_string())),
@@ -88,29 +108,66 @@ fn main() {
         let mut spk: Vec<&str> = turns.iter().map(|t| t.speaker.as_str()).collect();
         spk.sort();
         spk.dedup();
-        let (d0, d25) = match rttm {
+        let (nref, d0, d25, o0, o25) = match rttm {
             Some(r) => {
                 let reference = parse_rttm(&std::fs::read_to_string(&r).unwrap()).unwrap();
                 let (a, b) = (der::score(&reference, &turns, 0.0), der::score(&reference, &turns, 0.25));
                 c0.add(&a);
                 c25.add(&b);
-                (format!("{:.3}", a.der()), format!("{:.3}", b.der()))
+                let one: Vec<SpeakerTurn> =
+                    reference.iter().map(|t| SpeakerTurn { speaker: "one".into(), ..t.clone() }).collect();
+                let (oa, ob) = (der::score(&reference, &one, 0.0), der::score(&reference, &one, 0.25));
+                b0.add(&oa);
+                b25.add(&ob);
+                let mut names: Vec<&str> = reference.iter().map(|t| t.speaker.as_str()).collect();
+                names.sort();
+                names.dedup();
+                let f = |r: der::DerReport| format!("{:.3}", r.der());
+                (names.len().to_string(), f(a), f(b), f(oa), f(ob))
             }
-            None => ("-".into(), "-".into()),
+            None => ("-".into(), "-".into(), "-".into(), "-".into(), "-".into()),
         };
         let name = Path::new(&wav).file_stem().unwrap().to_string_lossy().to_string();
+        if let Some(dir) = &rttm_dir {
+            std::fs::write(dir.join(format!("{name}.rttm")), diarized::diarize::to_rttm(&turns, &name))
+                .unwrap();
+        }
         println!(
-            "{name}\t{secs:.1}\t{wall:.2}\t{:.4}\t{cpu:.2}\t{:.4}\t{}\t{d0}\t{d25}",
+            "{name}\t{secs:.1}\t{wall:.2}\t{:.4}\t{cpu:.2}\t{:.4}\t{}\t{nref}\t{d0}\t{d25}\t{o0}\t{o25}",
             wall / secs,
             cpu / secs,
             spk.len()
         );
     }
     println!(
-        "TOTAL\t{audio_s:.1}\t{wall_s:.2}\t{:.4}\t{cpu_s:.2}\t{:.4}\t-\t{:.3}\t{:.3}",
+        "TOTAL\t{audio_s:.1}\t{wall_s:.2}\t{:.4}\t{cpu_s:.2}\t{:.4}\t-\t-\t{:.3}\t{:.3}\t{:.3}\t{:.3}",
         wall_s / audio_s.max(1e-9),
         cpu_s / audio_s.max(1e-9),
         c0.der(),
-        c25.der()
+        c25.der(),
+        b0.der(),
+        b25.der()
     );
+}
+
+/// Times one segmentation window and one embedding per bucket length (10 runs each).
+fn profile(models: &Path) {
+    use diarized::diarize::embedding::{BUCKETS, Embedder};
+    use diarized::diarize::segmentation::{Segmenter, WINDOW};
+    let seg = Segmenter::load(&models.join(diarized::diarize::SEGMENTATION_FILE)).unwrap();
+    let emb = Embedder::load(&models.join(diarized::diarize::EMBEDDING_FILE)).unwrap();
+    let x: Vec<f32> = (0..WINDOW).map(|i| ((i * 7919) % 1000) as f32 / 5000.0 - 0.1).collect();
+    let t = Instant::now();
+    for _ in 0..10 {
+        seg.run(&x).unwrap();
+    }
+    println!("segmentation window (10 s): {:.1} ms", t.elapsed().as_secs_f64() * 100.0);
+    for b in BUCKETS {
+        let f: Vec<f32> = (0..b * 80).map(|i| ((i * 31) % 97) as f32 / 97.0 - 0.5).collect();
+        let t = Instant::now();
+        for _ in 0..10 {
+            emb.embed(&f).unwrap();
+        }
+        println!("embedding {b} frames: {:.1} ms", t.elapsed().as_secs_f64() * 100.0);
+    }
 }

@@ -38,10 +38,25 @@ fn best_speaker(turns: &[SpeakerTurn], start: f64, end: f64) -> Option<&str> {
         .map(|(_, t)| t.speaker.as_str())
 }
 
+/// The speaker of one word. Whisper's word timestamps are contiguous within a segment, so a word
+/// ending a turn usually stretches over the pause into the next speaker's turn (its end is the
+/// next word's start). Its first half is where it was spoken: that half decides, and the whole
+/// word only when no turn overlaps that half.
+fn word_speaker(turns: &[SpeakerTurn], start: f64, end: f64) -> Option<&str> {
+    let head_end = start + 0.5 * (end - start).max(0.0);
+    let head_hit = turns.iter().any(|t| head_end.min(t.end_s) > start.max(t.start_s));
+    if head_hit && head_end > start {
+        best_speaker(turns, start, head_end)
+    } else {
+        best_speaker(turns, start, end)
+    }
+}
+
 /// Sets `speaker` on every segment and on each of its words: the turn speaker with the largest
-/// overlap, or the nearest turn's speaker when nothing overlaps. Labels are the turns' own
-/// (`Speaker00`, … in order of first appearance, as the diarizer emits them), so segments, words
-/// and the RTTM export agree. With no turns, nothing is changed.
+/// overlap (for a word, with the first half of the word, see [`word_speaker`]), or the nearest
+/// turn's speaker when nothing overlaps. Labels are the turns' own (`Speaker00`, … in order of
+/// first appearance, as the diarizer emits them), so segments, words and the RTTM export agree.
+/// With no turns, nothing is changed.
 pub fn assign_speakers(segments: &mut [Segment], turns: &[SpeakerTurn]) {
     if turns.is_empty() {
         return;
@@ -49,7 +64,7 @@ pub fn assign_speakers(segments: &mut [Segment], turns: &[SpeakerTurn]) {
     for seg in segments.iter_mut() {
         seg.speaker = best_speaker(turns, seg.start_s, seg.end_s).map(str::to_string);
         for w in &mut seg.words {
-            w.speaker = best_speaker(turns, w.start_s, w.end_s).map(str::to_string);
+            w.speaker = word_speaker(turns, w.start_s, w.end_s).map(str::to_string);
         }
     }
 }
@@ -87,6 +102,27 @@ mod tests {
         assert_eq!(segs[0].words[0].speaker.as_deref(), Some("Speaker00"));
         // 3.2–3.5 overlaps both turns equally: the first-listed speaker wins the tie.
         assert_eq!(segs[0].words[1].speaker.as_deref(), Some("Speaker00"));
+    }
+
+    #[test]
+    fn last_word_of_a_turn_stays_with_its_speaker() {
+        // Speaker00 talks until 5.0 s, Speaker01 from 5.3 s. Whisper gives contiguous word times
+        // within one segment, so the last word of the first turn runs 4.6–5.8 s (0.4 s in
+        // Speaker00's turn, 0.5 s in Speaker01's); the next words start where it ends.
+        let turns = vec![turn(0.0, 5.0, "Speaker00"), turn(5.3, 9.0, "Speaker01")];
+        let words = vec![word(3.9, 4.6), word(4.6, 5.8), word(5.8, 6.3), word(6.3, 7.0)];
+        let mut segs = vec![seg(3.9, 7.0, words)];
+        assign_speakers(&mut segs, &turns);
+        let who: Vec<_> = segs[0].words.iter().map(|w| w.speaker.as_deref().unwrap()).collect();
+        assert_eq!(who, ["Speaker00", "Speaker00", "Speaker01", "Speaker01"]);
+        // The first word of a turn that starts a little early still goes to the new speaker.
+        let mut segs = vec![seg(5.2, 6.0, vec![word(5.2, 5.9)])];
+        assign_speakers(&mut segs, &turns);
+        assert_eq!(segs[0].words[0].speaker.as_deref(), Some("Speaker01"));
+        // A word whose first half is in a pause takes the turn its second half overlaps.
+        let mut segs = vec![seg(5.0, 5.6, vec![word(5.02, 5.5)])];
+        assign_speakers(&mut segs, &turns);
+        assert_eq!(segs[0].words[0].speaker.as_deref(), Some("Speaker01"));
     }
 
     #[test]

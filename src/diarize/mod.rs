@@ -54,8 +54,7 @@ impl From<DiarizeError> for StageError {
 /// Tunable parameters (defaults calibrated on the AMI fixtures, see `bench/diarize.sh`).
 #[derive(Debug, Clone)]
 pub struct Params {
-    /// Segmentation frames between window starts (step = frames × 16.875 ms); also the length of
-    /// the blocks that are embedded once each.
+    /// Segmentation frames between window starts (step = frames × 16.875 ms).
     pub step_frames: usize,
     /// Average-linkage cosine distance below which clusters merge.
     pub threshold: f32,
@@ -69,18 +68,22 @@ pub struct Params {
     pub new_speaker_distance: f32,
     /// Upper bound on the number of speakers when no hint is given.
     pub max_speakers: usize,
+    /// Most fbank frames (10 ms) embedded per local speaker and window; the middle of longer
+    /// selections is kept. Bounds the cost of CAM++, which grows with the input length.
+    pub max_embed_frames: usize,
 }
 
 impl Default for Params {
     fn default() -> Self {
         Self {
-            step_frames: 148,
-            threshold: 0.65,
+            step_frames: 296,
+            threshold: 0.55,
             min_train_s: 0.8,
             min_embed_s: 0.3,
             min_cluster_size: 2,
             new_speaker_distance: 0.9,
             max_speakers: 20,
+            max_embed_frames: 250,
         }
     }
 }
@@ -95,13 +98,20 @@ pub struct PyannoteDiarizer {
     pub params: Params,
 }
 
+/// The embedding of one local speaker of one window.
+struct Unit {
+    emb: Vec<f32>,
+    /// Enough solo speech to train the clustering.
+    trains: bool,
+}
+
 /// Per-window output of the first pass.
 struct WindowOut {
     /// Global frame index of the window's first frame.
     start: usize,
     masks: Vec<u8>,
-    /// Embeddings of the blocks this window owns: (block, local speaker, embedding, trains).
-    units: Vec<(usize, usize, Vec<f32>, bool)>,
+    /// Per local speaker, its embedding when it has enough speech.
+    units: [Option<Unit>; LOCAL_SPEAKERS],
 }
 
 impl PyannoteDiarizer {
@@ -148,14 +158,9 @@ impl PyannoteDiarizer {
         starts
     }
 
-    /// Segmentation of one window, and embeddings of each local speaker's solo speech within
-    /// every block (`block_frames` global frames) the window owns.
-    fn process_window(
-        &self,
-        samples: &[f32],
-        start: usize,
-        owned: &[usize],
-    ) -> Result<WindowOut, DiarizeError> {
+    /// Segmentation of one window, and one embedding per local speaker from the frames of the
+    /// whole window where that speaker talks alone (overlap excluded), as pyannote does.
+    fn process_window(&self, samples: &[f32], start: usize) -> Result<WindowOut, DiarizeError> {
         let end = (start + WINDOW).min(samples.len());
         let audio = &samples[start..end];
         let mut masks = self.seg.run(audio)?;
@@ -166,8 +171,8 @@ impl PyannoteDiarizer {
             }
         }
         let first = start / FRAME_STEP;
-        let mut units = Vec::new();
-        if owned.is_empty() {
+        let mut units: [Option<Unit>; LOCAL_SPEAKERS] = Default::default();
+        if masks.iter().all(|&m| m == 0) {
             return Ok(WindowOut { start: first, masks, units });
         }
         // Kaldi's int16 scale, so the log floor bites where Kaldi's would.
@@ -181,37 +186,33 @@ impl PyannoteDiarizer {
         let fps = crate::audio::SAMPLE_RATE as f32 / FRAME_SHIFT as f32;
         let min_embed = (self.params.min_embed_s * fps).ceil() as usize;
         let min_train = (self.params.min_train_s * fps).ceil() as usize;
-        let bf = self.params.step_frames.max(1);
-        for &b in owned {
-            let lo = (b * bf).saturating_sub(first);
-            let hi = ((b + 1) * bf).saturating_sub(first).min(FRAMES);
-            for k in 0..LOCAL_SPEAKERS {
-                let bit = 1u8 << k;
-                let pick = |solo: bool| -> Vec<usize> {
-                    (0..nfeat)
-                        .filter(|&j| {
-                            let i = seg_frame(j);
-                            i >= lo && i < hi && if solo { masks[i] == bit } else { masks[i] & bit != 0 }
-                        })
-                        .collect()
-                };
-                // Solo speech if there is enough; otherwise all of it (overlap included), which
-                // only labels, never trains.
-                let solo = pick(true);
-                let (frames, clean) =
-                    if solo.len() >= min_embed { (solo, true) } else { (pick(false), false) };
-                if frames.len() < min_embed {
-                    continue;
-                }
-                let mut x = Vec::with_capacity(frames.len() * NUM_BINS);
-                for &j in &frames {
-                    x.extend_from_slice(&feats[j * NUM_BINS..(j + 1) * NUM_BINS]);
-                }
-                fbank::subtract_mean(&mut x);
-                let mut e = self.emb.embed(&x)?;
-                cluster::normalize(&mut e);
-                units.push((b, k, e, clean && frames.len() >= min_train));
+        for (k, unit) in units.iter_mut().enumerate() {
+            let bit = 1u8 << k;
+            let pick = |solo: bool| -> Vec<usize> {
+                (0..nfeat)
+                    .filter(|&j| {
+                        let m = masks[seg_frame(j)];
+                        if solo { m == bit } else { m & bit != 0 }
+                    })
+                    .collect()
+            };
+            // Solo speech if there is enough; otherwise all of it (overlap included), which
+            // only labels, never trains.
+            let solo = pick(true);
+            let (frames, clean) = if solo.len() >= min_embed { (solo, true) } else { (pick(false), false) };
+            if frames.len() < min_embed {
+                continue;
             }
+            let keep = self.params.max_embed_frames.max(1);
+            let skip = frames.len().saturating_sub(keep) / 2;
+            let mut x = Vec::with_capacity(frames.len().min(keep) * NUM_BINS);
+            for &j in frames.iter().skip(skip).take(keep) {
+                x.extend_from_slice(&feats[j * NUM_BINS..(j + 1) * NUM_BINS]);
+            }
+            fbank::subtract_mean(&mut x);
+            let mut e = self.emb.embed(&x)?;
+            cluster::normalize(&mut e);
+            *unit = Some(Unit { emb: e, trains: clean && frames.len() >= min_train });
         }
         Ok(WindowOut { start: first, masks, units })
     }
@@ -226,45 +227,16 @@ impl PyannoteDiarizer {
             return Ok(Vec::new());
         }
         let starts = self.window_starts(samples.len());
-        let firsts: Vec<usize> = starts.iter().map(|s| s / FRAME_STEP).collect();
-        let bf = self.params.step_frames.max(1);
-        let total_frames = samples.len().saturating_sub(FRAME_CENTER).div_ceil(FRAME_STEP).max(1);
-        // Each block of `bf` frames is embedded once, by the window that covers it most centrally.
-        let nblocks = total_frames.div_ceil(bf);
-        let mut owner = vec![0usize; nblocks];
-        let mut w0 = 0;
-        for (b, o) in owner.iter_mut().enumerate() {
-            let centre = (b * bf + bf / 2) as f64;
-            while w0 + 1 < firsts.len() && firsts[w0] + FRAMES <= b * bf {
-                w0 += 1;
-            }
-            let mut best = (f64::INFINITY, w0);
-            for (w, &f) in firsts.iter().enumerate().skip(w0) {
-                if f > b * bf + bf {
-                    break;
-                }
-                let d = (f as f64 + FRAMES as f64 / 2.0 - centre).abs();
-                if d < best.0 {
-                    best = (d, w);
-                }
-            }
-            *o = best.1;
-        }
-        let mut owned: Vec<Vec<usize>> = vec![Vec::new(); starts.len()];
-        for (b, &w) in owner.iter().enumerate() {
-            owned[w].push(b);
-        }
-
         let mut windows: Vec<Option<WindowOut>> = (0..starts.len()).map(|_| None).collect();
         let threads = self.threads.min(starts.len()).max(1);
         let results: Vec<Result<Vec<(usize, WindowOut)>, DiarizeError>> = std::thread::scope(|s| {
             let handles: Vec<_> = (0..threads)
                 .map(|t| {
-                    let (starts, owned) = (&starts, &owned);
+                    let starts = &starts;
                     s.spawn(move || {
                         (t..starts.len())
                             .step_by(threads)
-                            .map(|i| self.process_window(samples, starts[i], &owned[i]).map(|w| (i, w)))
+                            .map(|i| self.process_window(samples, starts[i]).map(|w| (i, w)))
                             .collect::<Result<Vec<_>, _>>()
                     })
                 })
@@ -280,20 +252,15 @@ impl PyannoteDiarizer {
             }
         }
         let windows: Vec<WindowOut> = windows.into_iter().flatten().collect();
+        let units = || windows.iter().flat_map(|w| w.units.iter().flatten());
 
-        // Cluster the embeddings with enough solo speech, then label every unit.
-        let mut train: Vec<Vec<f32>> = Vec::new();
-        for w in &windows {
-            train.extend(w.units.iter().filter(|u| u.3).map(|u| u.2.clone()));
-        }
+        // Cluster the embeddings with enough solo speech (all of them if none has).
+        let mut train: Vec<Vec<f32>> = units().filter(|u| u.trains).map(|u| u.emb.clone()).collect();
         if train.is_empty() {
-            // Nothing long enough to tell voices apart: all units are one speaker.
-            for w in &windows {
-                train.extend(w.units.iter().map(|u| u.2.clone()));
-            }
+            train = units().map(|u| u.emb.clone()).collect();
         }
         // Clustering is O(n²) in memory: on long files keep an even subsample (the rest are
-        // labelled through the centroids below like every other unit).
+        // labelled through the centroids like every other unit).
         if train.len() > MAX_TRAIN {
             let n = train.len();
             train = (0..MAX_TRAIN).map(|i| std::mem::take(&mut train[i * n / MAX_TRAIN])).collect();
@@ -303,76 +270,94 @@ impl PyannoteDiarizer {
         // A unit unlike every cluster (e.g. a voice heard only in overlap) is a new speaker,
         // unless the speaker count is fixed or at its maximum.
         let max_k = hints.num_speakers.or(hints.max_speakers).unwrap_or(self.params.max_speakers);
+        for u in units() {
+            if cents.len() >= max_k {
+                break;
+            }
+            let best = cents.iter().map(|c| cluster::cosine(c, &u.emb)).fold(f32::NEG_INFINITY, f32::max);
+            if best < 1.0 - self.params.new_speaker_distance {
+                cents.push(u.emb.clone());
+            }
+        }
+        // Each window's local speakers → global speakers: distinct clusters for the speakers of
+        // one window (optimal assignment on cosine similarity). The segmentation says they are
+        // different voices, so one left over without a close cluster becomes a new speaker.
+        let mut maps: Vec<[Option<usize>; LOCAL_SPEAKERS]> = Vec::with_capacity(windows.len());
         for w in &windows {
-            for (_, _, e, _) in &w.units {
-                if cents.len() >= max_k {
-                    break;
+            let mut map = [None; LOCAL_SPEAKERS];
+            let embedded: Vec<&[f32]> =
+                w.units.iter().map(|u| u.as_ref().map_or(&[][..], |u| u.emb.as_slice())).collect();
+            let local: Vec<usize> = (0..LOCAL_SPEAKERS).filter(|&j| w.units[j].is_some()).collect();
+            if !local.is_empty() && !cents.is_empty() {
+                let sims: Vec<Vec<f64>> = local
+                    .iter()
+                    .map(|&j| cents.iter().map(|c| 1.0 + cluster::cosine(c, embedded[j]) as f64).collect())
+                    .collect();
+                for (row, col) in der::max_weight_matching(&sims).into_iter().enumerate() {
+                    map[local[row]] = col;
                 }
-                let best = cents.iter().map(|c| cluster::cosine(c, e)).fold(f32::NEG_INFINITY, f32::max);
-                if best < 1.0 - self.params.new_speaker_distance {
-                    cents.push(e.clone());
+                for (row, &j) in local.iter().enumerate() {
+                    if map[j].is_some() {
+                        continue;
+                    }
+                    let s = &sims[row];
+                    let best = (0..s.len()).max_by(|&a, &b| s[a].total_cmp(&s[b])).unwrap_or(0);
+                    if s[best] - 1.0 < f64::from(1.0 - self.params.threshold) && cents.len() < max_k {
+                        cents.push(embedded[j].to_vec());
+                        map[j] = Some(cents.len() - 1);
+                    } else {
+                        map[j] = Some(best);
+                    }
+                }
+            }
+            maps.push(map);
+        }
+        let k = cents.len().max(1);
+        // Active local speakers without an embedding (too little speech): the global speaker of
+        // the neighbouring window's local speaker they share most active frames with; failing
+        // that, the cluster most heard in the file (speech but no embedding anywhere, as with
+        // only very short utterances, is one speaker: real speech is never dropped).
+        let mut talk = vec![0usize; k];
+        for (w, map) in windows.iter().zip(&maps) {
+            for (j, c) in map.iter().enumerate() {
+                if let Some(c) = c {
+                    talk[*c] += w.masks.iter().filter(|&&m| m & (1 << j) != 0).count();
                 }
             }
         }
-        let k = cents.len().max(1);
-        // Label of (block, local speaker of the owner window).
-        let mut unit_label: std::collections::HashMap<(usize, usize), usize> =
-            std::collections::HashMap::new();
-        for w in &windows {
-            for (b, kk, e, _) in &w.units {
-                if !cents.is_empty() {
-                    unit_label.insert((*b, *kk), cluster::nearest(&cents, e));
+        let most_heard = (0..k).max_by_key(|&c| talk[c]).unwrap_or(0);
+        for wi in 0..windows.len() {
+            for j in 0..LOCAL_SPEAKERS {
+                let w = &windows[wi];
+                if maps[wi][j].is_some() || !w.masks.iter().any(|&m| m & (1 << j) != 0) {
+                    continue;
                 }
+                let mut votes = vec![0usize; k];
+                for ni in [wi.wrapping_sub(1), wi + 1] {
+                    let Some(nw) = windows.get(ni) else { continue };
+                    let (lo, hi) = (w.start.max(nw.start), (w.start + FRAMES).min(nw.start + FRAMES));
+                    for g in lo..hi {
+                        if w.masks[g - w.start] & (1 << j) == 0 {
+                            continue;
+                        }
+                        let m = nw.masks[g - nw.start];
+                        for (jj, c) in maps[ni].iter().enumerate() {
+                            if let Some(c) = c
+                                && m & (1 << jj) != 0
+                            {
+                                votes[*c] += 1;
+                            }
+                        }
+                    }
+                }
+                let best = (0..k).max_by_key(|&c| votes[c]).filter(|&c| votes[c] > 0);
+                maps[wi][j] = Some(best.unwrap_or(most_heard));
             }
         }
 
         let mut rec = Reconstructor::new(k, samples.len());
-        for (wi, w) in windows.iter().enumerate() {
-            let b_first = w.start / bf;
-            let b_last = (w.start + FRAMES - 1) / bf;
-            // labels[block - b_first][local speaker]
-            let mut labels: Vec<[Option<usize>; LOCAL_SPEAKERS]> =
-                vec![[None; LOCAL_SPEAKERS]; b_last - b_first + 1];
-            for (bi, row) in labels.iter_mut().enumerate() {
-                let b = b_first + bi;
-                if b >= nblocks {
-                    continue;
-                }
-                let o = owner[b];
-                let (lo, hi) = (b * bf, (b + 1) * bf);
-                for (kk, slot) in row.iter_mut().enumerate() {
-                    *slot = if o == wi {
-                        unit_label.get(&(b, kk)).copied()
-                    } else {
-                        // Match this local speaker to the owner's by shared active frames.
-                        let ow = &windows[o];
-                        let mut overlap = [0usize; LOCAL_SPEAKERS];
-                        for g in
-                            lo.max(w.start).max(ow.start)..hi.min(w.start + FRAMES).min(ow.start + FRAMES)
-                        {
-                            if w.masks[g - w.start] & (1 << kk) != 0 {
-                                let m = ow.masks[g - ow.start];
-                                for (j, c) in overlap.iter_mut().enumerate() {
-                                    *c += usize::from(m & (1 << j) != 0);
-                                }
-                            }
-                        }
-                        let best = (0..LOCAL_SPEAKERS).max_by_key(|&j| overlap[j]).unwrap_or(0);
-                        if overlap[best] > 0 { unit_label.get(&(b, best)).copied() } else { None }
-                    };
-                }
-            }
-            // Local speakers still unlabelled in a block take their most frequent label elsewhere
-            // in the window.
-            for kk in 0..LOCAL_SPEAKERS {
-                let mut votes = vec![0usize; k];
-                labels.iter().filter_map(|r| r[kk]).for_each(|c| votes[c] += 1);
-                let fallback = (0..k).filter(|&c| votes[c] > 0).max_by_key(|&c| votes[c]);
-                labels.iter_mut().for_each(|r| r[kk] = r[kk].or(fallback));
-            }
-            let map: Vec<[Option<usize>; LOCAL_SPEAKERS]> =
-                (0..FRAMES).map(|i| labels[(w.start + i) / bf - b_first]).collect();
-            rec.add_window(w.start, &w.masks, &map);
+        for (w, map) in windows.iter().zip(&maps) {
+            rec.add_window(w.start, &w.masks, &vec![*map; FRAMES]);
         }
         Ok(label_turns(rec.finish()))
     }
