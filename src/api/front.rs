@@ -18,7 +18,7 @@ use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -33,8 +33,10 @@ const MAX_HEAD: usize = 16 * 1024;
 const MAX_HEADERS: usize = 100;
 /// Room for multipart framing on top of `max_content_length`.
 const BODY_SLACK: u64 = 1 << 20;
-/// How long a refused body is still read (and discarded) so the client sees the answer.
+/// How long a refused request is still read (and discarded) so the client sees the answer.
 const LINGER: Duration = Duration::from_secs(2);
+/// Silence after which a client still owing a refused body gets its answer anyway.
+const QUIET: Duration = Duration::from_secs(1);
 /// Stack of a relay thread; it only copies bytes.
 const RELAY_STACK: usize = 256 * 1024;
 
@@ -433,7 +435,7 @@ fn relay(mut client: TcpStream, socket: &Path, cfg: &Config) -> io::Result<()> {
     let mut inner = UnixStream::connect(socket)?;
     inner.write_all(&head.forward)?;
     let mut left = BodyLeft { body: head.body, chunked: ChunkedEnd::default() };
-    let (take, mut done) = match left.take(&buf[end..]) {
+    let (take, done) = match left.take(&buf[end..]) {
         Ok(t) => t,
         Err(e) => {
             client.write_all(&error_response(&e))?;
@@ -449,56 +451,59 @@ fn relay(mut client: TcpStream, socket: &Path, cfg: &Config) -> io::Result<()> {
         let _ = inner.shutdown(Shutdown::Write);
     }
     let answered = Arc::new(AtomicBool::new(false));
+    let received = Arc::new(AtomicU64::new(0));
     let sender = if done {
         None
     } else {
-        let (client, inner, answered) = (client.try_clone()?, inner.try_clone()?, Arc::clone(&answered));
+        let (client, inner) = (client.try_clone()?, inner.try_clone()?);
+        let (answered, received) = (Arc::clone(&answered), Arc::clone(&received));
         Some(
             std::thread::Builder::new()
                 .name("http-body".into())
                 .stack_size(RELAY_STACK)
-                .spawn(move || send_body(client, inner, left, &answered, timeout))?,
+                .spawn(move || send_body(client, inner, left, &answered, &received, timeout))?,
         )
     };
     let request_side = inner.try_clone()?;
     copy_response(&mut inner, &mut client, || {
-        if !done {
-            // Answered before the body was read: tiny_http would read the rest to discard it.
-            answered.store(true, Ordering::SeqCst);
-            let _ = request_side.shutdown(Shutdown::Write);
-            done = true;
+        let Some(sender) = sender.as_ref().filter(|_| !done) else { return };
+        // Answered before the body was read (a refusal): tiny_http would read the rest on a
+        // request thread to discard it, so its side ends here and the front discards the rest.
+        answered.store(true, Ordering::SeqCst);
+        let _ = request_side.shutdown(Shutdown::Write);
+        // HTTP clients (hyper) read no answer while sending: hold it until the body is in,
+        // or until the client has gone quiet.
+        let (mut seen, mut since) = (received.load(Ordering::SeqCst), Instant::now());
+        while !sender.is_finished() && since.elapsed() < QUIET {
+            std::thread::sleep(Duration::from_millis(10));
+            let now = received.load(Ordering::SeqCst);
+            if now != seen {
+                (seen, since) = (now, Instant::now());
+            }
         }
     })?;
-    let _ = client.shutdown(Shutdown::Write);
     if let Some(s) = sender {
-        // A refused body is read for a moment; a client still sending after that is cut off.
-        let deadline = Instant::now() + LINGER;
-        while !s.is_finished() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = client.shutdown(Shutdown::Read);
         let _ = s.join();
     }
+    let _ = client.shutdown(Shutdown::Write);
     Ok(())
 }
 
-/// Copies the rest of the body to tiny_http; after an early answer, reads and drops it for a
-/// short while so the client gets to read the answer. A client silent for `timeout` is dropped.
-fn send_body(mut client: TcpStream, mut inner: UnixStream, mut left: BodyLeft, answered: &AtomicBool, timeout: Duration) {
+/// Copies the rest of the body to tiny_http, or after an early answer reads and drops it. A
+/// client silent for `timeout` is dropped.
+fn send_body(
+    mut client: TcpStream,
+    mut inner: UnixStream,
+    mut left: BodyLeft,
+    answered: &AtomicBool,
+    received: &AtomicU64,
+    timeout: Duration,
+) {
     let mut buf = vec![0u8; 64 * 1024];
-    let mut linger_until: Option<Instant> = None;
+    if client.set_read_timeout(Some(timeout)).is_err() {
+        return;
+    }
     loop {
-        let wait = match linger_until {
-            Some(t) => t.saturating_duration_since(Instant::now()),
-            None if answered.load(Ordering::SeqCst) => {
-                linger_until = Some(Instant::now() + LINGER);
-                LINGER
-            }
-            None => timeout,
-        };
-        if wait.is_zero() || client.set_read_timeout(Some(wait)).is_err() {
-            return;
-        }
         match client.read(&mut buf) {
             Ok(0) => {
                 // The client stopped inside the body: tiny_http sees the body end early.
@@ -506,6 +511,7 @@ fn send_body(mut client: TcpStream, mut inner: UnixStream, mut left: BodyLeft, a
                 return;
             }
             Ok(n) => {
+                received.fetch_add(n as u64, Ordering::SeqCst);
                 let (take, done) = match left.take(&buf[..n]) {
                     Ok(t) => t,
                     Err(_) => (0, true),
@@ -518,7 +524,7 @@ fn send_body(mut client: TcpStream, mut inner: UnixStream, mut left: BodyLeft, a
                     return;
                 }
             }
-            Err(e) if is_timeout(&e) && linger_until.is_none() && !answered.load(Ordering::SeqCst) => {
+            Err(e) if is_timeout(&e) => {
                 tracing::info!(secs = timeout.as_secs(), "client stalled while sending a body; connection dropped");
                 let _ = client.shutdown(Shutdown::Both);
                 let _ = inner.shutdown(Shutdown::Both);
@@ -533,9 +539,10 @@ fn send_body(mut client: TcpStream, mut inner: UnixStream, mut left: BodyLeft, a
 }
 
 /// Copies tiny_http's answer to the client with `Connection: close` added after the status
-/// line; `on_answer` runs when the first bytes arrive.
-fn copy_response(inner: &mut UnixStream, client: &mut TcpStream, mut on_answer: impl FnMut()) -> io::Result<()> {
+/// line; `on_answer` runs when the first bytes arrive, before any is passed on.
+fn copy_response(inner: &mut UnixStream, client: &mut TcpStream, on_answer: impl FnOnce()) -> io::Result<()> {
     let mut buf = vec![0u8; 64 * 1024];
+    let mut on_answer = Some(on_answer);
     let mut status_line: Option<Vec<u8>> = Some(Vec::new());
     loop {
         let n = match inner.read(&mut buf) {
@@ -544,7 +551,9 @@ fn copy_response(inner: &mut UnixStream, client: &mut TcpStream, mut on_answer: 
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
         };
-        on_answer();
+        if let Some(f) = on_answer.take() {
+            f();
+        }
         let mut bytes = &buf[..n];
         if let Some(line) = status_line.as_mut() {
             line.extend_from_slice(bytes);
