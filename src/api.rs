@@ -81,8 +81,12 @@ impl ApiError {
     pub fn headers(&self) -> Vec<(String, String)> {
         match self {
             ApiError::MethodNotAllowed(allow) => vec![("Allow".into(), (*allow).into())],
-            ApiError::Unauthorized(_) => vec![("WWW-Authenticate".into(), "Bearer realm=\"diarized\"".into())],
-            ApiError::Unavailable { retry_after_s, .. } => vec![("Retry-After".into(), retry_after_s.to_string())],
+            ApiError::Unauthorized(_) => {
+                vec![("WWW-Authenticate".into(), "Bearer realm=\"diarized\"".into())]
+            }
+            ApiError::Unavailable { retry_after_s, .. } => {
+                vec![("Retry-After".into(), retry_after_s.to_string())]
+            }
             _ => vec![],
         }
     }

@@ -319,10 +319,17 @@ impl Config {
     /// Checks the HTTP keys: authentication, limits, host and origin lists.
     fn validate_http(&self) -> Result<(), ConfigError> {
         let invalid = |key, message: String| Err(ConfigError::Invalid { key, message });
-        if self.api_token.0.iter().any(|t| t.chars().count() < MIN_TOKEN_CHARS || t.contains(char::is_whitespace)) {
+        if self
+            .api_token
+            .0
+            .iter()
+            .any(|t| t.chars().count() < MIN_TOKEN_CHARS || t.contains(char::is_whitespace))
+        {
             return invalid(
                 "api_token",
-                format!("each token needs {MIN_TOKEN_CHARS}+ characters and no spaces (e.g. `openssl rand -hex 32`)"),
+                format!(
+                    "each token needs {MIN_TOKEN_CHARS}+ characters and no spaces (e.g. `openssl rand -hex 32`)"
+                ),
             );
         }
         let loopback = self.bind.parse::<std::net::SocketAddr>().is_ok_and(|a| a.ip().is_loopback());
@@ -348,7 +355,9 @@ impl Config {
         if self.http_timeout_s == 0 {
             return invalid("http_timeout_s", "must be at least 1".into());
         }
-        if let Some(o) = self.allowed_origins.iter().find(|o| !o.starts_with("http://") && !o.starts_with("https://")) {
+        if let Some(o) =
+            self.allowed_origins.iter().find(|o| !o.starts_with("http://") && !o.starts_with("https://"))
+        {
             return invalid("allowed_origins", format!("{o:?} is not an origin like https://app.example"));
         }
         if let Some(h) = self.allowed_hosts.iter().find(|h| h.is_empty() || h.contains(['/', ' '])) {
@@ -512,7 +521,10 @@ mod tests {
         Config { api_token: ApiTokens::parse("0123456789abcdef"), ..open }.validate().unwrap();
         assert_eq!(key_of(Config { api_token: ApiTokens::parse("short"), ..Config::default() }), "api_token");
         assert_eq!(key_of(Config { max_waits: 0, ..Config::default() }), "max_waits");
-        assert_eq!(key_of(Config { allowed_origins: vec!["app.example".into()], ..Config::default() }), "allowed_origins");
+        assert_eq!(
+            key_of(Config { allowed_origins: vec!["app.example".into()], ..Config::default() }),
+            "allowed_origins"
+        );
     }
 
     #[test]

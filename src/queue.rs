@@ -183,7 +183,9 @@ impl Queue {
             let guard = self.finished.lock();
             let job = self.store.job(id)?;
             let now = Instant::now();
-            if !matches!(job.status, Status::Queued | Status::Processing) || now >= deadline || self.is_stopping()
+            if !matches!(job.status, Status::Queued | Status::Processing)
+                || now >= deadline
+                || self.is_stopping()
             {
                 return Ok(job);
             }

@@ -112,7 +112,8 @@ fn stalled_upload(d: &Daemon, declared: usize) -> TcpStream {
         "POST /api/jobs HTTP/1.1\r\nHost: {}\r\nContent-Type: multipart/form-data; boundary=XyZ\r\nContent-Length: {declared}\r\n\r\n",
         addr(d)
     );
-    let mut body = b"--XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.wav\"\r\n\r\n".to_vec();
+    let mut body =
+        b"--XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.wav\"\r\n\r\n".to_vec();
     body.extend_from_slice(&std::fs::read(fixture("jfk.wav")).unwrap()[..64 * 1024]);
     s.write_all(head.as_bytes()).unwrap();
     s.write_all(&body).unwrap();
@@ -121,7 +122,10 @@ fn stalled_upload(d: &Daemon, declared: usize) -> TcpStream {
 
 fn wait_request(d: &Daemon, id: &str) -> TcpStream {
     let mut s = TcpStream::connect(addr(d)).unwrap();
-    let req = format!("POST /api/jobs/{id}/run?wait=true HTTP/1.1\r\nHost: {}\r\nContent-Length: 0\r\n\r\n", addr(d));
+    let req = format!(
+        "POST /api/jobs/{id}/run?wait=true HTTP/1.1\r\nHost: {}\r\nContent-Length: 0\r\n\r\n",
+        addr(d)
+    );
     s.write_all(req.as_bytes()).unwrap();
     s
 }
@@ -139,7 +143,13 @@ fn token_guards_every_route_but_healthz() {
     assert!(r.headers()["www-authenticate"].to_str().unwrap().starts_with("Bearer"));
     let (_, e) = json_reply(r);
     assert!(e["error"].as_str().unwrap().contains("Bearer"), "{e}");
-    for bad in ["Bearer wrong-token-0123456789", "Basic dXNlcjpwYXNz", "Bearer", TOKEN, "Bearer test-token-012345678"] {
+    for bad in [
+        "Bearer wrong-token-0123456789",
+        "Basic dXNlcjpwYXNz",
+        "Bearer",
+        TOKEN,
+        "Bearer test-token-012345678",
+    ] {
         let r = c.get(d.url("/api/jobs")).header("Authorization", bad).send().unwrap();
         assert_eq!(r.status(), 401, "{bad}");
     }
@@ -151,7 +161,8 @@ fn token_guards_every_route_but_healthz() {
     let (s, e) = json_reply(c.post(d.url("/api/jobs")).multipart(form).send().unwrap());
     assert_eq!(s, 401, "{e}");
     let form = reqwest::blocking::multipart::Form::new().file("file", fixture("jfk.ogg")).unwrap();
-    let (s, job) = json_reply(c.post(d.url("/api/jobs")).header("Authorization", &auth).multipart(form).send().unwrap());
+    let (s, job) =
+        json_reply(c.post(d.url("/api/jobs")).header("Authorization", &auth).multipart(form).send().unwrap());
     assert_eq!(s, 201, "{job}");
 
     // Without the token nothing is deleted; the second token works too.
@@ -191,7 +202,8 @@ fn non_loopback_bind_needs_a_token() {
 
 #[test]
 fn host_and_origin_checks_stop_rebinding_and_cross_site_posts() {
-    let d = Daemon::start(&[("ALLOWED_HOSTS", "transcribe.example"), ("ALLOWED_ORIGINS", "https://app.example")]);
+    let d =
+        Daemon::start(&[("ALLOWED_HOSTS", "transcribe.example"), ("ALLOWED_ORIGINS", "https://app.example")]);
     let port = addr(&d).rsplit(':').next().unwrap().to_string();
 
     // DNS rebinding: a page on evil.example resolved to 127.0.0.1 sends its own name.
@@ -247,10 +259,16 @@ fn hostile_heads_fields_and_stalled_bodies_are_bounded() {
     let host = addr(&d);
 
     // A 1 MB query is refused by size; a 5 KB one is answered with a short message.
-    let a = raw(&d, format!("GET /api/jobs?status={} HTTP/1.1\r\nHost: {host}\r\n\r\n", "x".repeat(1 << 20)).as_bytes());
+    let a = raw(
+        &d,
+        format!("GET /api/jobs?status={} HTTP/1.1\r\nHost: {host}\r\n\r\n", "x".repeat(1 << 20)).as_bytes(),
+    );
     assert_eq!(a.status, 414, "{:?}", a.head);
     assert!(a.bytes < 1024, "{} bytes", a.bytes);
-    let a = raw(&d, format!("GET /api/jobs?status={} HTTP/1.1\r\nHost: {host}\r\n\r\n", "x".repeat(5000)).as_bytes());
+    let a = raw(
+        &d,
+        format!("GET /api/jobs?status={} HTTP/1.1\r\nHost: {host}\r\n\r\n", "x".repeat(5000)).as_bytes(),
+    );
     assert_eq!(a.status, 400);
     assert!(a.bytes < 1024 && a.error().contains("truncated"), "{a:?}");
 

@@ -25,7 +25,9 @@ pub(super) fn check(cfg: &Config, bound: SocketAddr, req: &Request, path: &str) 
     if !cfg.api_token.is_empty() {
         let given = header(req, "Authorization");
         if !given.as_deref().and_then(bearer).is_some_and(|t| token_matches(&cfg.api_token, t)) {
-            return Err(ApiError::Unauthorized("missing or invalid token: send Authorization: Bearer <api_token>".into()));
+            return Err(ApiError::Unauthorized(
+                "missing or invalid token: send Authorization: Bearer <api_token>".into(),
+            ));
         }
     }
     Ok(())
@@ -52,7 +54,11 @@ fn ip_literal(name: &str) -> Option<IpAddr> {
 fn host_allowed(cfg: &Config, bound: SocketAddr, host: &str) -> bool {
     let Some((name, port)) = split_host(host) else { return false };
     let port = port.unwrap_or(80);
-    let listed = cfg.allowed_hosts.iter().filter_map(|a| split_host(a)).any(|(n, p)| n == name && p.is_none_or(|p| p == port));
+    let listed = cfg
+        .allowed_hosts
+        .iter()
+        .filter_map(|a| split_host(a))
+        .any(|(n, p)| n == name && p.is_none_or(|p| p == port));
     if listed {
         return true;
     }
@@ -67,7 +73,12 @@ fn host_allowed(cfg: &Config, bound: SocketAddr, host: &str) -> bool {
 
 /// Refuses a browser request from another site: an `Origin` other than this server's, or
 /// `Sec-Fetch-Site: cross-site | same-site` without one, unless listed in `allowed_origins`.
-fn check_site(cfg: &Config, host: &str, origin: Option<&str>, fetch_site: Option<&str>) -> Result<(), ApiError> {
+fn check_site(
+    cfg: &Config,
+    host: &str,
+    origin: Option<&str>,
+    fetch_site: Option<&str>,
+) -> Result<(), ApiError> {
     let refuse = |from: &str| {
         Err(ApiError::Forbidden(format!(
             "cross-site request refused: {from} is not this server; add it to allowed_origins"
@@ -96,7 +107,8 @@ fn bearer(value: &str) -> Option<&str> {
 fn token_matches(tokens: &ApiTokens, given: &str) -> bool {
     let given = Sha256::digest(given.as_bytes());
     tokens.0.iter().fold(false, |found, t| {
-        let diff = Sha256::digest(t.as_bytes()).iter().zip(given.iter()).fold(0u8, |acc, (a, b)| acc | (a ^ b));
+        let diff =
+            Sha256::digest(t.as_bytes()).iter().zip(given.iter()).fold(0u8, |acc, (a, b)| acc | (a ^ b));
         found | (std::hint::black_box(diff) == 0)
     })
 }
@@ -116,10 +128,28 @@ mod tests {
     #[test]
     fn hosts() {
         let (c, b): (Config, SocketAddr) = (cfg(), "127.0.0.1:5000".parse().unwrap());
-        for ok in ["127.0.0.1:5000", "localhost:5000", "LOCALHOST.:5000", "[::1]:5000", "transcribe.example", "box.lan:8080"] {
+        for ok in [
+            "127.0.0.1:5000",
+            "localhost:5000",
+            "LOCALHOST.:5000",
+            "[::1]:5000",
+            "transcribe.example",
+            "box.lan:8080",
+        ] {
             assert!(host_allowed(&c, b, ok), "{ok}");
         }
-        for bad in ["evil.example", "evil.example:5000", "localhost:5001", "localhost", "127.0.0.1", "box.lan:80", "10.0.0.1:5000", "", ":5000", "localhost:x"] {
+        for bad in [
+            "evil.example",
+            "evil.example:5000",
+            "localhost:5001",
+            "localhost",
+            "127.0.0.1",
+            "box.lan:80",
+            "10.0.0.1:5000",
+            "",
+            ":5000",
+            "localhost:x",
+        ] {
             assert!(!host_allowed(&c, b, bad), "{bad}");
         }
         let any: SocketAddr = "0.0.0.0:5000".parse().unwrap();

@@ -79,7 +79,11 @@ impl HttpServer {
         // Wake the blocked accept with a connection of our own.
         let mut wake = self.addr;
         if wake.ip().is_unspecified() {
-            wake.set_ip(if wake.is_ipv4() { [127, 0, 0, 1].into() } else { std::net::Ipv6Addr::LOCALHOST.into() });
+            wake.set_ip(if wake.is_ipv4() {
+                [127, 0, 0, 1].into()
+            } else {
+                std::net::Ipv6Addr::LOCALHOST.into()
+            });
         }
         let _ = TcpStream::connect_timeout(&wake, Duration::from_secs(1));
         if let Some(h) = self.accept.take() {
@@ -154,7 +158,10 @@ fn accept_loop(
         if open.load(Ordering::SeqCst) >= cfg.max_connections {
             let _ = client.set_write_timeout(Some(Duration::from_secs(1)));
             let e = ApiError::Unavailable {
-                message: format!("{} connections open already (MAX_CONNECTIONS); retry later", cfg.max_connections),
+                message: format!(
+                    "{} connections open already (MAX_CONNECTIONS); retry later",
+                    cfg.max_connections
+                ),
                 retry_after_s: 5,
             };
             let _ = client.write_all(&error_response(&e));
@@ -162,12 +169,13 @@ fn accept_loop(
         }
         let guard = Open::new(open);
         let socket = socket.to_owned();
-        let spawned = std::thread::Builder::new().name("http-relay".into()).stack_size(RELAY_STACK).spawn(move || {
-            let _open = guard;
-            if let Err(e) = relay(client, &socket, &cfg) {
-                tracing::debug!(error = %e, "connection ended");
-            }
-        });
+        let spawned =
+            std::thread::Builder::new().name("http-relay".into()).stack_size(RELAY_STACK).spawn(move || {
+                let _open = guard;
+                if let Err(e) = relay(client, &socket, &cfg) {
+                    tracing::debug!(error = %e, "connection ended");
+                }
+            });
         if let Err(e) = spawned {
             tracing::error!(error = %e, "cannot start a relay thread");
         }
@@ -225,7 +233,11 @@ struct Head {
 
 /// Reads a request head within the limits and `timeout` in all. Returns the head's length in
 /// `buf` (which may hold body bytes after it), or `None` when the client sent nothing.
-fn read_head(client: &mut TcpStream, buf: &mut Vec<u8>, timeout: Duration) -> Result<Option<usize>, ApiError> {
+fn read_head(
+    client: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    timeout: Duration,
+) -> Result<Option<usize>, ApiError> {
     let deadline = Instant::now() + timeout;
     let mut chunk = [0u8; 4096];
     loop {
@@ -309,7 +321,9 @@ fn parse_head(head: &[u8], max_body: u64) -> Result<Head, ApiError> {
             return Err(ApiError::BadRequest("both Content-Length and Transfer-Encoding given".into()));
         }
         (Some(n), false) if n > max_body => {
-            return Err(ApiError::TooLarge(format!("request body of {n} bytes is over the limit ({max_body} bytes)")));
+            return Err(ApiError::TooLarge(format!(
+                "request body of {n} bytes is over the limit ({max_body} bytes)"
+            )));
         }
         (Some(0) | None, false) => Body::None,
         (Some(n), false) => Body::Length(n),
@@ -327,7 +341,12 @@ struct ChunkedEnd {
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Chunk {
     /// In a chunk-size line: the size so far, its digits, whether extensions began, length.
-    Size { n: u64, digits: u8, ext: bool, len: u16 },
+    Size {
+        n: u64,
+        digits: u8,
+        ext: bool,
+        len: u16,
+    },
     Data(u64),
     DataEnd,
     /// In the trailer; `true` at the start of a line.
@@ -421,8 +440,12 @@ fn relay(mut client: TcpStream, socket: &Path, cfg: &Config) -> io::Result<()> {
     let timeout = Duration::from_secs(cfg.http_timeout_s);
     client.set_write_timeout(Some(timeout))?;
     let mut buf = Vec::with_capacity(4096);
-    let head = read_head(&mut client, &mut buf, timeout)
-        .and_then(|end| end.map(|end| parse_head(&buf[..end], cfg.max_content_length.saturating_add(BODY_SLACK)).map(|h| (end, h))).transpose());
+    let head = read_head(&mut client, &mut buf, timeout).and_then(|end| {
+        end.map(|end| {
+            parse_head(&buf[..end], cfg.max_content_length.saturating_add(BODY_SLACK)).map(|h| (end, h))
+        })
+        .transpose()
+    });
     let (end, head) = match head {
         Ok(Some(h)) => h,
         Ok(None) => return Ok(()),
@@ -512,10 +535,8 @@ fn send_body(
             }
             Ok(n) => {
                 received.fetch_add(n as u64, Ordering::SeqCst);
-                let (take, done) = match left.take(&buf[..n]) {
-                    Ok(t) => t,
-                    Err(_) => (0, true),
-                };
+                // A malformed chunked body ends here; tiny_http reports it.
+                let (take, done) = left.take(&buf[..n]).unwrap_or((0, true));
                 if !answered.load(Ordering::SeqCst) && inner.write_all(&buf[..take]).is_err() {
                     answered.store(true, Ordering::SeqCst);
                 }
@@ -525,7 +546,10 @@ fn send_body(
                 }
             }
             Err(e) if is_timeout(&e) => {
-                tracing::info!(secs = timeout.as_secs(), "client stalled while sending a body; connection dropped");
+                tracing::info!(
+                    secs = timeout.as_secs(),
+                    "client stalled while sending a body; connection dropped"
+                );
                 let _ = client.shutdown(Shutdown::Both);
                 let _ = inner.shutdown(Shutdown::Both);
                 return;
@@ -625,9 +649,20 @@ mod tests {
         assert_eq!(head("GET / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n").unwrap().body, Body::Chunked);
         assert_eq!(head("GET / HTTP/1.1\r\nContent-Length: 0\r\n\r\n").unwrap().body, Body::None);
         assert_eq!(head("GET / HTTP/1.1\r\nContent-Length: 1001\r\n\r\n").unwrap_err().status(), 413);
-        assert_eq!(head("GET / HTTP/1.1\r\nContent-Length: 99999999999999999999999\r\n\r\n").unwrap_err().status(), 400);
-        assert_eq!(head("GET / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n").unwrap_err().status(), 400);
-        assert_eq!(head("GET / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n").unwrap_err().status(), 400);
+        assert_eq!(
+            head("GET / HTTP/1.1\r\nContent-Length: 99999999999999999999999\r\n\r\n").unwrap_err().status(),
+            400
+        );
+        assert_eq!(
+            head("GET / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n").unwrap_err().status(),
+            400
+        );
+        assert_eq!(
+            head("GET / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n")
+                .unwrap_err()
+                .status(),
+            400
+        );
         let many = format!("GET / HTTP/1.1\r\n{}\r\n", "A: b\r\n".repeat(MAX_HEADERS + 1));
         assert_eq!(head(&many).unwrap_err().status(), 431);
     }
