@@ -1,4 +1,12 @@
 //! The HTTP API (tiny_http): routing, streaming multipart uploads, JSON errors, exports.
+//! Access checks live in `auth`, limits in `limits`, the bounded TCP front in `front`.
+
+mod auth;
+mod front;
+mod limits;
+
+pub use front::HttpServer;
+pub use limits::Slots;
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -32,6 +40,20 @@ pub enum ApiError {
     Unsupported(String),
     #[error("internal error: {0}")]
     Internal(String),
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    Timeout(String),
+    #[error("{0}")]
+    UriTooLong(String),
+    #[error("{0}")]
+    MisdirectedRequest(String),
+    #[error("{0}")]
+    HeadersTooLarge(String),
+    #[error("{message}")]
+    Unavailable { message: String, retry_after_s: u32 },
 }
 
 impl ApiError {
@@ -45,7 +67,33 @@ impl ApiError {
             ApiError::TooLarge(_) => 413,
             ApiError::Unsupported(_) => 415,
             ApiError::Internal(_) => 500,
+            ApiError::Unauthorized(_) => 401,
+            ApiError::Forbidden(_) => 403,
+            ApiError::Timeout(_) => 408,
+            ApiError::UriTooLong(_) => 414,
+            ApiError::MisdirectedRequest(_) => 421,
+            ApiError::HeadersTooLarge(_) => 431,
+            ApiError::Unavailable { .. } => 503,
         }
+    }
+
+    /// Headers this error's response carries.
+    pub fn headers(&self) -> Vec<(String, String)> {
+        match self {
+            ApiError::MethodNotAllowed(allow) => vec![("Allow".into(), (*allow).into())],
+            ApiError::Unauthorized(_) => {
+                vec![("WWW-Authenticate".into(), "Bearer realm=\"diarized\"".into())]
+            }
+            ApiError::Unavailable { retry_after_s, .. } => {
+                vec![("Retry-After".into(), retry_after_s.to_string())]
+            }
+            _ => vec![],
+        }
+    }
+
+    /// The JSON body: `{"error": message}`, the message cut short if it quotes long input.
+    pub fn body(&self) -> Value {
+        json!({ "error": limits::truncate(&self.to_string()) })
     }
 }
 
@@ -90,6 +138,10 @@ pub struct Api {
     pub started: Instant,
     /// Names of the configured models, for `/api/status`.
     pub models: Value,
+    /// The TCP address the API listens on (requests must name it, or another allowed host).
+    pub bound: std::net::SocketAddr,
+    /// Uploads and waits in progress.
+    pub slots: Slots,
 }
 
 /// Longest `?wait=true` may block.
@@ -106,7 +158,7 @@ impl Api {
                     .name(format!("http-{i}"))
                     .spawn(move || {
                         while let Ok(request) = server.recv() {
-                            api.handle(request);
+                            api.dispatch(request);
                         }
                     })
                     .expect("spawning an HTTP thread")
@@ -119,17 +171,16 @@ impl Api {
         let method = request.method().clone();
         let url = request.url().to_string();
         let (path, query) = split_query(&url);
-        let result = self.route(&mut request, &method, &path, &query);
+        let result = auth::check(&self.config.get(), self.bound, &request, &path)
+            .and_then(|()| self.route(&mut request, &method, &path, &query));
         let (status, reply) = match result {
             Ok(r) => (r.status, r),
             Err(e) => {
                 if e.status() >= 500 {
                     tracing::error!(%method, %url, error = %e, "request failed");
                 }
-                let mut r = Reply::json(e.status(), &json!({ "error": e.to_string() }));
-                if let ApiError::MethodNotAllowed(allow) = e {
-                    r.headers.push(("Allow".into(), allow.into()));
-                }
+                let mut r = Reply::json(e.status(), &e.body());
+                r.headers.extend(e.headers());
                 (r.status, r)
             }
         };
@@ -265,6 +316,7 @@ impl Api {
         if req.body_length().is_some_and(|len| len as u64 > cfg.max_content_length) {
             return Err(too_large(cfg.max_content_length));
         }
+        let _slot = self.slots.upload(cfg.max_uploads)?;
         let content_type = header(req, "Content-Type").unwrap_or_default();
         let boundary = multer::parse_boundary(&content_type).map_err(|_| {
             ApiError::BadRequest("expected a multipart/form-data body with a 'file' field".into())
@@ -329,9 +381,12 @@ impl Api {
             Some("analyze") => RunStage::Analyze,
             Some(s) => return Err(ApiError::BadRequest(format!("unknown stage {s:?} (all, analyze)"))),
         };
+        let wait = q.flag("wait")?;
+        let _slot = if wait { Some(self.slots.wait(self.config.get().max_waits)?) } else { None };
         let job = self.queue.submit(id, stage)?;
-        if q.flag("wait")? {
+        if wait {
             let job = self.queue.wait_until_finished(id, MAX_WAIT)?;
+            limits::unless_stopping(&self.queue, &job)?;
             return Ok(Reply::json(200, &job));
         }
         Ok(Reply::json(202, &job))
@@ -548,7 +603,7 @@ fn receive_upload(
                 }
                 name @ ("num_speakers" | "min_speakers" | "max_speakers") => {
                     let name = name.to_string();
-                    let text = field.text().await.map_err(|e| multipart_error(e, limit))?;
+                    let text = limits::field_text(&mut field, &name, limit).await?;
                     let n = parse_count(&name, &text)?;
                     match name.as_str() {
                         "num_speakers" => speakers.num_speakers = Some(n),

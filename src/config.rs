@@ -69,7 +69,68 @@ pub struct Config {
     pub gemini_base_url: String,
     /// Accepted for compatibility; no model is fetched from a hub (`HF_TOKEN`).
     pub hf_token: Option<String>,
+    /// Bearer tokens the API accepts; empty = no authentication (`API_TOKEN`, comma-separated).
+    pub api_token: ApiTokens,
+    /// Allows a non-loopback `bind` without `api_token` (`ALLOW_UNAUTHENTICATED`).
+    pub allow_unauthenticated: bool,
+    /// Extra `Host` names the API answers to, `name` (any port) or `name:port` (`ALLOWED_HOSTS`).
+    pub allowed_hosts: Vec<String>,
+    /// Other sites' origins (`https://app.example`) whose browser requests are accepted (`ALLOWED_ORIGINS`).
+    pub allowed_origins: Vec<String>,
+    /// Threads answering quick requests; uploads and waits run beside them (`HTTP_THREADS`, at start).
+    pub http_threads: usize,
+    /// Open client connections at most; more are answered 503 (`MAX_CONNECTIONS`).
+    pub max_connections: usize,
+    /// Request bodies over 1 KiB (uploads) received at once at most; more get 503 (`MAX_UPLOADS`).
+    pub max_uploads: usize,
+    /// `?wait=true` requests open at once at most; more get 503 (`MAX_WAITS`).
+    pub max_waits: usize,
+    /// Seconds a client may stay silent while sending a request, or stall reading a response (`HTTP_TIMEOUT_S`).
+    pub http_timeout_s: u64,
 }
+
+/// API bearer tokens: one string or a list in the file, comma-separated in `API_TOKEN`.
+/// `Debug` does not print them.
+#[derive(Clone, Default, PartialEq, Deserialize)]
+#[serde(from = "OneOrMany")]
+pub struct ApiTokens(pub Vec<String>);
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl From<OneOrMany> for ApiTokens {
+    fn from(v: OneOrMany) -> Self {
+        match v {
+            OneOrMany::One(s) => ApiTokens::parse(&s),
+            OneOrMany::Many(list) => ApiTokens(list.into_iter().map(|t| t.trim().to_string()).collect()),
+        }
+    }
+}
+
+impl ApiTokens {
+    /// Splits a comma-separated list, dropping blanks.
+    pub fn parse(v: &str) -> Self {
+        ApiTokens(v.split(',').map(str::trim).filter(|t| !t.is_empty()).map(String::from).collect())
+    }
+
+    /// Whether no token is configured (the API is open).
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl std::fmt::Debug for ApiTokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ApiTokens({} redacted)", self.0.len())
+    }
+}
+
+/// Fewest characters an API token may have.
+pub const MIN_TOKEN_CHARS: usize = 16;
 
 /// Default database URL, as in the seed application.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite:///diarize_ai_agent.db";
@@ -102,6 +163,15 @@ impl Default for Config {
             gemini_api_key: None,
             gemini_base_url: "https://generativelanguage.googleapis.com".into(),
             hf_token: None,
+            api_token: ApiTokens::default(),
+            allow_unauthenticated: false,
+            allowed_hosts: Vec::new(),
+            allowed_origins: Vec::new(),
+            http_threads: 8,
+            max_connections: 256,
+            max_uploads: 8,
+            max_waits: 16,
+            http_timeout_s: 30,
         }
     }
 }
@@ -211,6 +281,31 @@ impl Config {
         if let Some(v) = text("HF_TOKEN") {
             self.hf_token = Some(v);
         }
+        if let Some(v) = text("API_TOKEN") {
+            self.api_token = ApiTokens::parse(&v);
+        }
+        if let Some(v) = text("ALLOW_UNAUTHENTICATED") {
+            self.allow_unauthenticated = parse_bool("ALLOW_UNAUTHENTICATED", &v)?;
+        }
+        if let Some(v) = text("ALLOWED_HOSTS") {
+            self.allowed_hosts = parse_list(&v);
+        }
+        if let Some(v) = text("ALLOWED_ORIGINS") {
+            self.allowed_origins = parse_list(&v);
+        }
+        for (key, slot) in [
+            ("HTTP_THREADS", &mut self.http_threads),
+            ("MAX_CONNECTIONS", &mut self.max_connections),
+            ("MAX_UPLOADS", &mut self.max_uploads),
+            ("MAX_WAITS", &mut self.max_waits),
+        ] {
+            if let Some(v) = text(key) {
+                *slot = parse_num(key, &v)?;
+            }
+        }
+        if let Some(v) = text("HTTP_TIMEOUT_S") {
+            self.http_timeout_s = parse_num("HTTP_TIMEOUT_S", &v)?;
+        }
         Ok(())
     }
 
@@ -244,6 +339,56 @@ impl Config {
             return invalid("min_speakers", e);
         }
         self.database_path()?;
+        self.validate_http()
+    }
+
+    /// Checks the HTTP keys: authentication, limits, host and origin lists.
+    fn validate_http(&self) -> Result<(), ConfigError> {
+        let invalid = |key, message: String| Err(ConfigError::Invalid { key, message });
+        if self
+            .api_token
+            .0
+            .iter()
+            .any(|t| t.chars().count() < MIN_TOKEN_CHARS || t.contains(char::is_whitespace))
+        {
+            return invalid(
+                "api_token",
+                format!(
+                    "each token needs {MIN_TOKEN_CHARS}+ characters and no spaces (e.g. `openssl rand -hex 32`)"
+                ),
+            );
+        }
+        let loopback = self.bind.parse::<std::net::SocketAddr>().is_ok_and(|a| a.ip().is_loopback());
+        if !loopback && self.api_token.is_empty() && !self.allow_unauthenticated {
+            return invalid(
+                "api_token",
+                format!(
+                    "bind {} is not a loopback address: set api_token (API_TOKEN) or allow_unauthenticated = true",
+                    self.bind
+                ),
+            );
+        }
+        for (key, n) in [
+            ("http_threads", self.http_threads),
+            ("max_connections", self.max_connections),
+            ("max_uploads", self.max_uploads),
+            ("max_waits", self.max_waits),
+        ] {
+            if n == 0 {
+                return invalid(key, "must be at least 1".into());
+            }
+        }
+        if self.http_timeout_s == 0 {
+            return invalid("http_timeout_s", "must be at least 1".into());
+        }
+        if let Some(o) =
+            self.allowed_origins.iter().find(|o| !o.starts_with("http://") && !o.starts_with("https://"))
+        {
+            return invalid("allowed_origins", format!("{o:?} is not an origin like https://app.example"));
+        }
+        if let Some(h) = self.allowed_hosts.iter().find(|h| h.is_empty() || h.contains(['/', ' '])) {
+            return invalid("allowed_hosts", format!("{h:?} is not a host name"));
+        }
         Ok(())
     }
 
@@ -308,6 +453,10 @@ fn parse_bool(key: &'static str, v: &str) -> Result<bool, ConfigError> {
         "0" | "false" | "no" | "off" => Ok(false),
         _ => Err(ConfigError::Invalid { key, message: format!("{v:?} is not a boolean") }),
     }
+}
+
+fn parse_list(v: &str) -> Vec<String> {
+    v.split(',').map(str::trim).filter(|e| !e.is_empty()).map(String::from).collect()
 }
 
 fn parse_extensions(v: &str) -> BTreeSet<String> {
@@ -395,6 +544,47 @@ mod tests {
         assert_eq!((missing.max_audio_seconds, missing.settle_s), (14_400, 5));
         std::fs::write(&dotenv, "MAX_AUDIO_SECONDS='unterminated\n").unwrap();
         assert!(Config::load_layered(None, &dotenv, |_| None).is_err());
+    }
+
+    #[test]
+    fn http_keys() {
+        let cfg = Config::from_toml("api_token = \"abcdefghijklmnop\"\nmax_waits = 3").unwrap();
+        assert_eq!(cfg.api_token.0, ["abcdefghijklmnop"]);
+        assert_eq!(format!("{:?}", cfg.api_token), "ApiTokens(1 redacted)");
+        let mut cfg = Config::from_toml("api_token = [\"abcdefghijklmnop\", \"qrstuvwxyz012345\"]").unwrap();
+        assert_eq!(cfg.api_token.0.len(), 2);
+        cfg.apply_env(|k| match k {
+            "API_TOKEN" => Some(" 0123456789abcdef ,, fedcba9876543210".into()),
+            "ALLOWED_ORIGINS" => Some("https://a.example, http://b.example".into()),
+            "MAX_UPLOADS" => Some("2".into()),
+            _ => None,
+        })
+        .unwrap();
+        assert_eq!(cfg.api_token.0, ["0123456789abcdef", "fedcba9876543210"]);
+        assert_eq!(cfg.allowed_origins, ["https://a.example", "http://b.example"]);
+        assert_eq!(cfg.max_uploads, 2);
+        cfg.validate().unwrap();
+
+        let key_of = |cfg: Config| match cfg.validate() {
+            Err(ConfigError::Invalid { key, .. }) => key,
+            other => panic!("{other:?}"),
+        };
+        let open = Config { bind: "0.0.0.0:5000".into(), ..Config::default() };
+        assert_eq!(key_of(open.clone()), "api_token");
+        Config { allow_unauthenticated: true, ..open.clone() }.validate().unwrap();
+        Config { api_token: ApiTokens::parse("0123456789abcdef"), ..open }.validate().unwrap();
+        assert_eq!(key_of(Config { api_token: ApiTokens::parse("short"), ..Config::default() }), "api_token");
+        assert_eq!(key_of(Config { max_waits: 0, ..Config::default() }), "max_waits");
+        assert_eq!(
+            key_of(Config { allowed_origins: vec!["app.example".into()], ..Config::default() }),
+            "allowed_origins"
+        );
+    }
+
+    #[test]
+    fn example_file_is_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.toml.example");
+        assert_eq!(Config::from_file(&path).unwrap(), Config::default());
     }
 
     #[test]

@@ -12,13 +12,11 @@ use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::prelude::*;
 
-use crate::api::Api;
+use crate::api::{Api, HttpServer};
 use crate::config::{Config, ConfigHandle};
 use crate::pipeline::Stages;
 use crate::queue::Queue;
 use crate::store::Store;
-
-const HTTP_THREADS: usize = 8;
 
 /// A start-up problem that should stop the daemon with exit code 2.
 #[derive(Debug, thiserror::Error)]
@@ -51,19 +49,19 @@ pub fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<()> {
     let cfg = config.get();
     let queue = Queue::new(Arc::clone(&store), Arc::clone(&config))?;
 
-    let server =
-        Arc::new(listen(&cfg.bind).map_err(|e| {
-            StartupError(format!("invalid value for BIND: cannot listen on {}: {e}", cfg.bind))
-        })?);
-    let addr = server.server_addr().to_ip().map(|a| a.to_string()).unwrap_or_else(|| cfg.bind.clone());
+    let mut http_server = HttpServer::bind(Arc::clone(&config))
+        .map_err(|e| StartupError(format!("invalid value for BIND: cannot listen on {}: {e}", cfg.bind)))?;
+    let addr = http_server.addr;
     let api = Arc::new(Api {
         config: Arc::clone(&config),
         store: Arc::clone(&store),
         queue: Arc::clone(&queue),
         started: Instant::now(),
         models: crate::pipeline::model_names(&cfg),
+        bound: addr,
+        slots: Default::default(),
     });
-    let http = api.serve(Arc::clone(&server), HTTP_THREADS);
+    let http = api.serve(Arc::clone(&http_server.server), cfg.http_threads);
 
     let watcher = crate::watch::start(Arc::clone(&config), Arc::clone(&store), Arc::clone(&queue))
         .context("starting the folder watcher")?;
@@ -88,30 +86,22 @@ pub fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<()> {
         tracing::info!(signal, "shutting down");
         break;
     }
+    // No new connections, no new jobs; open waits end with 503 at once.
+    http_server.stop_accepting();
+    queue.stop_claiming();
     for _ in 0..http.len() {
-        server.unblock();
+        http_server.server.unblock();
     }
     for h in http {
         let _ = h.join();
     }
+    // Let answers already given (the 503s) reach their clients; stalled ones are not waited for.
+    http_server.drain(Duration::from_secs(2));
     drop(watcher);
     let grace = Duration::from_secs(config.get().grace_period_s);
     let requeued = queue.shutdown(workers, grace);
     tracing::info!(requeued = requeued.len(), "stopped");
     Ok(())
-}
-
-/// Binds the API socket with TCP_NODELAY, which accepted connections inherit: tiny_http writes
-/// responses in pieces, and Nagle's algorithm with delayed ACKs would add ~40 ms to each.
-fn listen(bind: &str) -> Result<tiny_http::Server, Box<dyn std::error::Error + Send + Sync>> {
-    use socket2::{Domain, Socket, Type};
-    let addr: std::net::SocketAddr = bind.parse()?;
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
-    socket.set_reuse_address(true)?;
-    socket.set_tcp_nodelay(true)?;
-    socket.bind(&addr.into())?;
-    socket.listen(128)?;
-    tiny_http::Server::from_listener(std::net::TcpListener::from(socket), None)
 }
 
 /// The daily-rolling log file, reopened on SIGHUP (after logrotate moved it, say).

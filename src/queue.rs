@@ -254,14 +254,30 @@ impl Queue {
         }
     }
 
-    /// Blocks until job `id` is no longer queued or processing, or `timeout` passes.
+    /// Stops claiming jobs (the running ones go on) and wakes every waiter: the start of a shutdown.
+    pub fn stop_claiming(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        self.notify();
+        self.finished.bump();
+    }
+
+    /// Whether [`Queue::stop_claiming`] was called.
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
+    }
+
+    /// Blocks until job `id` is no longer queued or processing, `timeout` passes or the queue
+    /// stops claiming.
     pub fn wait_until_finished(&self, id: i64, timeout: Duration) -> Result<Job, StoreError> {
         let deadline = Instant::now() + timeout;
         loop {
             let guard = self.finished.lock();
             let job = self.store.job(id)?;
             let now = Instant::now();
-            if !matches!(job.status, Status::Queued | Status::Processing) || now >= deadline {
+            if !matches!(job.status, Status::Queued | Status::Processing)
+                || now >= deadline
+                || self.is_stopping()
+            {
                 return Ok(job);
             }
             self.finished.wait(guard, (deadline - now).min(Duration::from_secs(5)));
@@ -271,8 +287,7 @@ impl Queue {
     /// Stops the workers: no new job is claimed; running jobs get `grace` to finish, then are
     /// queued again for the next start. Returns the ids that were put back.
     pub fn shutdown(&self, workers: Vec<JoinHandle<()>>, grace: Duration) -> Vec<i64> {
-        self.stopping.store(true, Ordering::SeqCst);
-        self.notify();
+        self.stop_claiming();
         let deadline = Instant::now() + grace;
         while Instant::now() < deadline && workers.iter().any(|w| !w.is_finished()) {
             std::thread::sleep(Duration::from_millis(50));
