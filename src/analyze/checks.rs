@@ -431,7 +431,7 @@ pub fn combine(parts: &[Reply], merged: MergeReply, last: bool) -> Reply {
             None => topics.push((t.clone(), 1)),
         }
     }
-    topics.sort_by(|a, b| b.1.cmp(&a.1)); // stable: first mention first among equals
+    topics.sort_by_key(|t| std::cmp::Reverse(t.1)); // stable: first mention first among equals
     let mut action_items: Vec<ActionItem> = Vec::new();
     for a in parts.iter().flat_map(|p| &p.action_items) {
         if !action_items.iter().any(|x| alike(&x.text, &a.text)) {

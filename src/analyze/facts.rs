@@ -49,7 +49,7 @@ impl Facts {
         facts.sort();
         let start = segments.iter().map(|s| s.start_s).fold(f64::INFINITY, f64::min);
         let end = segments.iter().map(|s| s.end_s).fold(0.0, f64::max);
-        facts.duration_s = (end > start).then(|| end - start);
+        facts.duration_s = (end > start).then_some(end - start);
         facts
     }
 

@@ -314,12 +314,15 @@ fn quoted(items: &[&str]) -> String {
 /// GBNF rules shared by the reply and merge grammars.
 fn common_rules(facts: &Facts) -> String {
     let multi = facts.is_multi_party();
-    // A multi-party summary starts with a participant's label: it is about people.
+    // At least two sentences (a full stop, a space, then a capital or digit); a multi-party
+    // summary starts with a participant's label: it is about people.
+    let half = SUMMARY_MAX_CHARS / 2;
+    let body = format!("char{{10,{half}}} \". \" [A-Z0-9] char{{8,{half}}}");
     let summary = if multi {
         let labels = facts.participants().iter().map(|l| format!("\"{l}\"")).collect::<Vec<_>>().join(" | ");
-        format!("\"\\\"\" ({labels}) \" \" char{{20,{SUMMARY_MAX_CHARS}}} \"\\\"\"")
+        format!("\"\\\"\" ({labels}) \" \" {body} \"\\\"\"")
     } else {
-        format!("\"\\\"\" char{{20,{SUMMARY_MAX_CHARS}}} \"\\\"\"")
+        format!("\"\\\"\" {body} \"\\\"\"")
     };
     format!(
         r#"ctype ::= {types}
@@ -419,7 +422,8 @@ mod tests {
         assert!(!g.contains("\\\"speech\\\"") && !g.contains("\\\"monologue\\\""), "{g}");
         assert!(g.contains("point (\",\" ws point){2,6}"), "{g}");
         assert!(g.contains("owner ::= \"null\" | \"\\\"Speaker00\\\"\" | \"\\\"Speaker01\\\"\""), "{g}");
-        assert!(g.contains("summary ::= \"\\\"\" (\"Speaker00\" | \"Speaker01\") \" \" char{20,900}"), "{g}");
+        let summary = "summary ::= \"\\\"\" (\"Speaker00\" | \"Speaker01\") \" \" char{10,450} \". \" [A-Z0-9] char{8,450}";
+        assert!(g.contains(summary), "{g}");
         let one = local_grammar(&facts(
             "Speaker00: Ask not what your country can do for you, ask what you can do.",
         ));

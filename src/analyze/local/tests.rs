@@ -97,12 +97,17 @@ fn german_sentences() {
     assert!(schema::CONVERSATION_TYPES.contains(&r.conversation_type.as_deref().unwrap()));
 }
 
-/// The hand-written four-person planning meeting in `tests/data/meeting_planning.json`.
-fn meeting() -> Vec<Segment> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/meeting_planning.json");
+/// A transcript from `tests/data` (`{"segments": […]}`).
+fn transcript(name: &str) -> Vec<Segment> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data").join(name);
     let v: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&path).expect("read the meeting")).unwrap();
+        serde_json::from_slice(&std::fs::read(&path).expect("read the transcript")).unwrap();
     serde_json::from_value(v["segments"].clone()).expect("segments")
+}
+
+/// The hand-written four-person planning meeting.
+fn meeting() -> Vec<Segment> {
+    transcript("meeting_planning.json")
 }
 
 /// The invariants of issue 13 on a multi-party result: a multi-party type, a summary naming at
@@ -130,10 +135,11 @@ fn assert_multi_party_analysis(r: &Analysis) {
 }
 
 #[test]
-fn four_person_meeting_gets_a_multi_party_analysis() {
+fn real_ami_meeting_gets_a_multi_party_analysis() {
     let _guard = MODEL_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let mut a = LocalAnalyzer::new(options());
-    let r = analyze(&mut a, &meeting());
+    // The pipeline's own output on the AMI fixtures: four diarized speakers, real disfluencies.
+    let r = analyze(&mut a, &transcript("ami_meeting.json"));
     eprintln!("meeting: {r:#?}\n{:?}\n{:?}", a.last_calls, a.last_review.as_ref().map(|v| &v.first_problems));
     assert_multi_party_analysis(&r);
     assert_eq!(r.language.as_deref(), Some("en"));
