@@ -6,7 +6,8 @@ Builds meeting recordings from the AMI excerpts and other English speech in ../s
 lengths, then runs on each, one after the other with the same threads:
 
 - faster-whisper int8, beam 1, language detected (ASR only), the anchor;
-- whisper.cpp's own whisper-cli on the same ggml file, `-bs 1 -l auto` (ASR only);
+- whisper.cpp's own whisper-cli on the same ggml file, `-bs 1 -l auto`, with and without flash
+  attention (ASR only);
 - `diarized transcribe` (the optimised binary users run) with DIARIZATION=false (ASR only),
   LANGUAGE=en (the WER reference), and with diarization on (full pipeline, no analysis).
 
@@ -117,7 +118,7 @@ def wer(ref, hyp):
 
 def timed(cmd, env=None):
     t0 = time.time()
-    p = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    p = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, env=env)
     wall = time.time() - t0
     if p.returncode != 0:
         sys.exit(f"failed: {' '.join(map(str, cmd))}\n{p.stderr[-2000:]}")
@@ -158,9 +159,9 @@ def fw(audio, model, threads):
     return wall, json.loads(out.strip().splitlines()[-1])["text"]
 
 
-def cli(audio, model, threads):
+def cli(audio, model, threads, *extra):
     wall, out = timed([WHISPER_CLI, "-m", MODELS / f"ggml-{model}.bin", "-f", audio, "-t", threads,
-                       "-bs", "1", "-l", "auto", "-np", "-nt"])
+                       "-bs", "1", "-l", "auto", "-np", "-nt", *extra])
     return wall, " ".join(out.split())
 
 
@@ -178,6 +179,7 @@ def main():
         w_en, ref, _ = ours(audio, m, t, LANGUAGE="en")
         w_fw, fw_text = fw(audio, m, t)
         w_cli, cli_text = cli(audio, m, t)
+        w_nfa, nfa_text = cli(audio, m, t, "-nfa")
         w_asr, asr_text, asr_json = ours(audio, m, t)
         w_full, _, full_json = ours(audio, m, t, DIARIZATION="true")
         speakers = len({s["speaker"] for s in full_json["speaker_turns"]})
@@ -186,6 +188,7 @@ def main():
         print("|---|---|---|---|---|---|---|")
         rows = [("faster-whisper int8, ASR only", w_fw, fw_text),
                 ("whisper-cli, ASR only", w_cli, cli_text),
+                ("whisper-cli -nfa (no flash attention), ASR only", w_nfa, nfa_text),
                 ("diarized, ASR only, language detected", w_asr, asr_text),
                 ("diarized, ASR only, LANGUAGE=en", w_en, ref),
                 (f"diarized, ASR + diarization ({speakers} speakers)", w_full, None)]
