@@ -6,8 +6,6 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::checks::{self, Scope};
-use super::facts::Facts;
 use super::schema::{self, Reply};
 use super::{checked_transcript, empty_analysis, random_unit};
 use crate::model::Analysis;
@@ -144,35 +142,30 @@ impl GeminiAnalyzer {
         Ok(client)
     }
 
-    /// Request body for `transcript`; `turns` (role `model` or `user`, text) follow the
-    /// transcript message (a correction round).
-    fn body(&self, facts: &Facts, transcript: &str, language: Option<&str>, turns: &[(&str, &str)]) -> Value {
+    /// Request body for `transcript`.
+    fn body(&self, transcript: &str, language: Option<&str>) -> Value {
         // The rewritten transcript is about as long as the input (~4 chars per token); leave
         // room for it, the other fields and the thinking budget.
         let output = transcript.len() / 3 + 2048;
         let max_tokens = (output as u64 + u64::from(self.opts.thinking_budget)).min(65_536);
         let mut generation = json!({
             "responseMimeType": "application/json",
-            "responseSchema": schema::gemini_response_schema(facts),
+            "responseSchema": schema::gemini_response_schema(),
             "temperature": 0.2,
             "maxOutputTokens": max_tokens,
         });
         if supports_thinking(&self.opts.model) {
             generation["thinkingConfig"] = json!({"thinkingBudget": self.opts.thinking_budget});
         }
-        let mut contents = vec![
-            json!({"role": "user", "parts": [{"text": schema::transcript_prompt(facts, transcript, language, None)}]}),
-        ];
-        contents.extend(turns.iter().map(|(role, text)| json!({"role": role, "parts": [{"text": text}]})));
         json!({
             "systemInstruction": {"parts": [{"text": schema::system_prompt(true)}]},
-            "contents": contents,
+            "contents": [{"role": "user", "parts": [{"text": schema::transcript_prompt(transcript, language, None)}]}],
             "generationConfig": generation,
         })
     }
 
     /// One HTTP attempt.
-    fn attempt(&mut self, body: &Value, attempt: u32) -> Result<(Reply, String), Failure> {
+    fn attempt(&mut self, body: &Value, attempt: u32) -> Result<Reply, Failure> {
         let key = self.key.clone().ok_or_else(|| Failure::Fatal("GEMINI_API_KEY is not set".into()))?;
         let client = self.client().map_err(Failure::Fatal)?;
         let url = format!("{}/v1beta/models/{}:generateContent", self.opts.base_url, self.opts.model);
@@ -246,14 +239,21 @@ fn backoff_delay(p: &RetryPolicy, attempt: u32) -> Duration {
     ceiling.mul_f64(random_unit())
 }
 
-impl GeminiAnalyzer {
-    /// Sends `body`, retrying as the error contract asks; returns the reply and its raw text.
-    fn send(&mut self, body: &Value) -> Result<(Reply, String), StageError> {
+impl Analyzer for GeminiAnalyzer {
+    fn analyze(&mut self, input: &AnalysisInput<'_>) -> Result<Analysis, StageError> {
+        if self.key.is_none() {
+            return Err(self.error("GEMINI_API_KEY is not set; set it or choose a local LLM_MODEL"));
+        }
+        let clean = super::clean::clean_transcript(input.segments);
+        if clean.is_empty() {
+            return Ok(empty_analysis());
+        }
+        let body = self.body(&clean, input.language);
         let max = self.opts.retry.max_attempts.max(1);
         let mut attempt = 1;
-        loop {
-            match self.attempt(body, attempt) {
-                Ok(r) => return Ok(r),
+        let reply = loop {
+            match self.attempt(&body, attempt) {
+                Ok(r) => break r,
                 Err(Failure::Fatal(m)) => return Err(self.error(m)),
                 Err(Failure::Retry { message, .. }) if attempt >= max => {
                     return Err(self.error(format!("{message} (gave up after {attempt} attempts)")));
@@ -270,29 +270,15 @@ impl GeminiAnalyzer {
                     attempt += 1;
                 }
             }
-        }
-    }
-}
-
-impl Analyzer for GeminiAnalyzer {
-    fn analyze(&mut self, input: &AnalysisInput<'_>) -> Result<Analysis, StageError> {
-        if self.key.is_none() {
-            return Err(self.error("GEMINI_API_KEY is not set; set it or choose a local LLM_MODEL"));
-        }
-        let clean = super::clean::clean_transcript(input.segments);
-        if clean.is_empty() {
-            return Ok(empty_analysis());
-        }
-        let facts = Facts::from_segments(input.segments, &clean);
-        let body = self.body(&facts, &clean, input.language, &[]);
-        let (first, text) = self.send(&body)?;
-        let reviewed = checks::review(first, &facts, Scope::All, |correction| {
-            let body =
-                self.body(&facts, &clean, input.language, &[("model", text.as_str()), ("user", correction)]);
-            self.send(&body).map(|(reply, _)| reply).map_err(|e| e.message)
-        });
-        let transcript = checked_transcript(reviewed.reply.clean_transcript.as_deref(), &clean);
-        Ok(reviewed.reply.into_analysis(transcript))
+        };
+        let transcript = checked_transcript(reply.clean_transcript.as_deref(), &clean);
+        Ok(Analysis {
+            conversation_type: Some(reply.conversation_type),
+            summary: Some(reply.summary),
+            keypoints: Some(reply.keypoints),
+            language: Some(reply.language),
+            clean_transcript: Some(transcript),
+        })
     }
 
     fn name(&self) -> String {
@@ -300,9 +286,8 @@ impl Analyzer for GeminiAnalyzer {
     }
 }
 
-/// Extracts and validates the analysis from a `generateContent` reply; returns it with the
-/// model's answer text.
-fn parse_generate_response(text: &str) -> Result<(Reply, String), String> {
+/// Extracts and validates the analysis from a `generateContent` reply.
+fn parse_generate_response(text: &str) -> Result<Reply, String> {
     let v: Value = serde_json::from_str(text).map_err(|e| format!("reply is not JSON: {e}"))?;
     let Some(cand) = v.get("candidates").and_then(|c| c.get(0)) else {
         let reason =
@@ -325,7 +310,7 @@ fn parse_generate_response(text: &str) -> Result<(Reply, String), String> {
         let what = if answer.trim().is_empty() { "no text" } else { "incomplete text" };
         return Err(format!("generation stopped with finishReason {finish} ({what})"));
     }
-    Ok((schema::parse_reply(&answer, true)?, answer))
+    schema::parse_reply(&answer, true)
 }
 
 /// The useful bits of a Google API error body.
