@@ -35,6 +35,9 @@ import time
 import zipfile
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from transcribe import wer, words  # noqa: E402  (one WER for both benchmarks)
+
 ROOT = Path(__file__).resolve().parent.parent
 FIX = ROOT.parent / "shared" / "fixtures"
 MODELS = Path(os.environ.get("MODELS_DIR", ROOT / "models-cache"))
@@ -99,21 +102,6 @@ def meeting(minutes):
     for p in parts + batch:
         p.unlink()
     return out
-
-
-def words(s):
-    return [w for w in (re.sub(r"[^\w']", "", x.lower()) for x in s.split()) if w]
-
-
-def wer(ref, hyp):
-    r, h = words(ref), words(hyp)
-    prev = list(range(len(h) + 1))
-    for i, rw in enumerate(r):
-        cur = [i + 1] * (len(h) + 1)
-        for j, hw in enumerate(h):
-            cur[j + 1] = min(prev[j] + (rw != hw), prev[j + 1] + 1, cur[j] + 1)
-        prev = cur
-    return prev[len(h)] / max(1, len(r))
 
 
 def timed(cmd, env=None):
