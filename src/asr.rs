@@ -145,12 +145,7 @@ impl WhisperTranscriber {
                 probability,
             }));
             for mut seg in found {
-                seg.start_s = block.map_time(seg.start_s);
-                seg.end_s = block.map_time(seg.end_s).max(seg.start_s);
-                for w in &mut seg.words {
-                    w.start_s = block.map_time(w.start_s);
-                    w.end_s = block.map_time(w.end_s).max(w.start_s);
-                }
+                retime(&mut seg, |t| block.map_time(t));
                 // Runaway-repetition guard: drop a segment repeating the previous one verbatim.
                 if segments.last().is_some_and(|p| normalize(&p.text) == normalize(&seg.text)) {
                     continue;
@@ -258,7 +253,7 @@ impl WhisperTranscriber {
             let slice = &pcm[(range.start * sr) as usize..((range.end * sr) as usize).min(pcm.len())];
             let (mut again, _) = self.run_whisper(slice, &code, false, |_| {}, cancelled)?;
             for seg in &mut again {
-                shift(seg, range.start);
+                retime(seg, |t| t + range.start);
             }
             found.retain(|s| !range.contains(&s.start_s));
             let at = found.partition_point(|s| s.start_s < range.start);
@@ -554,13 +549,13 @@ fn language_probs(logits: &[f32], sot: WhisperTokenId) -> Vec<f32> {
     exp.into_iter().map(|e| e / sum).collect()
 }
 
-/// Moves a segment and its words `by` seconds later.
-fn shift(seg: &mut Segment, by: f64) {
-    seg.start_s += by;
-    seg.end_s += by;
+/// Maps the times of a segment and its words through `to` (an end never before its start).
+fn retime(seg: &mut Segment, to: impl Fn(f64) -> f64) {
+    seg.start_s = to(seg.start_s);
+    seg.end_s = to(seg.end_s).max(seg.start_s);
     for w in &mut seg.words {
-        w.start_s += by;
-        w.end_s += by;
+        w.start_s = to(w.start_s);
+        w.end_s = to(w.end_s).max(w.start_s);
     }
 }
 
