@@ -24,7 +24,10 @@ test: build
 	$(BIN) models install $(TEST_MODELS)
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy $(PROFILE) --workspace --all-targets -- -D warnings
-	set -o pipefail; $(CARGO) test $(PROFILE) --workspace --lib --bins --tests -- --test-threads=1 2>&1 | tee target/test.log
+	@# A throwaway PostgreSQL cluster for the store's PostgreSQL tests, stopped however they end.
+	set -o pipefail; pg=$$(scripts/pg-test-cluster.sh start) && eval "$$pg" && \
+	  trap 'scripts/pg-test-cluster.sh stop' EXIT && \
+	  $(CARGO) test $(PROFILE) --workspace --lib --bins --tests -- --test-threads=1 2>&1 | tee target/test.log
 	@# One closing line for the whole run (cargo's last block is a crate with no tests).
 	@awk '/^test result:/ { p += $$4; f += $$6 } END { printf "%d passed, %d failed\n", p, f; exit (p == 0 || f > 0) }' target/test.log
 

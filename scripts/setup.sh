@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the system packages diarized needs to build and test (Debian/Ubuntu, as root or sudo).
 set -euo pipefail
-packages=(cmake clang libclang-dev pkg-config espeak-ng sox libsox-fmt-all)
+# postgresql: the tests run the store's suite on a throwaway cluster too (scripts/pg-test-cluster.sh).
+packages=(cmake clang libclang-dev pkg-config espeak-ng sox libsox-fmt-all postgresql)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -278,6 +278,8 @@ impl Api {
                     "running_jobs": running,
                 },
                 "models": self.models,
+                // Every process sharing the store (one unless several share a PostgreSQL database).
+                "nodes": self.store.nodes()?,
             }),
         ))
     }

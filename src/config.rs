@@ -26,7 +26,8 @@ pub struct Config {
     pub upload_folder: PathBuf,
     /// Where sidecar JSON files go; `None` writes them beside the audio (`RESULTS_FOLDER`).
     pub results_folder: Option<PathBuf>,
-    /// SQLite database, `sqlite:///relative.db`, `sqlite:////abs.db` or a plain path (`DATABASE_URL`).
+    /// SQLite database, `sqlite:///relative.db`, `sqlite:////abs.db` or a plain path; or a
+    /// PostgreSQL one, `postgres://user:password@host/db`, shared by several nodes (`DATABASE_URL`).
     pub database_url: String,
     /// Largest accepted upload in bytes (`MAX_CONTENT_LENGTH`).
     pub max_content_length: u64,
@@ -43,6 +44,9 @@ pub struct Config {
     pub workers: usize,
     /// Seconds a running job may take to finish on shutdown before it is re-queued (`GRACE_PERIOD_S`).
     pub grace_period_s: u64,
+    /// Seconds a running job stays claimed without its node's heartbeat; after that another node
+    /// runs it again (`JOB_LEASE_S`).
+    pub job_lease_s: u64,
     /// Folder of the daily-rolling log file; `None` logs to stderr only (`LOG_DIR`).
     pub log_dir: Option<PathBuf>,
     /// Folder where installed models are cached (`MODELS_DIR`).
@@ -149,6 +153,7 @@ impl Default for Config {
             secret_key: None,
             workers: 1,
             grace_period_s: 30,
+            job_lease_s: 60,
             log_dir: Some("logs".into()),
             models_dir: "models-cache".into(),
             whisper_model: "base".into(),
@@ -248,6 +253,9 @@ impl Config {
         if let Some(v) = text("GRACE_PERIOD_S") {
             self.grace_period_s = parse_num("GRACE_PERIOD_S", &v)?;
         }
+        if let Some(v) = text("JOB_LEASE_S") {
+            self.job_lease_s = parse_num("JOB_LEASE_S", &v)?;
+        }
         if let Some(v) = text("LOG_DIR") {
             self.log_dir = (v != "none").then(|| v.into());
         }
@@ -338,7 +346,12 @@ impl Config {
         if let Err(e) = hints.check() {
             return invalid("min_speakers", e);
         }
-        self.database_path()?;
+        if self.job_lease_s == 0 {
+            return invalid("job_lease_s", "must be at least 1 second");
+        }
+        if !is_postgres_url(&self.database_url) {
+            self.database_path()?;
+        }
         self.validate_http()
     }
 
@@ -420,6 +433,11 @@ fn read_dotenv(path: &Path) -> Result<std::collections::HashMap<String, String>,
 
 fn cores() -> usize {
     std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+}
+
+/// Whether `url` names a PostgreSQL database (else it is SQLite).
+pub fn is_postgres_url(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
 }
 
 /// Resolves `sqlite:///rel.db` (relative), `sqlite:////abs.db` (absolute) or a plain path.

@@ -32,44 +32,82 @@ pub fn ensure_writable_dir(key: &str, dir: &Path) -> Result<(), StartupError> {
     std::fs::remove_file(&probe).map_err(fail)
 }
 
+/// What a process runs: every part, the API and watcher without workers, or workers only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// `diarized serve`: HTTP API, folder watcher and workers.
+    Serve,
+    /// `diarized serve --no-workers`: HTTP API and watcher; other nodes run the jobs.
+    ServeNoWorkers,
+    /// `diarized worker`: workers only, adding capacity to a shared (PostgreSQL) store.
+    Worker,
+}
+
+impl Role {
+    fn name(self) -> &'static str {
+        match self {
+            Role::Serve => "serve",
+            Role::ServeNoWorkers => "serve --no-workers",
+            Role::Worker => "worker",
+        }
+    }
+}
+
 /// Runs the daemon until SIGTERM/SIGINT.
-pub fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<()> {
+pub fn run(config: Config, config_path: Option<PathBuf>, role: Role) -> anyhow::Result<()> {
     ensure_writable_dir("UPLOAD_FOLDER", &config.upload_folder)?;
     if let Some(dir) = &config.results_folder {
         ensure_writable_dir("RESULTS_FOLDER", dir)?;
     }
     let log_file = init_logging(config.log_dir.as_deref())?;
-    // Uploads cut off by a crash; no request is running yet.
-    crate::watch::remove_stale_uploads(&config.upload_folder);
-    let db_path = config.database_path()?;
+    if role != Role::Worker {
+        // Uploads cut off by a crash; no request is running yet.
+        crate::watch::remove_stale_uploads(&config.upload_folder);
+    }
+    let db = crate::store::redact_url(&config.database_url);
     let store = Arc::new(
-        Store::open(&db_path).map_err(|e| StartupError(format!("invalid value for DATABASE_URL: {e}")))?,
+        Store::connect(&config.database_url)
+            .map_err(|e| StartupError(format!("invalid value for DATABASE_URL: {e}")))?,
     );
+    store.set_lease(Duration::from_secs(config.job_lease_s));
+    // Stored audio paths are relative to the upload folder, which every node mounts.
+    store.set_upload_folder(&config.upload_folder)?;
     let config = Arc::new(ConfigHandle::new(config, config_path));
     let cfg = config.get();
     let queue = Queue::new(Arc::clone(&store), Arc::clone(&config))?;
+    let workers = if role == Role::ServeNoWorkers { 0 } else { cfg.workers };
+    store.register_node(role.name(), workers as u32)?;
+    queue.start_coordinator();
 
-    let mut http_server = HttpServer::bind(Arc::clone(&config))
-        .map_err(|e| StartupError(format!("invalid value for BIND: cannot listen on {}: {e}", cfg.bind)))?;
-    let addr = http_server.addr;
-    let api = Arc::new(Api {
-        config: Arc::clone(&config),
-        store: Arc::clone(&store),
-        queue: Arc::clone(&queue),
-        started: Instant::now(),
-        models: crate::pipeline::model_names(&cfg),
-        bound: addr,
-        slots: Default::default(),
-    });
-    let http = api.serve(Arc::clone(&http_server.server), cfg.http_threads);
-
-    let watcher = crate::watch::start(Arc::clone(&config), Arc::clone(&store), Arc::clone(&queue))
-        .context("starting the folder watcher")?;
-    let workers = queue.start_workers(cfg.workers, Arc::new(Stages::from_config));
-    let found = watcher.found_at_start;
-    tracing::info!(%addr, db = %db_path.display(), folder = %cfg.upload_folder.display(), found, "diarized started");
-    // A plain line for scripts and tests that start us on port 0.
-    println!("diarized listening on http://{addr}");
+    let mut front = None;
+    if role != Role::Worker {
+        let http_server = HttpServer::bind(Arc::clone(&config)).map_err(|e| {
+            StartupError(format!("invalid value for BIND: cannot listen on {}: {e}", cfg.bind))
+        })?;
+        let addr = http_server.addr;
+        let api = Arc::new(Api {
+            config: Arc::clone(&config),
+            store: Arc::clone(&store),
+            queue: Arc::clone(&queue),
+            started: Instant::now(),
+            models: crate::pipeline::model_names(&cfg),
+            bound: addr,
+            slots: Default::default(),
+        });
+        let http = api.serve(Arc::clone(&http_server.server), cfg.http_threads);
+        let watcher = crate::watch::start(Arc::clone(&config), Arc::clone(&store), Arc::clone(&queue))
+            .context("starting the folder watcher")?;
+        let found = watcher.found_at_start;
+        tracing::info!(%addr, %db, folder = %cfg.upload_folder.display(), found, workers, "diarized started");
+        // A plain line for scripts and tests that start us on port 0.
+        println!("diarized listening on http://{addr}");
+        front = Some((http_server, http, watcher));
+    }
+    let workers = queue.start_workers(workers, Arc::new(Stages::from_config));
+    if role == Role::Worker {
+        tracing::info!(%db, node = store.node_id(), workers = workers.len(), "diarized worker started");
+        println!("diarized worker running as node {}", store.node_id());
+    }
 
     let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])?;
     for signal in signals.forever() {
@@ -86,18 +124,20 @@ pub fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<()> {
         tracing::info!(signal, "shutting down");
         break;
     }
-    // No new connections, no new jobs; open waits end with 503 at once.
-    http_server.stop_accepting();
     queue.stop_claiming();
-    for _ in 0..http.len() {
-        http_server.server.unblock();
+    if let Some((mut http_server, http, watcher)) = front {
+        // No new connections, no new jobs; open waits end with 503 at once.
+        http_server.stop_accepting();
+        for _ in 0..http.len() {
+            http_server.server.unblock();
+        }
+        for h in http {
+            let _ = h.join();
+        }
+        // Let answers already given (the 503s) reach their clients; stalled ones are not waited for.
+        http_server.drain(Duration::from_secs(2));
+        drop(watcher);
     }
-    for h in http {
-        let _ = h.join();
-    }
-    // Let answers already given (the 503s) reach their clients; stalled ones are not waited for.
-    http_server.drain(Duration::from_secs(2));
-    drop(watcher);
     let grace = Duration::from_secs(config.get().grace_period_s);
     let requeued = queue.shutdown(workers, grace);
     tracing::info!(requeued = requeued.len(), "stopped");

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use diarized::config::{Config, ConfigError};
-use diarized::daemon::StartupError;
+use diarized::daemon::{Role, StartupError};
 
 #[derive(Parser)]
 #[command(version, about = "Speaker-labelled transcripts and analysis of recorded conversations")]
@@ -20,7 +20,15 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the daemon (the default).
-    Serve,
+    Serve {
+        /// HTTP API and folder watcher only: `diarized worker` nodes sharing the (PostgreSQL)
+        /// database run the jobs.
+        #[arg(long)]
+        no_workers: bool,
+    },
+    /// Run pipeline workers only (no HTTP, no watcher), adding capacity to a shared PostgreSQL
+    /// `DATABASE_URL`.
+    Worker,
     /// Run the pipeline on one file and print the result; no daemon, no database.
     Transcribe {
         file: PathBuf,
@@ -53,15 +61,19 @@ fn main() -> ExitCode {
         Ok(c) => c,
         Err(e) => return fail_config(&e),
     };
-    let command = cli.command.unwrap_or(Command::Serve);
-    if !matches!(command, Command::Serve) {
+    let command = cli.command.unwrap_or(Command::Serve { no_workers: false });
+    if !matches!(command, Command::Serve { .. } | Command::Worker) {
         // One-shot commands log to stderr only (warnings by default, `RUST_LOG` to see more).
         let filter = tracing_subscriber::EnvFilter::try_from_default_env()
             .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
         tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
     }
     let result = match command {
-        Command::Serve => diarized::daemon::run(config, path),
+        Command::Serve { no_workers } => {
+            let role = if no_workers { Role::ServeNoWorkers } else { Role::Serve };
+            diarized::daemon::run(config, path, role)
+        }
+        Command::Worker => diarized::daemon::run(config, path, Role::Worker),
         Command::Transcribe { file, format } => diarized::cli::transcribe(&config, &file, &format),
         Command::Models { action: ModelsAction::Install { names } } => {
             diarized::cli::install_models(&config, &names)

@@ -5,6 +5,10 @@
 //! variable and are woken when a job is queued. A panic in a stage ends that job in `error` and
 //! the worker rebuilds its stages and goes on; a worker thread that dies anyway is counted, and
 //! `/healthz` reports it.
+//!
+//! Several nodes may share the store: a coordinator thread renews this node's heartbeat and
+//! the leases of its running jobs, queues again the jobs of nodes whose leases ran out, and
+//! wakes the workers when another node queues work (it sleeps on the store's notifications).
 
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
@@ -125,6 +129,54 @@ impl Queue {
             return 0;
         }
         self.workers_started.load(Ordering::SeqCst) - self.workers_alive.load(Ordering::SeqCst)
+    }
+
+    /// Starts the coordinator: heartbeat and lease renewal every third of a lease, expired
+    /// leases queued again, workers woken when another node queues a job. It ends after
+    /// [`Queue::stop_claiming`] (within a third of a lease; nothing waits for it).
+    pub fn start_coordinator(self: &Arc<Self>) -> JoinHandle<()> {
+        let queue = Arc::clone(self);
+        std::thread::Builder::new()
+            .name("coordinator".into())
+            .spawn(move || queue.coordinate())
+            .expect("spawning the coordinator thread")
+    }
+
+    fn coordinate(&self) {
+        let tick = (self.store.lease() / 3).max(Duration::from_millis(100));
+        let mut beat: Option<Instant> = None;
+        while !self.is_stopping() {
+            if beat.is_none_or(|b| b.elapsed() >= tick) {
+                beat = Some(Instant::now());
+                if let Err(e) = self.store.heartbeat() {
+                    tracing::error!(error = %e, "heartbeat failed; running jobs may be taken over");
+                }
+                match self.store.requeue_expired() {
+                    Ok((requeued, failed)) => {
+                        if requeued > 0 {
+                            tracing::warn!(requeued, "jobs of a silent node were queued again");
+                            self.notify();
+                        }
+                        if failed > 0 {
+                            tracing::error!(
+                                failed,
+                                "jobs interrupted twice while processing were not retried"
+                            );
+                        }
+                    }
+                    Err(e) => tracing::error!(error = %e, "cannot check leases"),
+                }
+            }
+            let left = tick.saturating_sub(beat.map_or(Duration::ZERO, |b| b.elapsed()));
+            match self.store.wait_for_queued(left) {
+                Ok(true) => self.notify(),
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot listen for queued jobs");
+                    std::thread::sleep(left);
+                }
+            }
+        }
     }
 
     /// Starts `n` workers.
@@ -301,6 +353,9 @@ impl Queue {
         }
         for w in workers.into_iter().filter(|w| w.is_finished()) {
             let _ = w.join();
+        }
+        if let Err(e) = self.store.leave() {
+            tracing::warn!(error = %e, "cannot remove this node from the nodes table");
         }
         unfinished
     }

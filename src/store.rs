@@ -1,15 +1,23 @@
-//! SQLite storage: jobs, transcript segments, speaker turns and tombstones of deleted jobs.
-//! The queue is a query here.
+//! Job storage: jobs, transcript segments, speaker turns, tombstones of deleted jobs and the
+//! nodes that share the queue. The queue is a query here.
 //!
-//! One writer connection behind a mutex plus a small pool of read connections (WAL), so API
-//! reads never wait behind a worker's writes.
+//! Two backends behind one API, chosen by `DATABASE_URL`: SQLite (embedded, the default) and
+//! PostgreSQL (several nodes share one queue). Every query is written once against
+//! [`db::Conn`]; the schema of both lives in `migrations`. A running job holds a lease that its
+//! node's heartbeat renews; a job whose lease ran out (its node died) is queued again.
+
+mod db;
+mod migrations;
+mod pg;
+mod sqlite;
 
 use std::collections::BTreeMap;
-use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, RwLock};
+use std::time::Duration;
 
-use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};
+use db::{Conn, Row, params};
 
 use crate::model::{Analysis, Job, Segment, Source, SpeakerHints, SpeakerTurn, Status, Transcript};
 
@@ -18,6 +26,10 @@ use crate::model::{Analysis, Job, Segment, Source, SpeakerHints, SpeakerTurn, St
 pub enum StoreError {
     #[error("database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    #[error("database error: {0}")]
+    Postgres(#[from] postgres::Error),
+    #[error("database error: unexpected value: {0}")]
+    Decode(String),
     #[error("job {0} not found")]
     NotFound(i64),
     #[error("{0}")]
@@ -94,153 +106,55 @@ pub enum Cancelled {
     Running(Job),
 }
 
+/// A process sharing the store, as `/api/status` shows it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Node {
+    pub id: String,
+    pub hostname: String,
+    pub pid: u32,
+    /// `serve`, `serve --no-workers` or `worker`.
+    pub role: String,
+    pub workers: u32,
+    pub started_at: String,
+    /// Seconds since its last heartbeat.
+    pub heartbeat_age_s: f64,
+    /// Whether this is the node asking.
+    pub current: bool,
+}
+
 /// Message of a job left `processing` by two crashes in a row.
 pub const INTERRUPTED_TWICE: &str = "interrupted twice while processing; not retried";
 
-/// Read connections besides the writer (file databases only).
-const READERS: usize = 4;
+/// How long a claimed job stays leased without a heartbeat, unless set with [`Store::set_lease`].
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(60);
 
-/// The SQLite-backed store.
-pub struct Store {
-    writer: Mutex<Connection>,
-    /// Empty for an in-memory database, whose reads go through the writer.
-    readers: Vec<Mutex<Connection>>,
-    next_reader: AtomicUsize,
+/// Nodes silent this many leases are dropped from the nodes table.
+const STALE_NODE_LEASES: u64 = 10;
+
+enum Backend {
+    Sqlite(sqlite::Sqlite),
+    Postgres(Box<pg::Postgres>),
 }
 
-const MIGRATIONS: &[&str] = &[
-    // v1: UUID ids.
-    "CREATE TABLE jobs (
-        id TEXT PRIMARY KEY,
-        audio_path TEXT NOT NULL,
-        original_filename TEXT,
-        sha256 TEXT NOT NULL,
-        source TEXT NOT NULL,
-        status TEXT NOT NULL,
-        error_message TEXT,
-        conversation_type TEXT,
-        summary TEXT,
-        keypoints TEXT,
-        language TEXT,
-        language_probability REAL,
-        clean_transcript TEXT,
-        transcript TEXT,
-        duration_s REAL,
-        progress REAL,
-        num_speakers INTEGER,
-        min_speakers INTEGER,
-        max_speakers INTEGER,
-        run_stage TEXT NOT NULL DEFAULT 'all',
-        queued_seq INTEGER,
-        created_at TEXT NOT NULL,
-        updated_at TEXT NOT NULL,
-        started_at TEXT,
-        finished_at TEXT
-    );
-    CREATE INDEX jobs_created ON jobs(created_at DESC);
-    CREATE INDEX jobs_status ON jobs(status, queued_seq);
-    CREATE INDEX jobs_sha ON jobs(sha256);
-    CREATE INDEX jobs_audio ON jobs(audio_path);
-    CREATE TABLE segments (
-        job_id TEXT NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
-        idx INTEGER NOT NULL,
-        start_s REAL NOT NULL,
-        end_s REAL NOT NULL,
-        speaker TEXT,
-        text TEXT NOT NULL,
-        words TEXT,
-        PRIMARY KEY (job_id, idx)
-    );
-    CREATE TABLE speaker_turns (
-        job_id TEXT NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
-        idx INTEGER NOT NULL,
-        start_s REAL NOT NULL,
-        end_s REAL NOT NULL,
-        speaker TEXT NOT NULL,
-        PRIMARY KEY (job_id, idx)
-    );",
-    // v2: integer ids in creation order (never reused), the UUID kept as `uuid`; one job per
-    // audio path (a later duplicate, which only the old watcher race could make, keeps its row
-    // with `#<uuid>` appended to the path); run attempts; tombstones of deleted jobs.
-    "CREATE TABLE jobs_v2 (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        uuid TEXT NOT NULL UNIQUE,
-        audio_path TEXT NOT NULL UNIQUE,
-        original_filename TEXT,
-        sha256 TEXT NOT NULL,
-        source TEXT NOT NULL,
-        status TEXT NOT NULL,
-        error_message TEXT,
-        conversation_type TEXT,
-        summary TEXT,
-        keypoints TEXT,
-        language TEXT,
-        language_probability REAL,
-        clean_transcript TEXT,
-        transcript TEXT,
-        duration_s REAL,
-        progress REAL,
-        num_speakers INTEGER,
-        min_speakers INTEGER,
-        max_speakers INTEGER,
-        run_stage TEXT NOT NULL DEFAULT 'all',
-        queued_seq INTEGER,
-        attempts INTEGER NOT NULL DEFAULT 0,
-        created_at TEXT NOT NULL,
-        updated_at TEXT NOT NULL,
-        started_at TEXT,
-        finished_at TEXT
-    );
-    INSERT INTO jobs_v2 (uuid, audio_path, original_filename, sha256, source, status, error_message,
-        conversation_type, summary, keypoints, language, language_probability, clean_transcript,
-        transcript, duration_s, progress, num_speakers, min_speakers, max_speakers, run_stage,
-        queued_seq, created_at, updated_at, started_at, finished_at)
-    SELECT j.id,
-        CASE WHEN j.rowid = (SELECT MIN(o.rowid) FROM jobs o WHERE o.audio_path = j.audio_path)
-            THEN j.audio_path ELSE j.audio_path || '#' || j.id END,
-        j.original_filename, j.sha256, j.source, j.status, j.error_message, j.conversation_type,
-        j.summary, j.keypoints, j.language, j.language_probability, j.clean_transcript, j.transcript,
-        j.duration_s, j.progress, j.num_speakers, j.min_speakers, j.max_speakers, j.run_stage,
-        j.queued_seq, j.created_at, j.updated_at, j.started_at, j.finished_at
-    FROM jobs j ORDER BY j.created_at, j.rowid;
-    CREATE TABLE segments_v2 (
-        job_id INTEGER NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
-        idx INTEGER NOT NULL,
-        start_s REAL NOT NULL,
-        end_s REAL NOT NULL,
-        speaker TEXT,
-        text TEXT NOT NULL,
-        words TEXT,
-        PRIMARY KEY (job_id, idx)
-    );
-    INSERT INTO segments_v2 SELECT n.id, s.idx, s.start_s, s.end_s, s.speaker, s.text, s.words
-        FROM segments s JOIN jobs_v2 n ON n.uuid = s.job_id;
-    CREATE TABLE speaker_turns_v2 (
-        job_id INTEGER NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
-        idx INTEGER NOT NULL,
-        start_s REAL NOT NULL,
-        end_s REAL NOT NULL,
-        speaker TEXT NOT NULL,
-        PRIMARY KEY (job_id, idx)
-    );
-    INSERT INTO speaker_turns_v2 SELECT n.id, t.idx, t.start_s, t.end_s, t.speaker
-        FROM speaker_turns t JOIN jobs_v2 n ON n.uuid = t.job_id;
-    DROP TABLE segments;
-    DROP TABLE speaker_turns;
-    DROP TABLE jobs;
-    ALTER TABLE jobs_v2 RENAME TO jobs;
-    ALTER TABLE segments_v2 RENAME TO segments;
-    ALTER TABLE speaker_turns_v2 RENAME TO speaker_turns;
-    CREATE INDEX jobs_created ON jobs(created_at DESC);
-    CREATE INDEX jobs_status ON jobs(status, queued_seq);
-    CREATE INDEX jobs_sha ON jobs(sha256);
-    CREATE TABLE tombstones (
-        audio_path TEXT NOT NULL,
-        sha256 TEXT NOT NULL,
-        deleted_at TEXT NOT NULL,
-        PRIMARY KEY (audio_path, sha256)
-    );",
-];
+/// This process as a node: a fresh id per start, and where it runs (to tell a dead local
+/// predecessor at start-up).
+struct NodeSelf {
+    id: String,
+    hostname: String,
+    pid: u32,
+    /// Role and worker count once registered.
+    registered: Mutex<Option<(String, u32)>>,
+}
+
+/// The job store.
+pub struct Store {
+    backend: Backend,
+    node: NodeSelf,
+    lease_ms: AtomicU64,
+    /// `UPLOAD_FOLDER` as configured and made absolute, once set: stored audio paths under it
+    /// are relative to it.
+    upload_folder: RwLock<Option<(PathBuf, PathBuf)>>,
+}
 
 const JOB_COLUMNS: &str = "id, audio_path, original_filename, sha256, source, status, error_message, \
     conversation_type, summary, keypoints, language, language_probability, clean_transcript, transcript, \
@@ -256,101 +170,117 @@ pub fn now() -> String {
     t.format(&fmt).unwrap_or_default()
 }
 
-fn lock(m: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
-    // A panic while holding the lock leaves SQLite consistent (transactions roll back).
-    m.lock().unwrap_or_else(|p| p.into_inner())
+/// `url` without its password, for messages and logs.
+pub fn redact_url(url: &str) -> String {
+    pg::redact(url)
 }
 
 impl Store {
-    /// Opens (creating if needed) the database at `path` and migrates it.
+    /// Opens the database `DATABASE_URL` names: `postgres://…` or a SQLite URL or path.
+    pub fn connect(url: &str) -> Result<Self> {
+        if crate::config::is_postgres_url(url) {
+            return Ok(Self::new(Backend::Postgres(Box::new(pg::Postgres::open(url)?))));
+        }
+        let path = crate::config::database_path(url)
+            .map_err(|e| StoreError::Open { path: url.to_owned(), message: e.to_string() })?;
+        Self::open(&path)
+    }
+
+    /// Opens (creating if needed) the SQLite database at `path` and migrates it.
     pub fn open(path: &Path) -> Result<Self> {
-        let fail = |message: String| StoreError::Open { path: path.display().to_string(), message };
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| fail(e.to_string()))?;
-        }
-        let writer = Connection::open(path).map_err(|e| fail(e.to_string()))?;
-        let mut store = Self::init(writer)?;
-        for _ in 0..READERS {
-            let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-            let reader = Connection::open_with_flags(path, flags).map_err(|e| fail(e.to_string()))?;
-            reader.busy_timeout(std::time::Duration::from_secs(10))?;
-            store.readers.push(Mutex::new(reader));
-        }
-        Ok(store)
+        Ok(Self::new(Backend::Sqlite(sqlite::Sqlite::open(path)?)))
     }
 
-    /// An in-memory store, for tests.
+    /// An in-memory SQLite store, for tests.
     pub fn in_memory() -> Result<Self> {
-        Self::init(Connection::open_in_memory()?)
+        Ok(Self::new(Backend::Sqlite(sqlite::Sqlite::in_memory()?)))
     }
 
-    fn init(conn: Connection) -> Result<Self> {
-        conn.busy_timeout(std::time::Duration::from_secs(10))?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "NORMAL")?;
-        // Off while tables are rebuilt (the pragma is a no-op inside a transaction).
-        conn.pragma_update(None, "foreign_keys", "OFF")?;
-        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
-        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
-            let tx = conn.unchecked_transaction()?;
-            tx.execute_batch(sql)?;
-            tx.pragma_update(None, "user_version", (i + 1) as i64)?;
-            tx.commit()?;
+    fn new(backend: Backend) -> Self {
+        let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_owned())
+            .unwrap_or_else(|_| "localhost".into());
+        let node = NodeSelf {
+            id: uuid::Uuid::new_v4().to_string(),
+            hostname,
+            pid: std::process::id(),
+            registered: Mutex::new(None),
+        };
+        Self {
+            backend,
+            node,
+            lease_ms: AtomicU64::new(DEFAULT_LEASE.as_millis() as u64),
+            upload_folder: RwLock::new(None),
         }
-        conn.pragma_update(None, "foreign_keys", "ON")?;
-        Ok(Self { writer: Mutex::new(conn), readers: Vec::new(), next_reader: AtomicUsize::new(0) })
     }
 
-    fn writer(&self) -> MutexGuard<'_, Connection> {
-        lock(&self.writer)
-    }
-
-    /// A read connection: a free one from the pool, else the next in turn.
-    fn reader(&self) -> MutexGuard<'_, Connection> {
-        if self.readers.is_empty() {
-            return self.writer();
+    /// Runs `f` in one transaction.
+    fn write<T>(&self, f: impl FnOnce(&mut dyn Conn) -> Result<T>) -> Result<T> {
+        match &self.backend {
+            Backend::Sqlite(db) => db.write(f),
+            Backend::Postgres(db) => db.write(f),
         }
-        let start = self.next_reader.fetch_add(1, Ordering::Relaxed);
-        let n = self.readers.len();
-        for i in 0..n {
-            if let Ok(guard) = self.readers[(start + i) % n].try_lock() {
-                return guard;
-            }
-        }
-        lock(&self.readers[start % n])
     }
 
-    /// Inserts a job in status `uploaded`; `None` if a job for this audio path already exists.
+    /// Runs `f` on a read connection.
+    fn read<T>(&self, f: impl FnOnce(&mut dyn Conn) -> Result<T>) -> Result<T> {
+        match &self.backend {
+            Backend::Sqlite(db) => db.read(f),
+            Backend::Postgres(db) => db.read(f),
+        }
+    }
+
+    /// This node's id (fresh per process).
+    pub fn node_id(&self) -> &str {
+        &self.node.id
+    }
+
+    /// Sets how long a claimed job stays leased without a heartbeat.
+    pub fn set_lease(&self, lease: Duration) {
+        self.lease_ms.store(lease.as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// The lease of claimed jobs.
+    pub fn lease(&self) -> Duration {
+        Duration::from_millis(self.lease_ms.load(Ordering::Relaxed))
+    }
+
+    fn lease_ms(&self) -> i64 {
+        self.lease_ms.load(Ordering::Relaxed) as i64
+    }
+
+    /// Inserts a job in status `uploaded`; `None` if a job for this audio path already exists
+    /// (on a shared folder another node may have registered it first).
     pub fn insert_job(&self, new: &NewJob) -> Result<Option<Job>> {
         let ts = now();
-        let id: Option<i64> = self
-            .writer()
-            .query_row(
-                "INSERT INTO jobs (uuid, audio_path, original_filename, sha256, source, status, num_speakers,
-                    min_speakers, max_speakers, created_at, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, 'uploaded', ?6, ?7, ?8, ?9, ?9)
-                 ON CONFLICT (audio_path) DO NOTHING RETURNING id",
+        self.write(|c| {
+            c.query_opt(
+                &format!(
+                    "INSERT INTO jobs (uuid, audio_path, original_filename, sha256, source, status, num_speakers,
+                        min_speakers, max_speakers, created_at, updated_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, 'uploaded', ?6, ?7, ?8, ?9, ?9)
+                     ON CONFLICT (audio_path) DO NOTHING RETURNING {JOB_COLUMNS}"
+                ),
                 params![
-                    new.uuid,
-                    new.audio_path,
-                    new.original_filename,
-                    new.sha256,
+                    &new.uuid,
+                    self.stored_path(&new.audio_path),
+                    &new.original_filename,
+                    &new.sha256,
                     new.source.as_str(),
                     new.speakers.num_speakers.map(|n| n as i64),
                     new.speakers.min_speakers.map(|n| n as i64),
                     new.speakers.max_speakers.map(|n| n as i64),
                     ts
                 ],
-                |r| r.get(0),
-            )
-            .optional()?;
-        id.map(|id| self.job(id)).transpose()
+            )?
+            .map(|r| self.job_from_row(&r))
+            .transpose()
+        })
     }
 
     /// The job with `id`, or `NotFound`.
     pub fn job(&self, id: i64) -> Result<Job> {
-        let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1");
-        self.reader().query_row(&sql, [id], job_from_row).optional()?.ok_or(StoreError::NotFound(id))
+        self.read(|c| self.job_in(c, id))
     }
 
     /// A job whose audio has this SHA-256, if any.
@@ -360,171 +290,222 @@ impl Store {
 
     /// The job stored for this audio path, if any.
     pub fn job_by_audio_path(&self, path: &str) -> Result<Option<Job>> {
-        self.find_one("audio_path = ?1", path)
+        self.find_one("audio_path = ?1", &self.stored_path(path))
     }
 
     fn find_one(&self, cond: &str, arg: &str) -> Result<Option<Job>> {
         let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE {cond} LIMIT 1");
-        Ok(self.reader().query_row(&sql, [arg], job_from_row).optional()?)
+        self.read(|c| c.query_opt(&sql, params![arg])?.map(|r| self.job_from_row(&r)).transpose())
     }
 
     /// Whether a job for this path and content was deleted with its audio left in place.
     pub fn is_tombstoned(&self, audio_path: &str, sha256: &str) -> Result<bool> {
-        Ok(self
-            .reader()
-            .query_row(
+        self.read(|c| {
+            Ok(c.query_opt(
                 "SELECT 1 FROM tombstones WHERE audio_path = ?1 AND sha256 = ?2",
-                [audio_path, sha256],
-                |_| Ok(()),
-            )
-            .optional()?
+                params![self.stored_path(audio_path), sha256],
+            )?
             .is_some())
+        })
     }
 
     /// Jobs newest first, with the total count matching the filter.
     pub fn list_jobs(&self, q: &JobQuery) -> Result<(Vec<Job>, u64)> {
-        let conn = self.reader();
-        let (cond, status) = match q.status {
-            Some(s) => ("WHERE status = ?1", s.as_str()),
-            None => ("WHERE ?1 = ?1", ""),
+        let limit = q.limit.map_or(i64::MAX, i64::from);
+        let (cond, filter) = match q.status {
+            Some(s) => ("WHERE status = ?3", Some(s.as_str())),
+            None => ("", None),
         };
-        let total: u64 =
-            conn.query_row(&format!("SELECT COUNT(*) FROM jobs {cond}"), [status], |r| r.get(0))?;
-        let limit = q.limit.map_or(-1, i64::from);
         let sql = format!(
-            "SELECT {JOB_COLUMNS} FROM jobs {cond} ORDER BY created_at DESC, id DESC LIMIT ?2 OFFSET ?3"
+            "SELECT {JOB_COLUMNS} FROM jobs {cond} ORDER BY created_at DESC, id DESC LIMIT ?1 OFFSET ?2"
         );
-        let mut stmt = conn.prepare_cached(&sql)?;
-        let jobs = stmt
-            .query_map(params![status, limit, q.offset], job_from_row)?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
-        Ok((jobs, total))
+        let count = format!("SELECT COUNT(*) FROM jobs {}", cond.replace("?3", "?1"));
+        self.read(|c| {
+            let (total, rows) = match filter {
+                Some(s) => (c.query_one(&count, params![s])?, c.query(&sql, params![limit, q.offset, s])?),
+                None => (c.query_one(&count, &[])?, c.query(&sql, params![limit, q.offset])?),
+            };
+            let jobs = rows.iter().map(|r| self.job_from_row(r)).collect::<Result<Vec<_>>>()?;
+            Ok((jobs, total.int(0)? as u64))
+        })
     }
 
     /// Applies user edits and returns the updated job.
     pub fn patch_job(&self, id: i64, patch: &JobPatch) -> Result<Job> {
         let keypoints = patch.keypoints.as_ref().map(|k| serde_json::to_string(k).unwrap_or_default());
-        let n = self.writer().execute(
-            "UPDATE jobs SET conversation_type = COALESCE(?2, conversation_type),
-                summary = COALESCE(?3, summary), keypoints = COALESCE(?4, keypoints),
-                language = COALESCE(?5, language), clean_transcript = COALESCE(?6, clean_transcript),
-                updated_at = ?7 WHERE id = ?1",
-            params![
-                id,
-                patch.conversation_type,
-                patch.summary,
-                keypoints,
-                patch.language,
-                patch.clean_transcript,
-                now()
-            ],
-        )?;
-        if n == 0 {
-            return Err(StoreError::NotFound(id));
-        }
-        self.job(id)
+        self.write(|c| {
+            let n = c.execute(
+                "UPDATE jobs SET conversation_type = COALESCE(?2, conversation_type),
+                    summary = COALESCE(?3, summary), keypoints = COALESCE(?4, keypoints),
+                    language = COALESCE(?5, language), clean_transcript = COALESCE(?6, clean_transcript),
+                    updated_at = ?7 WHERE id = ?1",
+                params![
+                    id,
+                    &patch.conversation_type,
+                    &patch.summary,
+                    keypoints,
+                    &patch.language,
+                    &patch.clean_transcript,
+                    now()
+                ],
+            )?;
+            if n == 0 {
+                return Err(StoreError::NotFound(id));
+            }
+            self.job_in(c, id)
+        })
     }
 
     /// Queues a job for `stage` with a fresh attempt count; a job already queued or processing
-    /// is a conflict.
+    /// is a conflict. Every node is told (PostgreSQL `NOTIFY`).
     pub fn enqueue(&self, id: i64, stage: RunStage) -> Result<Job> {
-        let n = self.writer().execute(
-            "UPDATE jobs SET status = 'queued', run_stage = ?2, error_message = NULL, progress = NULL,
-                attempts = 0, queued_seq = (SELECT COALESCE(MAX(queued_seq), 0) + 1 FROM jobs),
-                updated_at = ?3
-             WHERE id = ?1 AND status NOT IN ('queued', 'processing')",
-            params![id, stage.as_str(), now()],
-        )?;
-        if n == 0 {
-            let job = self.job(id)?;
-            return Err(StoreError::Conflict(format!("job {id} is already {}", job.status.as_str())));
-        }
-        self.job(id)
+        self.write(|c| {
+            let n = c.execute(
+                "UPDATE jobs SET status = 'queued', run_stage = ?2, error_message = NULL, progress = NULL,
+                    attempts = 0, queued_seq = (SELECT COALESCE(MAX(queued_seq), 0) + 1 FROM jobs),
+                    lease_owner = NULL, lease_expires_ms = NULL, updated_at = ?3
+                 WHERE id = ?1 AND status NOT IN ('queued', 'processing')",
+                params![id, stage.as_str(), now()],
+            )?;
+            let job = self.job_in(c, id)?;
+            if n == 0 {
+                return Err(StoreError::Conflict(format!("job {id} is already {}", job.status.as_str())));
+            }
+            c.notify_queued()?;
+            Ok(job)
+        })
     }
 
-    /// Takes the oldest queued job, marks it `processing` and counts the attempt.
+    /// Takes the oldest queued job (skipping rows other nodes are claiming), marks it
+    /// `processing` leased to this node, and counts the attempt.
     pub fn claim_next_job(&self) -> Result<Option<(Job, RunStage)>> {
-        let claimed: Option<(i64, String)> = self
-            .writer()
-            .query_row(
-                "UPDATE jobs SET status = 'processing', started_at = ?1, finished_at = NULL, progress = 0,
-                    attempts = attempts + 1, updated_at = ?1
-                 WHERE id = (SELECT id FROM jobs WHERE status = 'queued' ORDER BY queued_seq LIMIT 1)
-                 RETURNING id, run_stage",
-                [now()],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()?;
-        let Some((id, stage)) = claimed else { return Ok(None) };
-        let stage = if stage == "analyze" { RunStage::Analyze } else { RunStage::All };
-        Ok(Some((self.job(id)?, stage)))
+        let sql = format!(
+            "UPDATE jobs SET status = 'processing', started_at = ?1, finished_at = NULL, progress = 0,
+                attempts = attempts + 1, updated_at = ?1, lease_owner = ?2,
+                lease_expires_ms = {{now_ms}} + ?3
+             WHERE id = (SELECT id FROM jobs WHERE status = 'queued' ORDER BY queued_seq, id LIMIT 1
+                {{skip_locked}})
+             RETURNING {JOB_COLUMNS}, run_stage"
+        );
+        self.write(|c| {
+            let Some(row) = c.query_opt(&sql, params![now(), &self.node.id, self.lease_ms()])? else {
+                return Ok(None);
+            };
+            let stage = if row.text(25)? == "analyze" { RunStage::Analyze } else { RunStage::All };
+            Ok(Some((self.job_from_row(&row)?, stage)))
+        })
     }
 
-    /// After a crash: jobs left `processing` go back to the queue, except those already started
-    /// twice, which end in `error` ([`INTERRUPTED_TWICE`]) so a job that kills the process cannot
-    /// loop forever. Returns (requeued, failed).
+    /// At start-up: running jobs whose node is gone go back to the queue — those whose lease
+    /// ran out, and those of an earlier process on this host that no longer runs (a restart
+    /// after a crash need not wait for the lease). See [`Store::requeue_expired`].
     pub fn requeue_interrupted(&self) -> Result<(usize, usize)> {
-        let mut conn = self.writer();
-        let tx = conn.transaction()?;
+        let nodes = self.read(|c| {
+            c.query(
+                "SELECT id, pid FROM nodes WHERE hostname = ?1 AND id <> ?2",
+                params![&self.node.hostname, &self.node.id],
+            )
+        })?;
+        let mut dead = Vec::new();
+        for row in nodes {
+            let pid = row.int(1)?;
+            // One node per process: a node with our pid is an earlier process (a container's pid 1).
+            if pid == i64::from(self.node.pid) || !Path::new(&format!("/proc/{pid}")).exists() {
+                dead.push(row.text(0)?);
+            }
+        }
+        self.write(|c| {
+            for id in &dead {
+                c.execute(
+                    "UPDATE jobs SET lease_expires_ms = NULL WHERE lease_owner = ?1 AND status = 'processing'",
+                    params![id],
+                )?;
+                c.execute("DELETE FROM nodes WHERE id = ?1", params![id])?;
+            }
+            Ok(())
+        })?;
+        self.requeue_expired()
+    }
+
+    /// Jobs left `processing` with an expired lease (their node died or lost the database) go
+    /// back to the queue, except those already started twice, which end in `error`
+    /// ([`INTERRUPTED_TWICE`]) so a job that kills its process cannot loop forever. Returns
+    /// (requeued, failed).
+    pub fn requeue_expired(&self) -> Result<(usize, usize)> {
+        let expired = "status = 'processing' AND (lease_expires_ms IS NULL OR lease_expires_ms <= {now_ms})";
         let ts = now();
-        let failed = tx.execute(
-            "UPDATE jobs SET status = 'error', error_message = ?2, progress = NULL, finished_at = ?1,
-                updated_at = ?1
-             WHERE status = 'processing' AND attempts >= 2",
-            params![ts, INTERRUPTED_TWICE],
-        )?;
-        let requeued = tx.execute(
-            "UPDATE jobs SET status = 'queued', progress = NULL, updated_at = ?1 WHERE status = 'processing'",
-            [&ts],
-        )?;
-        tx.commit()?;
-        Ok((requeued, failed))
+        self.write(|c| {
+            let failed = c.execute(
+                &format!(
+                    "UPDATE jobs SET status = 'error', error_message = ?2, progress = NULL, finished_at = ?1,
+                        updated_at = ?1, lease_owner = NULL, lease_expires_ms = NULL
+                     WHERE {expired} AND attempts >= 2"
+                ),
+                params![&ts, INTERRUPTED_TWICE],
+            )?;
+            let requeued = c.execute(
+                &format!(
+                    "UPDATE jobs SET status = 'queued', progress = NULL, updated_at = ?1, lease_owner = NULL,
+                        lease_expires_ms = NULL
+                     WHERE {expired}"
+                ),
+                params![&ts],
+            )?;
+            if requeued > 0 {
+                c.notify_queued()?;
+            }
+            Ok((requeued as usize, failed as usize))
+        })
     }
 
     /// Puts one processing job back in the queue (shutdown grace period ran out). A deliberate
     /// stop is not a crash, so the attempt is not counted.
     pub fn requeue(&self, id: i64) -> Result<()> {
-        self.writer().execute(
-            "UPDATE jobs SET status = 'queued', progress = NULL, attempts = MAX(attempts - 1, 0),
-                updated_at = ?2
-             WHERE id = ?1 AND status = 'processing'",
-            params![id, now()],
-        )?;
-        Ok(())
+        self.write(|c| {
+            c.execute(
+                "UPDATE jobs SET status = 'queued', progress = NULL,
+                    attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END,
+                    lease_owner = NULL, lease_expires_ms = NULL, updated_at = ?2
+                 WHERE id = ?1 AND status = 'processing'",
+                params![id, now()],
+            )?;
+            c.notify_queued()
+        })
     }
 
     /// Cancels a job: a queued one becomes `cancelled` here; a running one is reported so the
     /// caller can stop it; any other status is a conflict.
     pub fn cancel(&self, id: i64) -> Result<Cancelled> {
-        let n = self.writer().execute(
-            "UPDATE jobs SET status = 'cancelled', error_message = NULL, progress = NULL, finished_at = ?2,
-                updated_at = ?2
-             WHERE id = ?1 AND status = 'queued'",
-            params![id, now()],
-        )?;
-        let job = self.job(id)?;
-        match job.status {
-            _ if n == 1 => Ok(Cancelled::Dequeued(job)),
-            Status::Processing => Ok(Cancelled::Running(job)),
-            s => Err(StoreError::Conflict(format!("job {id} is {}; nothing to cancel", s.as_str()))),
-        }
+        self.write(|c| {
+            let n = c.execute(
+                "UPDATE jobs SET status = 'cancelled', error_message = NULL, progress = NULL, finished_at = ?2,
+                    updated_at = ?2
+                 WHERE id = ?1 AND status = 'queued'",
+                params![id, now()],
+            )?;
+            let job = self.job_in(c, id)?;
+            match job.status {
+                _ if n == 1 => Ok(Cancelled::Dequeued(job)),
+                Status::Processing => Ok(Cancelled::Running(job)),
+                s => Err(StoreError::Conflict(format!("job {id} is {}; nothing to cancel", s.as_str()))),
+            }
+        })
     }
 
     /// Number of queued jobs.
     pub fn queue_depth(&self) -> Result<u64> {
-        Ok(self.reader().query_row("SELECT COUNT(*) FROM jobs WHERE status = 'queued'", [], |r| r.get(0))?)
+        self.read(|c| {
+            Ok(c.query_one("SELECT COUNT(*) FROM jobs WHERE status = 'queued'", &[])?.int(0)? as u64)
+        })
     }
 
     /// Job counts per status (every status present, zero included).
     pub fn counts_by_status(&self) -> Result<BTreeMap<&'static str, u64>> {
         let mut out: BTreeMap<&'static str, u64> = Status::ALL.iter().map(|s| (s.as_str(), 0)).collect();
-        let conn = self.reader();
-        let mut stmt = conn.prepare_cached("SELECT status, COUNT(*) FROM jobs GROUP BY status")?;
-        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, u64>(1)?)))?;
+        let rows = self.read(|c| c.query("SELECT status, COUNT(*) FROM jobs GROUP BY status", &[]))?;
         for row in rows {
-            let (status, n) = row?;
-            if let Some(s) = Status::parse(&status) {
-                out.insert(s.as_str(), n);
+            if let Some(s) = Status::parse(&row.text(0)?) {
+                out.insert(s.as_str(), row.int(1)? as u64);
             }
         }
         Ok(out)
@@ -532,57 +513,54 @@ impl Store {
 
     /// Records progress (0–100) of a running job.
     pub fn set_progress(&self, id: i64, percent: f32) -> Result<()> {
-        self.writer().execute("UPDATE jobs SET progress = ?2 WHERE id = ?1", params![id, percent])?;
-        Ok(())
+        self.write(|c| {
+            c.execute("UPDATE jobs SET progress = ?2 WHERE id = ?1", params![id, percent]).map(drop)
+        })
     }
 
     /// Records the decoded duration.
     pub fn set_duration(&self, id: i64, duration_s: f64) -> Result<()> {
-        let n = self.writer().execute(
-            "UPDATE jobs SET duration_s = ?2, updated_at = ?3 WHERE id = ?1",
-            params![id, duration_s, now()],
-        )?;
-        if n == 0 { Err(StoreError::NotFound(id)) } else { Ok(()) }
+        self.write(|c| {
+            let n = c.execute(
+                "UPDATE jobs SET duration_s = ?2, updated_at = ?3 WHERE id = ?1",
+                params![id, duration_s, now()],
+            )?;
+            if n == 0 { Err(StoreError::NotFound(id)) } else { Ok(()) }
+        })
     }
 
     /// Stores the transcript (replacing earlier segments) and its language. A job deleted while
     /// it ran is `NotFound` (nothing is written).
     pub fn save_transcript(&self, id: i64, transcript: &Transcript) -> Result<()> {
-        let mut conn = self.writer();
-        let tx = conn.transaction()?;
-        let n = tx.execute(
-            "UPDATE jobs SET transcript = ?2, language = ?3, language_probability = ?4, updated_at = ?5
-             WHERE id = ?1",
-            params![id, transcript.text(), transcript.language, transcript.language_probability, now()],
-        )?;
-        if n == 0 {
-            return Err(StoreError::NotFound(id));
-        }
-        write_segments(&tx, id, &transcript.segments)?;
-        tx.commit()?;
-        Ok(())
+        self.write(|c| {
+            let n = c.execute(
+                "UPDATE jobs SET transcript = ?2, language = ?3, language_probability = ?4, updated_at = ?5
+                 WHERE id = ?1",
+                params![id, transcript.text(), &transcript.language, transcript.language_probability, now()],
+            )?;
+            if n == 0 {
+                return Err(StoreError::NotFound(id));
+            }
+            write_segments(c, id, &transcript.segments)
+        })
     }
 
     /// Stores speaker turns and the speaker-labelled segments.
     pub fn save_diarization(&self, id: i64, turns: &[SpeakerTurn], segments: &[Segment]) -> Result<()> {
-        let mut conn = self.writer();
-        let tx = conn.transaction()?;
-        let n = tx.execute("UPDATE jobs SET updated_at = ?2 WHERE id = ?1", params![id, now()])?;
-        if n == 0 {
-            return Err(StoreError::NotFound(id));
-        }
-        tx.execute("DELETE FROM speaker_turns WHERE job_id = ?1", [id])?;
-        {
-            let mut stmt = tx.prepare_cached(
-                "INSERT INTO speaker_turns (job_id, idx, start_s, end_s, speaker) VALUES (?1, ?2, ?3, ?4, ?5)",
-            )?;
-            for (i, t) in turns.iter().enumerate() {
-                stmt.execute(params![id, i as i64, t.start_s, t.end_s, t.speaker])?;
+        self.write(|c| {
+            let n = c.execute("UPDATE jobs SET updated_at = ?2 WHERE id = ?1", params![id, now()])?;
+            if n == 0 {
+                return Err(StoreError::NotFound(id));
             }
-        }
-        write_segments(&tx, id, segments)?;
-        tx.commit()?;
-        Ok(())
+            c.execute("DELETE FROM speaker_turns WHERE job_id = ?1", params![id])?;
+            for (i, t) in turns.iter().enumerate() {
+                c.execute(
+                    "INSERT INTO speaker_turns (job_id, idx, start_s, end_s, speaker) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![id, i as i64, t.start_s, t.end_s, &t.speaker],
+                )?;
+            }
+            write_segments(c, id, segments)
+        })
     }
 
     /// Stores an analysis; `None` fields leave the stored value alone.
@@ -604,143 +582,356 @@ impl Store {
             Outcome::Error(m) => (Status::Error, Some(m.as_str())),
             Outcome::Cancelled => (Status::Cancelled, None),
         };
-        let n = self.writer().execute(
-            "UPDATE jobs SET status = ?2, error_message = ?3, progress = NULL, finished_at = ?4, updated_at = ?4
-             WHERE id = ?1",
-            params![id, status.as_str(), message, now()],
-        )?;
-        if n == 0 {
-            return Err(StoreError::NotFound(id));
-        }
-        self.job(id)
+        self.write(|c| {
+            let n = c.execute(
+                "UPDATE jobs SET status = ?2, error_message = ?3, progress = NULL, finished_at = ?4, updated_at = ?4,
+                    lease_owner = NULL, lease_expires_ms = NULL
+                 WHERE id = ?1",
+                params![id, status.as_str(), message, now()],
+            )?;
+            if n == 0 {
+                return Err(StoreError::NotFound(id));
+            }
+            self.job_in(c, id)
+        })
     }
 
     /// The job's transcript segments in order.
     pub fn segments(&self, id: i64) -> Result<Vec<Segment>> {
-        let conn = self.reader();
-        let mut stmt = conn.prepare_cached(
-            "SELECT start_s, end_s, speaker, text, words FROM segments WHERE job_id = ?1 ORDER BY idx",
-        )?;
-        let rows = stmt.query_map([id], |r| {
-            let words: Option<String> = r.get(4)?;
-            Ok(Segment {
-                start_s: r.get(0)?,
-                end_s: r.get(1)?,
-                speaker: r.get(2)?,
-                text: r.get(3)?,
-                words: words.and_then(|w| serde_json::from_str(&w).ok()).unwrap_or_default(),
-            })
+        let rows = self.read(|c| {
+            c.query(
+                "SELECT start_s, end_s, speaker, text, words FROM segments WHERE job_id = ?1 ORDER BY idx",
+                params![id],
+            )
         })?;
-        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        rows.iter()
+            .map(|r| {
+                Ok(Segment {
+                    start_s: r.real(0)?,
+                    end_s: r.real(1)?,
+                    speaker: r.opt_text(2)?,
+                    text: r.text(3)?,
+                    words: r.opt_text(4)?.and_then(|w| serde_json::from_str(&w).ok()).unwrap_or_default(),
+                })
+            })
+            .collect()
     }
 
     /// The job's speaker turns in time order.
     pub fn speaker_turns(&self, id: i64) -> Result<Vec<SpeakerTurn>> {
-        let conn = self.reader();
-        let mut stmt = conn.prepare_cached(
-            "SELECT start_s, end_s, speaker FROM speaker_turns WHERE job_id = ?1 ORDER BY idx",
-        )?;
-        let rows = stmt.query_map([id], |r| {
-            Ok(SpeakerTurn { start_s: r.get(0)?, end_s: r.get(1)?, speaker: r.get(2)? })
+        let rows = self.read(|c| {
+            c.query(
+                "SELECT start_s, end_s, speaker FROM speaker_turns WHERE job_id = ?1 ORDER BY idx",
+                params![id],
+            )
         })?;
-        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        rows.iter()
+            .map(|r| Ok(SpeakerTurn { start_s: r.real(0)?, end_s: r.real(1)?, speaker: r.text(2)? }))
+            .collect()
     }
 
     /// Deletes one job (its segments and turns go with it); returns the deleted row. With
     /// `files_kept` its audio stays on disk, so a tombstone keeps the folder scan from taking
     /// that same file (path and content) again.
     pub fn delete_job(&self, id: i64, files_kept: bool) -> Result<Job> {
-        let job = self.job(id)?;
-        let mut conn = self.writer();
-        let tx = conn.transaction()?;
-        tx.execute("DELETE FROM jobs WHERE id = ?1", [id])?;
-        if files_kept {
-            tombstone(&tx, &job)?;
-        }
-        tx.commit()?;
-        Ok(job)
+        self.write(|c| {
+            let job = self.job_in(c, id)?;
+            c.execute("DELETE FROM jobs WHERE id = ?1", params![id])?;
+            if files_kept {
+                tombstone(c, &self.stored_path(&job.audio_path), &job.sha256)?;
+            }
+            Ok(job)
+        })
     }
 
     /// Deletes every job; returns the deleted rows. `files_kept` as in [`Store::delete_job`].
     pub fn delete_all(&self, files_kept: bool) -> Result<Vec<Job>> {
-        let mut conn = self.writer();
-        let tx = conn.transaction()?;
-        let jobs = {
-            let mut stmt = tx.prepare(&format!("SELECT {JOB_COLUMNS} FROM jobs"))?;
-            stmt.query_map([], job_from_row)?.collect::<rusqlite::Result<Vec<_>>>()?
-        };
-        tx.execute("DELETE FROM jobs", [])?;
-        if files_kept {
-            for job in &jobs {
-                tombstone(&tx, job)?;
+        self.write(|c| {
+            let jobs = c
+                .query(&format!("SELECT {JOB_COLUMNS} FROM jobs"), &[])?
+                .iter()
+                .map(|r| self.job_from_row(r))
+                .collect::<Result<Vec<_>>>()?;
+            c.execute("DELETE FROM jobs", &[])?;
+            if files_kept {
+                for job in &jobs {
+                    tombstone(c, &self.stored_path(&job.audio_path), &job.sha256)?;
+                }
+            }
+            Ok(jobs)
+        })
+    }
+
+    /// Records this process as a node (`role`, `workers`) with a first heartbeat.
+    pub fn register_node(&self, role: &str, workers: u32) -> Result<()> {
+        *self.node.registered.lock().unwrap_or_else(|p| p.into_inner()) = Some((role.to_owned(), workers));
+        self.heartbeat()
+    }
+
+    /// Renews this node's heartbeat and the leases of the jobs it runs; forgets nodes silent
+    /// for many leases.
+    pub fn heartbeat(&self) -> Result<()> {
+        let registered = self.node.registered.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let lease = self.lease_ms();
+        self.write(|c| {
+            if let Some((role, workers)) = &registered {
+                c.execute(
+                    "INSERT INTO nodes (id, hostname, pid, role, workers, started_at, heartbeat_ms)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, {now_ms})
+                     ON CONFLICT (id) DO UPDATE SET heartbeat_ms = {now_ms}",
+                    params![&self.node.id, &self.node.hostname, self.node.pid, role, *workers, now()],
+                )?;
+            }
+            c.execute(
+                "UPDATE jobs SET lease_expires_ms = {now_ms} + ?2 WHERE lease_owner = ?1 AND status = 'processing'",
+                params![&self.node.id, lease],
+            )?;
+            let stale = lease.saturating_mul(STALE_NODE_LEASES as i64).max(60_000);
+            c.execute("DELETE FROM nodes WHERE heartbeat_ms < {now_ms} - ?1", params![stale])?;
+            Ok(())
+        })
+    }
+
+    /// Removes this node from the nodes table (a clean stop).
+    pub fn leave(&self) -> Result<()> {
+        // A heartbeat after this must not bring the row back.
+        *self.node.registered.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        self.write(|c| c.execute("DELETE FROM nodes WHERE id = ?1", params![&self.node.id]).map(drop))
+    }
+
+    /// The nodes sharing this store, oldest first.
+    pub fn nodes(&self) -> Result<Vec<Node>> {
+        let rows = self.read(|c| {
+            c.query(
+                "SELECT id, hostname, pid, role, workers, started_at, {now_ms} - heartbeat_ms FROM nodes
+                 ORDER BY started_at, id",
+                &[],
+            )
+        })?;
+        rows.iter()
+            .map(|r| {
+                let id = r.text(0)?;
+                Ok(Node {
+                    current: id == self.node.id,
+                    id,
+                    hostname: r.text(1)?,
+                    pid: r.int(2)? as u32,
+                    role: r.text(3)?,
+                    workers: r.int(4)? as u32,
+                    started_at: r.text(5)?,
+                    heartbeat_age_s: (r.int(6)?.max(0) as f64) / 1000.0,
+                })
+            })
+            .collect()
+    }
+
+    fn job_in(&self, c: &mut dyn Conn, id: i64) -> Result<Job> {
+        let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1");
+        c.query_opt(&sql, params![id])?
+            .map(|r| self.job_from_row(&r))
+            .transpose()?
+            .ok_or(StoreError::NotFound(id))
+    }
+
+    fn job_from_row(&self, r: &Row) -> Result<Job> {
+        job_from_row(r, self.resolved_path(r.text(1)?))
+    }
+
+    /// Stores audio paths relative to `dir` (`UPLOAD_FOLDER`) from now on, so nodes that mount
+    /// a shared folder at different places resolve them alike. The first time, rows stored
+    /// with paths under `dir` (as given or absolute) are rewritten; returns how many.
+    pub fn set_upload_folder(&self, dir: &Path) -> Result<usize> {
+        let absolute = std::path::absolute(dir).unwrap_or_else(|_| dir.to_owned());
+        *self.upload_folder.write().unwrap_or_else(|p| p.into_inner()) = Some((dir.to_owned(), absolute));
+        self.write(|c| {
+            if c.query_opt("SELECT 1 FROM settings WHERE key = 'audio_paths'", &[])?.is_some() {
+                return Ok(0);
+            }
+            let mut rewritten = 0;
+            for table in ["jobs", "tombstones"] {
+                for row in c.query(&format!("SELECT audio_path FROM {table}"), &[])? {
+                    let old = row.text(0)?;
+                    let new = self.stored_path(&old);
+                    if new != old {
+                        rewritten += c.execute(
+                            &format!(
+                                "UPDATE {table} SET audio_path = ?2 WHERE audio_path = ?1
+                                 AND NOT EXISTS (SELECT 1 FROM {table} t WHERE t.audio_path = ?2)"
+                            ),
+                            params![&old, new],
+                        )? as usize;
+                    }
+                }
+            }
+            c.execute("INSERT INTO settings (key, value) VALUES ('audio_paths', 'relative')", &[])?;
+            Ok(rewritten)
+        })
+    }
+
+    /// `path` as stored: relative to the upload folder when under it.
+    fn stored_path(&self, path: &str) -> String {
+        let folder = self.upload_folder.read().unwrap_or_else(|p| p.into_inner());
+        let Some((given, absolute)) = folder.as_ref() else { return path.to_owned() };
+        let path = Path::new(path);
+        match path.strip_prefix(given).or_else(|_| path.strip_prefix(absolute)) {
+            Ok(rel) if !rel.as_os_str().is_empty() => rel.to_string_lossy().into_owned(),
+            _ => path.to_string_lossy().into_owned(),
+        }
+    }
+
+    /// A stored path as this node reaches it.
+    fn resolved_path(&self, stored: String) -> String {
+        let folder = self.upload_folder.read().unwrap_or_else(|p| p.into_inner());
+        match folder.as_ref() {
+            Some((given, _)) if Path::new(&stored).is_relative() => {
+                given.join(stored).to_string_lossy().into_owned()
+            }
+            _ => stored,
+        }
+    }
+
+    /// Sleeps until a job may have been queued by another node (PostgreSQL `LISTEN`), or
+    /// `timeout`; true if woken. With SQLite (one node) it just waits out `timeout`.
+    pub fn wait_for_queued(&self, timeout: Duration) -> Result<bool> {
+        match &self.backend {
+            Backend::Postgres(db) => db.wait_for_queued(timeout),
+            Backend::Sqlite(_) => {
+                std::thread::sleep(timeout);
+                Ok(false)
             }
         }
-        tx.commit()?;
-        Ok(jobs)
     }
 }
 
-fn tombstone(tx: &rusqlite::Transaction<'_>, job: &Job) -> Result<()> {
-    tx.execute(
-        "INSERT OR IGNORE INTO tombstones (audio_path, sha256, deleted_at) VALUES (?1, ?2, ?3)",
-        params![job.audio_path, job.sha256, now()],
+/// For tests of the PostgreSQL backend (here and in `tests/`).
+#[doc(hidden)]
+pub mod test_support {
+    pub use super::pg::{ScratchDatabase, test_url as postgres_url};
+}
+
+fn tombstone(c: &mut dyn Conn, stored_path: &str, sha256: &str) -> Result<()> {
+    c.execute(
+        "INSERT INTO tombstones (audio_path, sha256, deleted_at) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
+        params![stored_path, sha256, now()],
     )?;
     Ok(())
 }
 
-fn write_segments(tx: &rusqlite::Transaction<'_>, id: i64, segments: &[Segment]) -> Result<()> {
-    tx.execute("DELETE FROM segments WHERE job_id = ?1", [id])?;
-    let mut stmt = tx.prepare_cached(
-        "INSERT INTO segments (job_id, idx, start_s, end_s, speaker, text, words)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-    )?;
+fn write_segments(c: &mut dyn Conn, id: i64, segments: &[Segment]) -> Result<()> {
+    c.execute("DELETE FROM segments WHERE job_id = ?1", params![id])?;
     for (i, s) in segments.iter().enumerate() {
         let words = (!s.words.is_empty()).then(|| serde_json::to_string(&s.words).unwrap_or_default());
-        stmt.execute(params![id, i as i64, s.start_s, s.end_s, s.speaker, s.text, words])?;
+        c.execute(
+            "INSERT INTO segments (job_id, idx, start_s, end_s, speaker, text, words)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![id, i as i64, s.start_s, s.end_s, &s.speaker, &s.text, words],
+        )?;
     }
     Ok(())
 }
 
-fn job_from_row(r: &Row<'_>) -> rusqlite::Result<Job> {
-    let source: String = r.get(4)?;
-    let status: String = r.get(5)?;
-    let keypoints: Option<String> = r.get(9)?;
-    let count =
-        |i: usize| -> rusqlite::Result<Option<usize>> { Ok(r.get::<_, Option<i64>>(i)?.map(|n| n as usize)) };
+fn job_from_row(r: &Row, audio_path: String) -> Result<Job> {
+    let count = |i: usize| -> Result<Option<usize>> { Ok(r.opt_int(i)?.map(|n| n as usize)) };
     Ok(Job {
-        id: r.get(0)?,
-        audio_path: r.get(1)?,
-        original_filename: r.get(2)?,
-        sha256: r.get(3)?,
-        source: if source == "watch" { Source::Watch } else { Source::Upload },
-        status: Status::parse(&status).unwrap_or(Status::Error),
-        error_message: r.get(6)?,
-        conversation_type: r.get(7)?,
-        summary: r.get(8)?,
-        keypoints: keypoints.and_then(|k| serde_json::from_str(&k).ok()),
-        language: r.get(10)?,
-        language_probability: r.get(11)?,
-        clean_transcript: r.get(12)?,
-        transcript: r.get(13)?,
-        duration_s: r.get(14)?,
-        progress: r.get(15)?,
+        id: r.int(0)?,
+        audio_path,
+        original_filename: r.opt_text(2)?,
+        sha256: r.text(3)?,
+        source: if r.text(4)? == "watch" { Source::Watch } else { Source::Upload },
+        status: Status::parse(&r.text(5)?).unwrap_or(Status::Error),
+        error_message: r.opt_text(6)?,
+        conversation_type: r.opt_text(7)?,
+        summary: r.opt_text(8)?,
+        keypoints: r.opt_text(9)?.and_then(|k| serde_json::from_str(&k).ok()),
+        language: r.opt_text(10)?,
+        language_probability: r.opt_real(11)?.map(|p| p as f32),
+        clean_transcript: r.opt_text(12)?,
+        transcript: r.opt_text(13)?,
+        duration_s: r.opt_real(14)?,
+        progress: r.opt_real(15)?.map(|p| p as f32),
         speakers: SpeakerHints {
             num_speakers: count(16)?,
             min_speakers: count(17)?,
             max_speakers: count(18)?,
         },
-        created_at: r.get(19)?,
-        updated_at: r.get(20)?,
-        started_at: r.get(21)?,
-        finished_at: r.get(22)?,
-        uuid: r.get(23)?,
-        attempts: r.get(24)?,
+        created_at: r.text(19)?,
+        updated_at: r.text(20)?,
+        started_at: r.opt_text(21)?,
+        finished_at: r.opt_text(22)?,
+        uuid: r.text(23)?,
+        attempts: r.int(24)? as u32,
     })
 }
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
+    use rusqlite::{Connection, params};
+
     use super::*;
+
+    /// A store on a fresh database of the backend under test, and how to open it again as
+    /// another node.
+    struct TestStore {
+        store: Store,
+        url: String,
+        _dir: Option<tempfile::TempDir>,
+        _scratch: Option<test_support::ScratchDatabase>,
+    }
+
+    impl TestStore {
+        fn sqlite() -> Self {
+            let dir = tempfile::tempdir().unwrap();
+            let url = dir.path().join("jobs.db").to_string_lossy().into_owned();
+            Self { store: Store::connect(&url).unwrap(), url, _dir: Some(dir), _scratch: None }
+        }
+
+        /// `None` when PostgreSQL tests are skipped on purpose.
+        fn postgres() -> Option<Self> {
+            let scratch = test_support::ScratchDatabase::create(&test_support::postgres_url()?).unwrap();
+            let url = scratch.url.clone();
+            Some(Self { store: Store::connect(&url).unwrap(), url, _dir: None, _scratch: Some(scratch) })
+        }
+
+        /// Another node on the same database.
+        fn another_node(&self) -> Store {
+            Store::connect(&self.url).unwrap()
+        }
+    }
+
+    impl std::ops::Deref for TestStore {
+        type Target = Store;
+        fn deref(&self) -> &Store {
+            &self.store
+        }
+    }
+
+    /// Each listed test runs once per backend: `on_sqlite::name` and `on_postgres::name`.
+    macro_rules! contract {
+        ($($name:ident),* $(,)?) => {
+            mod on_sqlite {
+                $( #[test] fn $name() { super::$name(super::TestStore::sqlite()) } )*
+            }
+            mod on_postgres {
+                $( #[test] fn $name() { if let Some(s) = super::TestStore::postgres() { super::$name(s) } } )*
+            }
+        };
+    }
+
+    contract!(
+        queue_claims_in_order_and_rejects_double_runs,
+        a_job_interrupted_twice_is_not_retried,
+        cancel_dequeues_or_reports_running,
+        results_survive_an_error_and_patches_merge,
+        list_is_newest_first_with_filters,
+        ids_are_never_reused_paths_are_unique_and_deletes_leave_tombstones,
+        a_dead_nodes_job_is_requeued_when_its_lease_runs_out,
+        a_restart_on_the_same_host_requeues_its_predecessors_jobs_at_once,
+        concurrent_claims_never_hand_out_a_job_twice,
+        nodes_are_listed_with_their_heartbeat,
+        audio_paths_are_stored_relative_to_the_upload_folder,
+    );
 
     fn new_job(name: &str, sha: &str) -> NewJob {
         NewJob {
@@ -757,9 +948,9 @@ mod tests {
         store.insert_job(&new_job(name, sha)).unwrap().unwrap().id
     }
 
-    #[test]
-    fn queue_claims_in_order_and_rejects_double_runs() {
-        let store = Store::in_memory().unwrap();
+    fn queue_claims_in_order_and_rejects_double_runs(store: TestStore) {
+        // Leases that end at once stand for a crashed node.
+        store.set_lease(Duration::ZERO);
         let [a, b, _c] = ["a", "b", "c"].map(|n| insert(&store, n, n));
         assert_eq!((a, b), (1, 2), "integer ids from 1");
         store.enqueue(b, RunStage::All).unwrap();
@@ -771,33 +962,30 @@ mod tests {
         let (job, stage) = store.claim_next_job().unwrap().unwrap();
         assert_eq!((job.id, stage), (a, RunStage::Analyze));
         assert!(store.claim_next_job().unwrap().is_none());
-        assert_eq!(store.requeue_interrupted().unwrap(), (2, 0));
+        assert_eq!(store.requeue_expired().unwrap(), (2, 0));
         assert_eq!(store.job(b).unwrap().status, Status::Queued);
     }
 
-    #[test]
-    fn a_job_interrupted_twice_is_not_retried() {
-        let store = Store::in_memory().unwrap();
+    fn a_job_interrupted_twice_is_not_retried(store: TestStore) {
+        store.set_lease(Duration::ZERO);
         let id = insert(&store, "a", "a");
         store.enqueue(id, RunStage::All).unwrap();
         store.claim_next_job().unwrap().unwrap();
-        assert_eq!(store.requeue_interrupted().unwrap(), (1, 0), "first crash: run again");
+        assert_eq!(store.requeue_expired().unwrap(), (1, 0), "first crash: run again");
         // A shutdown that ran out of grace is not a crash.
         store.claim_next_job().unwrap().unwrap();
         store.requeue(id).unwrap();
         assert_eq!(store.job(id).unwrap().attempts, 1);
         let (job, _) = store.claim_next_job().unwrap().unwrap();
         assert_eq!(job.attempts, 2);
-        assert_eq!(store.requeue_interrupted().unwrap(), (0, 1), "second crash: give up");
+        assert_eq!(store.requeue_expired().unwrap(), (0, 1), "second crash: give up");
         let job = store.job(id).unwrap();
         assert_eq!((job.status, job.error_message.as_deref()), (Status::Error, Some(INTERRUPTED_TWICE)));
         // A user's re-run starts counting afresh.
         assert_eq!(store.enqueue(id, RunStage::All).unwrap().attempts, 0);
     }
 
-    #[test]
-    fn cancel_dequeues_or_reports_running() {
-        let store = Store::in_memory().unwrap();
+    fn cancel_dequeues_or_reports_running(store: TestStore) {
         let [a, b] = ["a", "b"].map(|n| insert(&store, n, n));
         assert!(matches!(store.cancel(a), Err(StoreError::Conflict(_))), "uploaded: nothing to cancel");
         store.enqueue(a, RunStage::All).unwrap();
@@ -813,13 +1001,11 @@ mod tests {
         assert_eq!(store.enqueue(b, RunStage::All).unwrap().status, Status::Queued, "can run again");
     }
 
-    #[test]
-    fn results_survive_an_error_and_patches_merge() {
-        let store = Store::in_memory().unwrap();
+    fn results_survive_an_error_and_patches_merge(store: TestStore) {
         let j = insert(&store, "j", "x");
         let t = Transcript {
             language: Some("en".into()),
-            language_probability: Some(0.9),
+            language_probability: Some(0.5),
             segments: vec![Segment {
                 start_s: 0.0,
                 end_s: 1.5,
@@ -829,10 +1015,21 @@ mod tests {
             }],
         };
         store.save_transcript(j, &t).unwrap();
+        store.set_duration(j, 1.5).unwrap();
+        store.set_progress(j, 42.5).unwrap();
+        let job = store.job(j).unwrap();
+        assert_eq!(
+            (job.duration_s, job.progress, job.language_probability),
+            (Some(1.5), Some(42.5), Some(0.5))
+        );
         let job = store.finish(j, &Outcome::Error("analyze: backend down".into())).unwrap();
         assert_eq!(job.status, Status::Error);
         assert_eq!(job.transcript.as_deref(), Some("hello there"));
         assert_eq!(store.segments(j).unwrap(), t.segments);
+        let turns = [SpeakerTurn { start_s: 0.0, end_s: 1.0, speaker: "Speaker00".into() }];
+        let labelled = vec![Segment { speaker: Some("Speaker00".into()), ..t.segments[0].clone() }];
+        store.save_diarization(j, &turns, &labelled).unwrap();
+        assert_eq!((store.speaker_turns(j).unwrap(), store.segments(j).unwrap()), (turns.to_vec(), labelled));
         let patch = JobPatch { keypoints: Some(vec!["k1".into()]), ..Default::default() };
         let job = store.patch_job(j, &patch).unwrap();
         assert_eq!(job.keypoints, Some(vec!["k1".to_string()]));
@@ -842,38 +1039,155 @@ mod tests {
         // A job deleted while it runs: its results are refused cleanly, not a foreign-key error.
         store.delete_job(j, false).unwrap();
         assert!(matches!(store.save_transcript(j, &t), Err(StoreError::NotFound(_))));
-        let turns = [SpeakerTurn { start_s: 0.0, end_s: 1.0, speaker: "Speaker00".into() }];
         assert!(matches!(store.save_diarization(j, &turns, &t.segments), Err(StoreError::NotFound(_))));
         assert!(matches!(store.finish(j, &Outcome::Done), Err(StoreError::NotFound(_))));
     }
 
-    #[test]
-    fn list_is_newest_first_with_filters() {
-        let store = Store::in_memory().unwrap();
+    fn list_is_newest_first_with_filters(store: TestStore) {
         let ids: Vec<i64> = (0..5).map(|i| insert(&store, &format!("j{i}"), "s")).collect();
         store.enqueue(ids[1], RunStage::All).unwrap();
         let (jobs, total) = store.list_jobs(&JobQuery { limit: Some(2), ..Default::default() }).unwrap();
         assert_eq!(total, 5);
         assert_eq!(jobs.iter().map(|j| j.id).collect::<Vec<_>>(), [ids[4], ids[3]]);
+        let page = JobQuery { limit: Some(2), offset: 3, ..Default::default() };
+        assert_eq!(
+            store.list_jobs(&page).unwrap().0.iter().map(|j| j.id).collect::<Vec<_>>(),
+            [ids[1], ids[0]]
+        );
         let q = JobQuery { status: Some(Status::Queued), ..Default::default() };
         let (jobs, total) = store.list_jobs(&q).unwrap();
         assert_eq!((jobs.len(), total, jobs[0].id), (1, 1, ids[1]));
+        let counts = store.counts_by_status().unwrap();
+        assert_eq!((counts["uploaded"], counts["queued"], counts["done"]), (4, 1, 0));
+        assert_eq!(store.job_by_sha256("s").unwrap().map(|j| j.sha256), Some("s".into()));
+        assert_eq!(store.job_by_audio_path("uploads/j2.wav").unwrap().map(|j| j.id), Some(ids[2]));
+        assert!(store.job_by_audio_path("uploads/none.wav").unwrap().is_none());
         assert_eq!(store.delete_all(false).unwrap().len(), 5);
         assert_eq!(store.list_jobs(&JobQuery::default()).unwrap().1, 0);
     }
 
-    #[test]
-    fn ids_are_never_reused_paths_are_unique_and_deletes_leave_tombstones() {
-        let store = Store::in_memory().unwrap();
+    fn ids_are_never_reused_paths_are_unique_and_deletes_leave_tombstones(store: TestStore) {
         let a = insert(&store, "a", "sha-a");
         assert!(store.insert_job(&NewJob { uuid: "other".into(), ..new_job("a", "x") }).unwrap().is_none());
         let b = insert(&store, "b", "sha-b");
         store.delete_job(b, true).unwrap();
-        assert_eq!(insert(&store, "c", "sha-c"), b + 1, "the deleted id is not handed out again");
+        assert!(insert(&store, "c", "sha-c") > b, "the deleted id is not handed out again");
         assert!(store.is_tombstoned("uploads/b.wav", "sha-b").unwrap());
         store.delete_job(a, false).unwrap();
         assert!(!store.is_tombstoned("uploads/a.wav", "sha-a").unwrap(), "files deleted: no tombstone");
         assert!(!store.is_tombstoned("uploads/b.wav", "changed").unwrap());
+    }
+
+    fn a_dead_nodes_job_is_requeued_when_its_lease_runs_out(store: TestStore) {
+        let other = store.another_node();
+        let [a, b] = ["a", "b"].map(|n| insert(&store, n, n));
+        store.enqueue(a, RunStage::All).unwrap();
+        store.enqueue(b, RunStage::All).unwrap();
+        // `store` claims `a` with a long lease and keeps renewing it; `b`'s lease ends at once.
+        store.claim_next_job().unwrap().unwrap();
+        store.set_lease(Duration::ZERO);
+        store.claim_next_job().unwrap().unwrap();
+        assert_eq!(other.requeue_expired().unwrap(), (1, 0), "only the expired lease");
+        let (job, _) = other.claim_next_job().unwrap().unwrap();
+        assert_eq!((job.id, job.attempts), (b, 2), "the lost run counts as an attempt");
+        assert_eq!(store.job(a).unwrap().status, Status::Processing);
+        // A heartbeat renews the lease of every job the node runs: a zero lease expires it.
+        store.heartbeat().unwrap();
+        assert_eq!(other.requeue_expired().unwrap(), (1, 0));
+        store.set_lease(Duration::from_secs(3600));
+        other.claim_next_job().unwrap().unwrap();
+        assert_eq!(store.requeue_expired().unwrap(), (0, 0), "other's leases are fresh");
+    }
+
+    fn a_restart_on_the_same_host_requeues_its_predecessors_jobs_at_once(store: TestStore) {
+        let id = insert(&store, "a", "a");
+        store.register_node("serve", 1).unwrap();
+        store.enqueue(id, RunStage::All).unwrap();
+        store.claim_next_job().unwrap().unwrap();
+        // Same host, and the predecessor's process is gone (here: it had our pid, so it is not
+        // running any more); its lease has an hour to go.
+        let restarted = store.another_node();
+        assert_eq!(restarted.requeue_interrupted().unwrap(), (1, 0));
+        assert_eq!(restarted.nodes().unwrap(), vec![], "the dead node is forgotten");
+        assert_eq!(store.job(id).unwrap().status, Status::Queued);
+    }
+
+    fn concurrent_claims_never_hand_out_a_job_twice(store: TestStore) {
+        let ids: Vec<i64> = (0..60).map(|i| insert(&store, &format!("j{i}"), "s")).collect();
+        for &id in &ids {
+            store.enqueue(id, RunStage::All).unwrap();
+        }
+        let nodes = [Arc::new(store.another_node()), Arc::new(store.another_node())];
+        let claimers: Vec<_> = (0..4)
+            .map(|i| {
+                let node = Arc::clone(&nodes[i % 2]);
+                std::thread::spawn(move || {
+                    let mut got = Vec::new();
+                    while let Some((job, _)) = node.claim_next_job().unwrap() {
+                        got.push(job.id);
+                    }
+                    got
+                })
+            })
+            .collect();
+        let mut claimed: Vec<i64> = claimers.into_iter().flat_map(|t| t.join().unwrap()).collect();
+        claimed.sort();
+        assert_eq!(claimed, ids, "every job claimed exactly once");
+    }
+
+    fn nodes_are_listed_with_their_heartbeat(store: TestStore) {
+        let other = store.another_node();
+        store.register_node("serve", 2).unwrap();
+        other.register_node("worker", 4).unwrap();
+        let nodes = store.nodes().unwrap();
+        let mut summary: Vec<_> = nodes.iter().map(|n| (n.role.as_str(), n.workers, n.current)).collect();
+        summary.sort();
+        assert_eq!(summary, [("serve", 2, true), ("worker", 4, false)]);
+        assert!(nodes.iter().all(|n| n.pid == std::process::id() && n.heartbeat_age_s < 3600.0), "{nodes:?}");
+        other.leave().unwrap();
+        assert_eq!(store.nodes().unwrap().len(), 1);
+    }
+
+    fn audio_paths_are_stored_relative_to_the_upload_folder(store: TestStore) {
+        // Stored before the upload folder was known: an absolute path, and one outside it.
+        let legacy = NewJob { audio_path: "/mnt/a/uploads/old.wav".into(), ..new_job("old", "o") };
+        let old = store.insert_job(&legacy).unwrap().unwrap().id;
+        let outside = NewJob { audio_path: "/elsewhere/x.wav".into(), ..new_job("x", "x") };
+        let outside = store.insert_job(&outside).unwrap().unwrap().id;
+        assert_eq!(store.set_upload_folder(Path::new("/mnt/a/uploads")).unwrap(), 1);
+        let new = NewJob { audio_path: "/mnt/a/uploads/sub/new.wav".into(), ..new_job("new", "n") };
+        let new = store.insert_job(&new).unwrap().unwrap().id;
+        store.delete_job(old, true).unwrap();
+        // A node that mounts the shared folder elsewhere finds the same files.
+        let other = store.another_node();
+        assert_eq!(other.set_upload_folder(Path::new("/srv/shared")).unwrap(), 0, "rewritten once");
+        assert_eq!(other.job(new).unwrap().audio_path, "/srv/shared/sub/new.wav");
+        assert_eq!(other.job(outside).unwrap().audio_path, "/elsewhere/x.wav");
+        assert_eq!(other.job_by_audio_path("/srv/shared/sub/new.wav").unwrap().map(|j| j.id), Some(new));
+        assert!(other.is_tombstoned("/srv/shared/old.wav", "o").unwrap());
+        assert_eq!(store.job(new).unwrap().audio_path, "/mnt/a/uploads/sub/new.wav");
+        // The unique path holds across mounts: the second node's registration is refused.
+        let again = NewJob { audio_path: "/srv/shared/sub/new.wav".into(), ..new_job("again", "n") };
+        assert!(other.insert_job(&again).unwrap().is_none());
+    }
+
+    #[test]
+    fn on_postgres_a_queued_job_wakes_a_listening_node() {
+        let Some(store) = TestStore::postgres() else { return };
+        let listener = Arc::new(store.another_node());
+        assert!(!listener.wait_for_queued(Duration::from_millis(50)).unwrap(), "nothing queued yet");
+        let id = insert(&store, "a", "a");
+        let waiting = Arc::clone(&listener);
+        let woken = std::thread::spawn(move || waiting.wait_for_queued(Duration::from_secs(30)).unwrap());
+        // The listener is connected (first wait above): a NOTIFY sent now reaches it.
+        store.enqueue(id, RunStage::All).unwrap();
+        assert!(woken.join().unwrap(), "the enqueue did not wake the other node");
+    }
+
+    #[test]
+    fn without_postgres_the_sqlite_wait_is_only_a_timer() {
+        let store = TestStore::sqlite();
+        assert!(!store.wait_for_queued(Duration::from_millis(10)).unwrap());
     }
 
     #[test]
@@ -882,7 +1196,7 @@ mod tests {
         let path = dir.path().join("v1.db");
         {
             let conn = Connection::open(&path).unwrap();
-            conn.execute_batch(MIGRATIONS[0]).unwrap();
+            conn.execute_batch(migrations::MIGRATIONS[0].sqlite).unwrap();
             conn.pragma_update(None, "user_version", 1).unwrap();
             let job = |id: &str, path: &str, created: &str| {
                 conn.execute(
@@ -936,17 +1250,17 @@ mod tests {
 
     #[test]
     fn reads_do_not_wait_for_the_writer() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = std::sync::Arc::new(Store::open(&dir.path().join("r.db")).unwrap());
+        let store = Arc::new(TestStore::sqlite());
         let id = insert(&store, "a", "a");
-        let writer = store.writer();
+        let Backend::Sqlite(db) = &store.backend else { unreachable!() };
+        let writer = db.hold_writer();
         let (tx, rx) = std::sync::mpsc::channel();
-        let reader = std::sync::Arc::clone(&store);
+        let reader = Arc::clone(&store);
         std::thread::spawn(move || {
             let _ =
                 tx.send((reader.job(id).map(|j| j.id).ok(), reader.list_jobs(&JobQuery::default()).is_ok()));
         });
-        let got = rx.recv_timeout(std::time::Duration::from_secs(10));
+        let got = rx.recv_timeout(Duration::from_secs(10));
         drop(writer);
         assert_eq!(got.expect("a read waited behind the held writer"), (Some(id), true));
     }

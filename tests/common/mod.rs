@@ -29,6 +29,8 @@ pub struct Daemon {
     pub child: Child,
     pub base: String,
     env: Vec<(String, String)>,
+    /// Command-line arguments (`worker`, `serve --no-workers`); none runs `serve`.
+    args: Vec<String>,
     pub stderr_log: PathBuf,
 }
 
@@ -41,6 +43,12 @@ impl Daemon {
 
     /// Starts a daemon in an existing directory (to restart on the same state).
     pub fn start_in(dir: tempfile::TempDir, extra: &[(&str, &str)]) -> Daemon {
+        Self::start_with_args(dir, &[], extra)
+    }
+
+    /// Starts `diarized ARGS…` (e.g. `worker`) in `dir`; a worker has no HTTP address (`base` is
+    /// empty).
+    pub fn start_with_args(dir: tempfile::TempDir, args: &[&str], extra: &[(&str, &str)]) -> Daemon {
         let mut env: Vec<(String, String)> = [
             ("BIND", "127.0.0.1:0"),
             ("UPLOAD_FOLDER", "uploads"),
@@ -60,13 +68,14 @@ impl Daemon {
             env.retain(|(key, _)| key != k);
             env.push((k.to_string(), v.to_string()));
         }
-        Self::spawn(dir, env)
+        Self::spawn(dir, env, args.iter().map(|a| a.to_string()).collect())
     }
 
-    fn spawn(dir: tempfile::TempDir, env: Vec<(String, String)>) -> Daemon {
+    fn spawn(dir: tempfile::TempDir, env: Vec<(String, String)>, args: Vec<String>) -> Daemon {
         let stderr_log = dir.path().join("stderr.log");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_diarized"));
-        cmd.current_dir(dir.path())
+        cmd.args(&args)
+            .current_dir(dir.path())
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("HOME", std::env::var("HOME").unwrap_or_default())
@@ -79,13 +88,16 @@ impl Daemon {
         let stdout = child.stdout.take().unwrap();
         let mut line = String::new();
         BufReader::new(stdout).read_line(&mut line).unwrap();
-        let addr = line.trim().rsplit(' ').next().unwrap_or_default().to_string();
+        let mut addr = line.trim().rsplit(' ').next().unwrap_or_default().to_string();
+        if line.starts_with("diarized worker running") {
+            addr.clear();
+        }
         assert!(
-            addr.starts_with("http://"),
+            addr.starts_with("http://") || line.starts_with("diarized worker running"),
             "daemon did not start: {line:?}\n{}",
             std::fs::read_to_string(&stderr_log).unwrap_or_default()
         );
-        Daemon { dir, child, base: addr, env, stderr_log }
+        Daemon { dir, child, base: addr, env, args, stderr_log }
     }
 
     /// Kills with SIGKILL and starts again on the same folder and database.
@@ -99,8 +111,9 @@ impl Daemon {
     pub fn restart(mut self) -> Daemon {
         let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
         let env = std::mem::take(&mut self.env);
+        let args = std::mem::take(&mut self.args);
         drop(self);
-        Self::spawn(dir, env)
+        Self::spawn(dir, env, args)
     }
 
     /// Sends a signal with `kill`.
