@@ -37,3 +37,4 @@ bench: build
 	python3 bench/transcribe.py
 	bash bench/diarize.sh
 	bash bench/analyze.sh
+	bash bench/store.sh
