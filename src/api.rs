@@ -694,6 +694,22 @@ fn parse_patch(body: &str) -> Result<JobPatch, ApiError> {
                     ApiError::BadRequest("field \"keypoints\" must be a list of strings".into())
                 })?);
             }
+            "topics" => {
+                let list =
+                    v.as_array().and_then(|a| a.iter().map(|x| x.as_str().map(String::from)).collect());
+                patch.topics = Some(list.ok_or_else(|| {
+                    ApiError::BadRequest("field \"topics\" must be a list of strings".into())
+                })?);
+            }
+            "action_items" => {
+                let items = serde_json::from_value(v).map_err(|_| {
+                    ApiError::BadRequest(
+                        "field \"action_items\" must be a list of {\"owner\": string or null, \"text\": string}"
+                            .into(),
+                    )
+                })?;
+                patch.action_items = Some(items);
+            }
             _ => return Err(ApiError::BadRequest(format!("field {key:?} cannot be edited"))),
         }
     }
@@ -773,6 +789,22 @@ mod tests {
         assert_eq!(p.keypoints, Some(vec!["a".to_string(), "b".to_string()]));
         let e = parse_patch(r#"{"keypoints": "a"}"#).unwrap_err();
         assert!(e.to_string().contains("keypoints") && e.status() == 400);
+        let p =
+            parse_patch(r#"{"topics": ["budget"], "action_items": [{"owner": null, "text": "t"}]}"#).unwrap();
+        assert_eq!(p.topics, Some(vec!["budget".to_string()]));
+        assert_eq!(p.action_items.unwrap()[0], crate::model::ActionItem { owner: None, text: "t".into() });
+        for bad in [
+            r#"{"topics": "budget"}"#,
+            r#"{"action_items": [{"owner": 1, "text": "t"}]}"#,
+            r#"{"action_items": [{"text": "t", "due": "friday"}]}"#,
+            r#"{"action_items": [{"owner": "Speaker01"}]}"#,
+        ] {
+            let e = parse_patch(bad).unwrap_err();
+            assert!(
+                e.status() == 400 && e.to_string().contains(bad.split('"').nth(1).unwrap()),
+                "{bad}: {e}"
+            );
+        }
         let e = parse_patch(r#"{"status": "done"}"#).unwrap_err();
         assert!(e.to_string().contains("status"));
         assert!(parse_patch("[1]").is_err() && parse_patch("{").is_err());

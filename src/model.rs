@@ -104,6 +104,10 @@ pub struct Job {
     pub conversation_type: Option<String>,
     pub summary: Option<String>,
     pub keypoints: Option<Vec<String>>,
+    /// Tasks someone agreed or was asked to do.
+    pub action_items: Option<Vec<ActionItem>>,
+    /// Short phrases naming what is talked about.
+    pub topics: Option<Vec<String>>,
     pub language: Option<String>,
     pub language_probability: Option<f32>,
     pub clean_transcript: Option<String>,
@@ -175,6 +179,17 @@ pub struct Analysis {
     pub conversation_type: Option<String>,
     pub summary: Option<String>,
     pub keypoints: Option<Vec<String>>,
+    pub action_items: Option<Vec<ActionItem>>,
+    pub topics: Option<Vec<String>>,
     pub language: Option<String>,
     pub clean_transcript: Option<String>,
+}
+
+/// A task from the conversation and who takes it on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActionItem {
+    /// A speaker label (`Speaker01`), a name from the transcript, or `null` when unclear.
+    pub owner: Option<String>,
+    pub text: String,
 }

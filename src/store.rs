@@ -11,7 +11,9 @@ use std::sync::{Mutex, MutexGuard};
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};
 
-use crate::model::{Analysis, Job, Segment, Source, SpeakerHints, SpeakerTurn, Status, Transcript};
+use crate::model::{
+    ActionItem, Analysis, Job, Segment, Source, SpeakerHints, SpeakerTurn, Status, Transcript,
+};
 
 /// Storage failures.
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +67,8 @@ pub struct JobPatch {
     pub conversation_type: Option<String>,
     pub summary: Option<String>,
     pub keypoints: Option<Vec<String>>,
+    pub action_items: Option<Vec<ActionItem>>,
+    pub topics: Option<Vec<String>>,
     pub language: Option<String>,
     pub clean_transcript: Option<String>,
 }
@@ -240,12 +244,15 @@ const MIGRATIONS: &[&str] = &[
         deleted_at TEXT NOT NULL,
         PRIMARY KEY (audio_path, sha256)
     );",
+    // Analysis lists added by issue 13 (JSON arrays).
+    "ALTER TABLE jobs ADD COLUMN action_items TEXT;
+    ALTER TABLE jobs ADD COLUMN topics TEXT;",
 ];
 
 const JOB_COLUMNS: &str = "id, audio_path, original_filename, sha256, source, status, error_message, \
     conversation_type, summary, keypoints, language, language_probability, clean_transcript, transcript, \
     duration_s, progress, num_speakers, min_speakers, max_speakers, created_at, updated_at, started_at, \
-    finished_at, uuid, attempts";
+    finished_at, uuid, attempts, action_items, topics";
 
 /// Current time as ISO-8601 UTC with milliseconds.
 pub fn now() -> String {
@@ -404,11 +411,14 @@ impl Store {
     /// Applies user edits and returns the updated job.
     pub fn patch_job(&self, id: i64, patch: &JobPatch) -> Result<Job> {
         let keypoints = patch.keypoints.as_ref().map(|k| serde_json::to_string(k).unwrap_or_default());
+        let action_items = patch.action_items.as_ref().map(|a| serde_json::to_string(a).unwrap_or_default());
+        let topics = patch.topics.as_ref().map(|t| serde_json::to_string(t).unwrap_or_default());
         let n = self.writer().execute(
             "UPDATE jobs SET conversation_type = COALESCE(?2, conversation_type),
                 summary = COALESCE(?3, summary), keypoints = COALESCE(?4, keypoints),
                 language = COALESCE(?5, language), clean_transcript = COALESCE(?6, clean_transcript),
-                updated_at = ?7 WHERE id = ?1",
+                updated_at = ?7, action_items = COALESCE(?8, action_items), topics = COALESCE(?9, topics)
+             WHERE id = ?1",
             params![
                 id,
                 patch.conversation_type,
@@ -416,7 +426,9 @@ impl Store {
                 keypoints,
                 patch.language,
                 patch.clean_transcript,
-                now()
+                now(),
+                action_items,
+                topics
             ],
         )?;
         if n == 0 {
@@ -591,6 +603,8 @@ impl Store {
             conversation_type: a.conversation_type.clone(),
             summary: a.summary.clone(),
             keypoints: a.keypoints.clone(),
+            action_items: a.action_items.clone(),
+            topics: a.topics.clone(),
             language: a.language.clone(),
             clean_transcript: a.clean_transcript.clone(),
         };
@@ -718,6 +732,8 @@ fn job_from_row(r: &Row<'_>) -> rusqlite::Result<Job> {
         conversation_type: r.get(7)?,
         summary: r.get(8)?,
         keypoints: keypoints.and_then(|k| serde_json::from_str(&k).ok()),
+        action_items: r.get::<_, Option<String>>(25)?.and_then(|a| serde_json::from_str(&a).ok()),
+        topics: r.get::<_, Option<String>>(26)?.and_then(|t| serde_json::from_str(&t).ok()),
         language: r.get(10)?,
         language_probability: r.get(11)?,
         clean_transcript: r.get(12)?,
@@ -949,5 +965,34 @@ mod tests {
         let got = rx.recv_timeout(std::time::Duration::from_secs(10));
         drop(writer);
         assert_eq!(got.expect("a read waited behind the held writer"), (Some(id), true));
+    }
+
+    #[test]
+    fn action_items_and_topics_are_saved_patched_and_migrated() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v1.db");
+        {
+            // A database from before the lists existed, with a job in it.
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(MIGRATIONS[0]).unwrap();
+            conn.pragma_update(None, "user_version", 1).unwrap();
+        }
+        let store = Store::open(&path).unwrap();
+        let id = insert(&store, "j", "x");
+        assert_eq!((store.job(id).unwrap().action_items, store.job(id).unwrap().topics), (None, None));
+        let item = ActionItem { owner: Some("Speaker01".into()), text: "Review the payment code".into() };
+        let analysis = Analysis {
+            action_items: Some(vec![item.clone()]),
+            topics: Some(vec!["release date".into()]),
+            ..Analysis::default()
+        };
+        store.save_analysis(id, &analysis).unwrap();
+        let job = store.job(id).unwrap();
+        assert_eq!(job.action_items, Some(vec![item.clone()]));
+        assert_eq!(job.topics, Some(vec!["release date".to_string()]));
+        // A patch of one list leaves the other alone.
+        let patch = JobPatch { topics: Some(vec!["budget".into()]), ..Default::default() };
+        let job = store.patch_job(id, &patch).unwrap();
+        assert_eq!((job.topics, job.action_items), (Some(vec!["budget".to_string()]), Some(vec![item])));
     }
 }

@@ -35,7 +35,7 @@ pub fn clean_transcript(segments: &[Segment]) -> String {
 }
 
 /// Returns the mapping from a segment's speaker to its clean-transcript label.
-fn speaker_labels(segments: &[Segment]) -> impl Fn(Option<&str>) -> String {
+pub(crate) fn speaker_labels(segments: &[Segment]) -> impl Fn(Option<&str>) -> String {
     let any_labelled = segments.iter().any(|s| s.speaker.is_some());
     let canonical = segments.iter().filter_map(|s| s.speaker.as_deref()).all(is_canonical_label);
     let mut map: HashMap<String, String> = HashMap::new();
