@@ -363,6 +363,20 @@ pub fn repair(mut reply: Reply, facts: &Facts, spare: &[String]) -> Reply {
             kept.push(k.clone());
         }
     }
+    if kept.is_empty() {
+        // Every keypoint restates the summary (a one-sentence recording does that): keep the one
+        // that adds the most rather than store none.
+        let least = |k: &String| sents.iter().map(|s| overlap(k, s)).fold(0.0, f64::max);
+        kept.extend(
+            reply
+                .keypoints
+                .iter()
+                .chain(spare)
+                .filter(|k| !k.trim().is_empty())
+                .min_by(|a, b| least(a).total_cmp(&least(b)))
+                .cloned(),
+        );
+    }
     reply.keypoints = kept;
 
     let mut topics: Vec<String> = Vec::new();

@@ -264,3 +264,27 @@ fn combine_takes_keypoints_from_every_part() {
     assert_eq!(r.topics, vec!["budget", "release", "hiring"]);
     assert_eq!(r.action_items.len(), 1);
 }
+
+#[test]
+fn repair_keeps_the_keypoint_adding_most_when_all_restate_the_summary() {
+    let f = facts(SPEECH);
+    let reply = Reply {
+        conversation_type: "speech".into(),
+        summary: "Kennedy asks his fellow Americans what they can do for their country. \
+                  He turns the question of service around."
+            .into(),
+        keypoints: vec![
+            "Kennedy asks his fellow Americans what they can do for their country".into(),
+            "Asks what Americans can do for their country, not the reverse".into(),
+        ],
+        language: "en".into(),
+        topics: vec![],
+        action_items: vec![],
+        clean_transcript: None,
+    };
+    let fixed = repair(reply, &f, &[]);
+    assert_eq!(
+        fixed.keypoints,
+        vec!["Asks what Americans can do for their country, not the reverse".to_string()]
+    );
+}
