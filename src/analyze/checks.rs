@@ -105,6 +105,15 @@ fn named<'a>(summary: &str, facts: &'a Facts) -> Vec<&'a str> {
     facts.labels().into_iter().filter(|l| summary.contains(l)).collect()
 }
 
+/// Whether `summary` shares a content word with the transcript (always, when the facts carry no
+/// vocabulary).
+fn grounded(summary: &str, facts: &Facts) -> bool {
+    facts.vocabulary.is_empty()
+        || content_words(summary)
+            .iter()
+            .any(|w| facts.vocabulary.contains(w) || facts.vocabulary.contains(&format!("{w}s")))
+}
+
 /// How many participants a multi-party summary must name.
 fn names_needed(facts: &Facts) -> usize {
     if facts.is_multi_party() { 2 } else { 0 }
@@ -113,16 +122,34 @@ fn names_needed(facts: &Facts) -> usize {
 /// One broken rule.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Problem {
-    TypeForbidden { ty: String, multi_party: bool },
+    TypeForbidden {
+        ty: String,
+        multi_party: bool,
+    },
     SummarySentences(usize),
     SummarySaysTheSpeaker,
-    SummaryNamesTooFew { named: usize, needed: usize },
+    SummaryNamesTooFew {
+        named: usize,
+        needed: usize,
+    },
+    /// The summary shares no content word with the transcript (a reply about the rules, or in
+    /// another language).
+    SummaryUngrounded,
     KeypointCount(usize),
-    KeypointCopiesSummary { index: usize, overlap: f64 },
-    DuplicateKeypoint { index: usize, of: usize },
+    KeypointCopiesSummary {
+        index: usize,
+        overlap: f64,
+    },
+    DuplicateKeypoint {
+        index: usize,
+        of: usize,
+    },
     TopicCount(usize),
     TopicTooLong(usize),
-    ActionItemOwner { index: usize, owner: String },
+    ActionItemOwner {
+        index: usize,
+        owner: String,
+    },
     ActionItemCount(usize),
 }
 
@@ -146,6 +173,10 @@ impl fmt::Display for Problem {
             Problem::SummaryNamesTooFew { named, needed } => write!(
                 f,
                 "the summary names {named} participant(s); name at least {needed} and say what each raised, proposed or decided"
+            ),
+            Problem::SummaryUngrounded => write!(
+                f,
+                "the summary uses none of the transcript's words; summarise what is said, in its language"
             ),
             Problem::KeypointCount(n) => {
                 write!(f, "there are {n} keypoints; give {KEYPOINTS_MIN} to {KEYPOINTS_MAX}")
@@ -220,6 +251,9 @@ pub fn check_summary(summary: &str, facts: &Facts) -> Vec<Problem> {
     if !(SUMMARY_SENTENCES_MIN..=SUMMARY_SENTENCES_MAX).contains(&n) {
         out.push(Problem::SummarySentences(n));
     }
+    if !grounded(summary, facts) {
+        out.push(Problem::SummaryUngrounded);
+    }
     let needed = names_needed(facts);
     if needed > 0 {
         if says_the_speaker(summary) {
@@ -258,13 +292,21 @@ fn alike(a: &str, b: &str) -> bool {
     a.trim().eq_ignore_ascii_case(b.trim()) || overlap(a, b) >= MAX_OVERLAP || overlap(b, a) >= MAX_OVERLAP
 }
 
-/// The message asking the model to fix `problems` in the reply it just gave.
-pub fn correction_prompt(problems: &[Problem]) -> String {
+/// The message asking the model to fix `problems` in the reply it just gave, in a conversation
+/// in `language` (ISO 639-1; the fields stay in it, and nothing about the rules goes into them).
+pub fn correction_prompt(problems: &[Problem], language: &str) -> String {
     let mut s = String::from("Your reply breaks these rules:\n");
     for p in problems {
         s.push_str(&format!("- {p}\n"));
     }
-    s.push_str("Write the whole JSON object again with these fixed and everything else kept.");
+    s.push_str(
+        "Write the whole JSON object again with these fixed and everything else kept. The fields \
+         describe the conversation, never these rules",
+    );
+    match language.trim() {
+        "" => s.push('.'),
+        lang => s.push_str(&format!("; write them in the conversation's language ({lang}).")),
+    }
     s
 }
 
@@ -420,6 +462,7 @@ impl Problem {
                     | Problem::SummarySentences(_)
                     | Problem::SummarySaysTheSpeaker
                     | Problem::SummaryNamesTooFew { .. }
+                    | Problem::SummaryUngrounded
             )
     }
 }
@@ -498,7 +541,7 @@ pub fn review(
         return Reviewed { reply, first_problems, retried: false, repaired };
     }
     tracing::info!(problems = ?first_problems, "analysis breaks the rules; asking once more");
-    let (best, spare) = match retry(&correction_prompt(&first_problems)) {
+    let (best, spare) = match retry(&correction_prompt(&first_problems, &first.language)) {
         Ok(second) => {
             let second_problems = problems(&second);
             if second_problems.is_empty() {
@@ -507,7 +550,9 @@ pub fn review(
                 return Reviewed { reply, first_problems, retried: true, repaired };
             }
             tracing::info!(problems = ?second_problems, "retry still breaks the rules; repairing");
-            if second_problems.len() <= first_problems.len() {
+            // A summary about something else is the worst break: the other reply wins then.
+            let weight = |ps: &[Problem]| (ps.contains(&Problem::SummaryUngrounded), ps.len());
+            if weight(&second_problems) <= weight(&first_problems) {
                 (second, first.keypoints)
             } else {
                 (first, second.keypoints)

@@ -239,11 +239,22 @@ pub fn transcript_prompt(
     }
     s.push_str(&constraints(facts));
     if let Some(lang) = hint_language {
-        s.push_str(&format!("The speech recogniser detected the language `{lang}`.\n"));
+        s.push_str(&format!(
+            "The conversation is in {} (`{lang}`): write summary, keypoints, topics and action items in {0}.\n",
+            language_name(lang)
+        ));
     }
     s.push_str("Transcript:\n");
     s.push_str(transcript);
     s
+}
+
+/// English name of an ISO 639-1 code as whisper knows it ("de" → "German"); the code itself
+/// when unknown.
+fn language_name(code: &str) -> String {
+    let name = whisper_rs::get_lang_id(code).and_then(whisper_rs::get_lang_str_full).unwrap_or(code);
+    let mut chars = name.chars();
+    chars.next().map(|c| c.to_uppercase().chain(chars).collect()).unwrap_or_default()
 }
 
 /// User message that merges the analyses of consecutive parts (the reduce step). `facts` are

@@ -93,7 +93,7 @@ fn summary_rules() {
     r.summary = "The speakers agree on Friday. Speaker00 and Speaker02 plan the newsletter.".into();
     assert_eq!(check_summary(&r.summary, &f), vec![]);
     assert_eq!(check_summary("The speaker asks a question. It is short.", &facts(SPEECH)), vec![]);
-    let six = "Speaker00 a. Speaker01 b. C. D. E. F.";
+    let six = "Speaker00 moves the release. Speaker01 works. Friday. Android. Maria. Marketing.";
     assert_eq!(check_summary(six, &f), vec![Problem::SummarySentences(6)]);
 }
 
@@ -287,4 +287,42 @@ fn repair_keeps_the_keypoint_adding_most_when_all_restate_the_summary() {
         fixed.keypoints,
         vec!["Asks what Americans can do for their country, not the reverse".to_string()]
     );
+}
+
+#[test]
+fn summary_about_the_rules_or_in_another_language_is_caught() {
+    // What the 0.5B model wrote for a German sentence after an English correction prompt.
+    let de = facts("Speaker00: Die Werbung vermittelt einen falschen Eindruck.");
+    let meta = "Keypoint 2 says the same as keypoint 1. Keypoint 3 is new.";
+    assert!(check_summary(meta, &de).contains(&Problem::SummaryUngrounded));
+    let ok = "Speaker00 kritisiert die Werbung. Sie vermittelt einen falschen Eindruck.";
+    assert!(!check_summary(ok, &de).contains(&Problem::SummaryUngrounded));
+    // A plural in the summary counts for a singular in the transcript and back.
+    assert!(
+        !check_summary("Ads mislead. The ad is wrong.", &facts("Speaker00: This ad misleads."))
+            .contains(&Problem::SummaryUngrounded)
+    );
+}
+
+#[test]
+fn correction_prompt_keeps_the_language_and_review_prefers_a_grounded_summary() {
+    let de = facts("Speaker00: Die Werbung vermittelt einen falschen Eindruck. Das sagt der Sprecher.");
+    assert!(correction_prompt(&[Problem::KeypointCount(1)], "de").contains("(de)"));
+    let first = Reply {
+        conversation_type: "monologue".into(),
+        summary: "Speaker00 kritisiert die Werbung. Sie vermittelt einen falschen Eindruck.".into(),
+        keypoints: vec!["Werbung".into()],
+        language: "de".into(),
+        topics: vec!["Werbung".into()],
+        action_items: vec![],
+        clean_transcript: None,
+    };
+    let mut asked = String::new();
+    let r = review(first.clone(), &de, Scope::All, |c| {
+        asked = c.to_string();
+        Ok(Reply { summary: "Keypoint 2 says the same as keypoint 1. It is fixed.".into(), ..first.clone() })
+    });
+    assert!(asked.contains("(de)"), "{asked}");
+    assert!(r.retried);
+    assert!(r.reply.summary.contains("Werbung"), "{:?}", r.reply);
 }
