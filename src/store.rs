@@ -1,8 +1,12 @@
-//! SQLite storage: jobs, transcript segments, speaker turns and tombstones of deleted jobs.
-//! The queue is a query here.
+//! SQLite storage: jobs, transcript segments, speaker turns, tombstones of deleted jobs, and
+//! known speakers (in [`speakers`]). The queue is a query here.
 //!
 //! One writer connection behind a mutex plus a small pool of read connections (WAL), so API
 //! reads never wait behind a worker's writes.
+
+mod speakers;
+
+pub use speakers::NewPrint;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -20,6 +24,8 @@ pub enum StoreError {
     Sqlite(#[from] rusqlite::Error),
     #[error("job {0} not found")]
     NotFound(i64),
+    #[error("speaker {0} not found")]
+    PersonNotFound(i64),
     #[error("{0}")]
     Conflict(String),
     #[error("database at {path}: {message}")]
@@ -240,12 +246,13 @@ const MIGRATIONS: &[&str] = &[
         deleted_at TEXT NOT NULL,
         PRIMARY KEY (audio_path, sha256)
     );",
+    speakers::MIGRATION,
 ];
 
 const JOB_COLUMNS: &str = "id, audio_path, original_filename, sha256, source, status, error_message, \
     conversation_type, summary, keypoints, language, language_probability, clean_transcript, transcript, \
     duration_s, progress, num_speakers, min_speakers, max_speakers, created_at, updated_at, started_at, \
-    finished_at, uuid, attempts";
+    finished_at, uuid, attempts, speakers";
 
 /// Current time as ISO-8601 UTC with milliseconds.
 pub fn now() -> String {
@@ -735,6 +742,10 @@ fn job_from_row(r: &Row<'_>) -> rusqlite::Result<Job> {
         finished_at: r.get(22)?,
         uuid: r.get(23)?,
         attempts: r.get(24)?,
+        speaker_names: r
+            .get::<_, Option<String>>(25)?
+            .and_then(|s| serde_json::from_str(&s).ok())
+            .unwrap_or_default(),
     })
 }
 

@@ -80,7 +80,8 @@ pub fn parse_reply(text: &str, with_transcript: bool) -> Result<Reply, String> {
 pub fn system_prompt(with_transcript: bool) -> String {
     let mut s = format!(
         "You analyse transcripts of recorded conversations. Each transcript line is \
-         `SpeakerNN: what that speaker said`. Reply with one JSON object with these fields:\n\
+         `SpeakerNN: what that speaker said`, or the speaker's name instead of `SpeakerNN` when \
+         the speaker is known (then call them by that name). Reply with one JSON object with these fields:\n\
          - conversation_type: one of {types}. A meeting, interview, debate or discussion has \
          several speakers; a speech, lecture, presentation or dictation is one person talking.\n\
          - summary: two to four sentences saying what is discussed and concluded, written in the \
