@@ -153,7 +153,7 @@ fn gemini_once() -> (String, std::thread::JoinHandle<String>) {
         let mut body = String::new();
         let _ = req.as_reader().read_to_string(&mut body);
         let analysis = json!({"conversation_type": "meeting", "summary": "A meeting.", "keypoints": ["k"],
-            "language": "en", "clean_transcript": ""});
+            "language": "en", "clean_transcript": "Speaker00: x"});
         let reply = json!({"candidates": [{"content": {"role": "model",
             "parts": [{"text": analysis.to_string()}]}, "finishReason": "STOP"}]});
         let h = tiny_http::Header::from_bytes("Content-Type", "application/json").unwrap();
