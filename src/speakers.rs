@@ -17,7 +17,7 @@ use crate::pipeline::Diarization;
 
 /// Cosine similarity at or above which a diarized speaker is taken to be a known person.
 /// Calibrated on same/different-speaker scores cut from the fixtures (`bench/speakers.md`).
-pub const MATCH_THRESHOLD: f32 = 0.5;
+pub const MATCH_THRESHOLD: f32 = 0.47;
 
 /// Shortest enrolment clip, seconds.
 pub const MIN_CLIP_S: f64 = 2.0;
