@@ -15,7 +15,9 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::config::{Config, ConfigHandle};
-use crate::model::{Analysis, Job, JobSpeaker, KnownVoice, Segment, SpeakerTurn, SpeakerVoice, Status, Transcript};
+use crate::model::{
+    Analysis, Job, JobSpeaker, KnownVoice, Segment, SpeakerTurn, SpeakerVoice, Status, Transcript,
+};
 use crate::pipeline::{ResultSink, StageError, Stages};
 use crate::render::{JobResult, write_sidecar};
 use crate::store::{Cancelled, Outcome, RunStage, Store, StoreError};

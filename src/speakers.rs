@@ -334,7 +334,7 @@ pub fn encode(v: &[f32]) -> Vec<u8> {
 
 /// A stored voiceprint back as floats (`None` if the bytes are not whole f32s).
 pub fn decode(b: &[u8]) -> Option<Vec<f32>> {
-    (b.len() % 4 == 0 && !b.is_empty())
+    (b.len().is_multiple_of(4) && !b.is_empty())
         .then(|| b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
 }
 

@@ -151,7 +151,8 @@ mod tests {
 
     #[test]
     fn relabels_machine_labels_in_order_of_first_appearance_and_keeps_names() {
-        let segs = [seg(Some("SPEAKER_1"), "first"), seg(Some("spk0"), "second"), seg(Some("SPEAKER_1"), "third")];
+        let segs =
+            [seg(Some("SPEAKER_1"), "first"), seg(Some("spk0"), "second"), seg(Some("SPEAKER_1"), "third")];
         assert_eq!(clean_transcript(&segs), "Speaker00: first\nSpeaker01: second\nSpeaker00: third");
         let named = [seg(Some("Alice"), "hello"), seg(Some("Speaker01"), "hi"), seg(Some("Bob Lee"), "bye")];
         assert_eq!(clean_transcript(&named), "Alice: hello\nSpeaker01: hi\nBob Lee: bye");

@@ -439,7 +439,11 @@ fn speaker_label(i: usize) -> String {
 
 /// Each global speaker's voice: the normalised mean of its clean (training) embeddings, or of
 /// all its embeddings when none is clean; all zeros for a speaker without any.
-fn speaker_voices(windows: &[WindowOut], maps: &[[Option<usize>; LOCAL_SPEAKERS]], k: usize) -> Vec<Vec<f32>> {
+fn speaker_voices(
+    windows: &[WindowOut],
+    maps: &[[Option<usize>; LOCAL_SPEAKERS]],
+    k: usize,
+) -> Vec<Vec<f32>> {
     let mut clean = vec![vec![0f32; embedding::DIM]; k];
     let mut all = vec![vec![0f32; embedding::DIM]; k];
     for (w, map) in windows.iter().zip(maps) {
