@@ -343,7 +343,14 @@ impl Api {
                         Err(SpeakerError::Length(seconds))
                     }
                     Err(e) => Err(SpeakerError::Audio(e.to_string())),
-                    Ok(()) => crate::audio::decode_file(path).map_err(|e| SpeakerError::Audio(e.to_string())),
+                    Ok(()) => {
+                        crate::audio::decode_file_at_most(path, MAX_CLIP_S + 1.0).map_err(|e| match e {
+                            crate::audio::AudioError::TooLong { seconds, .. } => {
+                                SpeakerError::Length(seconds)
+                            }
+                            e => SpeakerError::Audio(e.to_string()),
+                        })
+                    }
                 }
                 .map_err(|e| label(e.into()))?;
                 let embedding = models.voiceprint(&audio).map_err(|e| label(e.into()))?;
