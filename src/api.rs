@@ -4,9 +4,11 @@
 mod auth;
 mod front;
 mod limits;
+mod speakers;
 
 pub use front::HttpServer;
 pub use limits::Slots;
+pub use speakers::VoiceModels;
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -101,6 +103,7 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::NotFound(id) => ApiError::NotFound(format!("job {id} not found")),
+            StoreError::PersonNotFound(id) => ApiError::NotFound(format!("speaker {id} not found")),
             StoreError::Conflict(m) => ApiError::Conflict(m),
             other => ApiError::Internal(other.to_string()),
         }
@@ -142,6 +145,8 @@ pub struct Api {
     pub bound: std::net::SocketAddr,
     /// Uploads and waits in progress.
     pub slots: Slots,
+    /// Voice models for enrolment clips, loaded on first use.
+    pub voices: VoiceModels,
 }
 
 /// Longest `?wait=true` may block.
@@ -216,6 +221,7 @@ impl Api {
                 _ => Err(ApiError::MethodNotAllowed("GET, POST, DELETE")),
             },
             ["api", "jobs", id, rest @ ..] => self.job_route(req, method, job_id(id)?, rest, q),
+            ["api", "speakers", rest @ ..] => self.speakers_route(req, method, rest),
             _ => Err(ApiError::NotFound(format!("no route for {}", clip(path)))),
         }
     }
@@ -250,6 +256,7 @@ impl Api {
                 Method::Get => self.transcript(id, q),
                 _ => Err(ApiError::MethodNotAllowed("GET")),
             },
+            ["speakers"] => self.job_speakers(req, method, id),
             _ => Err(ApiError::NotFound(format!("no route for job {id}/{}", clip(&rest.join("/"))))),
         }
     }
@@ -337,6 +344,7 @@ impl Api {
         let mut speakers = upload.speakers;
         merge_hints(&mut speakers, q)?;
         validate_hints(&speakers)?;
+        let references = self.reference_prints(upload.references)?;
         let uuid = uuid::Uuid::new_v4().to_string();
         let final_path = cfg.upload_folder.join(format!("{uuid}.{}", upload.extension));
         let job = self
@@ -351,6 +359,10 @@ impl Api {
             })?
             .ok_or_else(|| ApiError::Internal("a job for this new file name already exists".into()))?;
         let id = job.id;
+        if let Err(e) = self.store.save_job_references(id, &references) {
+            let _ = self.store.delete_job(id, false);
+            return Err(e.into());
+        }
         // The row exists before the file appears, so the folder watcher knows it is ours.
         if let Err(e) = std::fs::rename(&upload.temp, &final_path) {
             let _ = self.store.delete_job(id, false);
@@ -540,6 +552,8 @@ struct Upload {
     sha256: String,
     bytes: u64,
     speakers: SpeakerHints,
+    /// Ad-hoc known speakers for this job only.
+    references: speakers::References,
 }
 
 /// Streams a multipart body to disk, hashing as it goes; nothing is held whole in memory.
@@ -558,6 +572,7 @@ fn receive_upload(
         let mut file: Option<Upload> = None;
         let mut guard = TempFile(None);
         let mut speakers = SpeakerHints::default();
+        let mut references = speakers::References::default();
         while let Some(mut field) = multipart.next_field().await.map_err(|e| multipart_error(e, limit))? {
             match field.name().unwrap_or_default() {
                 "file" if file.is_none() => {
@@ -599,6 +614,7 @@ fn receive_upload(
                         sha256: hex::encode(hasher.finalize()),
                         bytes,
                         speakers: SpeakerHints::default(),
+                        references: speakers::References::default(),
                     });
                 }
                 name @ ("num_speakers" | "min_speakers" | "max_speakers") => {
@@ -611,6 +627,9 @@ fn receive_upload(
                         _ => speakers.max_speakers = Some(n),
                     }
                 }
+                name if speakers::References::accepts(name) => {
+                    references.receive(&mut field, folder, limit, &allowed).await?;
+                }
                 _ => {
                     // Unknown fields are drained and ignored, as browsers send extras.
                     while field.chunk().await.map_err(|e| multipart_error(e, limit))?.is_some() {}
@@ -620,6 +639,7 @@ fn receive_upload(
         let mut upload =
             file.ok_or_else(|| ApiError::BadRequest("multipart field 'file' is required".into()))?;
         upload.speakers = speakers;
+        upload.references = references;
         guard.disarm();
         Ok(upload)
     })

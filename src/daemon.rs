@@ -60,6 +60,7 @@ pub fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<()> {
         models: crate::pipeline::model_names(&cfg),
         bound: addr,
         slots: Default::default(),
+        voices: Default::default(),
     });
     let http = api.serve(Arc::clone(&http_server.server), cfg.http_threads);
 

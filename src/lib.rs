@@ -14,5 +14,6 @@ pub mod models;
 pub mod pipeline;
 pub mod queue;
 pub mod render;
+pub mod speakers;
 pub mod store;
 pub mod watch;

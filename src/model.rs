@@ -119,6 +119,10 @@ pub struct Job {
     pub attempts: u32,
     #[serde(flatten)]
     pub speakers: SpeakerHints,
+    /// The diarized speakers with the names they were matched to (or given) and their match
+    /// scores; empty until diarized.
+    #[serde(rename = "speakers", default)]
+    pub speaker_names: Vec<JobSpeaker>,
     pub created_at: String,
     pub updated_at: String,
     pub started_at: Option<String>,
@@ -171,6 +175,53 @@ impl Transcript {
         let parts: Vec<&str> = self.segments.iter().map(|s| s.text.trim()).collect();
         parts.join(" ").trim().to_string()
     }
+}
+
+/// A diarized speaker of one job and the person it was matched to, if any.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobSpeaker {
+    /// The diarization's label, `Speaker00`, `Speaker01`, …
+    pub label: String,
+    /// The person's name when matched or given; segments, words and turns then carry it.
+    pub name: Option<String>,
+    /// Best cosine similarity to a known voice (null when no voice was known).
+    pub score: Option<f32>,
+}
+
+/// One diarized speaker's voice: its label and L2-normalised CAM++ embedding.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SpeakerVoice {
+    pub label: String,
+    pub embedding: Vec<f32>,
+}
+
+/// A known person's voiceprints (several clips each), matched against diarized speakers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KnownVoice {
+    pub name: String,
+    pub prints: Vec<Vec<f32>>,
+}
+
+/// An enrolled person, as returned by `/api/speakers`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Person {
+    pub id: i64,
+    pub name: String,
+    /// The person's voiceprints (the embeddings themselves are not shown).
+    pub samples: Vec<Sample>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+/// One stored voiceprint of a person.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Sample {
+    pub id: i64,
+    /// Where it came from: a clip's file name or `job <id> <label>`.
+    pub source: String,
+    /// Seconds of audio it was computed from, when known.
+    pub seconds: Option<f64>,
+    pub created_at: String,
 }
 
 /// Structured analysis of a conversation.

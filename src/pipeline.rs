@@ -1,8 +1,10 @@
 //! The stage traits and the runner that chains them:
-//! decode → transcribe → diarize → analyze.
+//! decode → transcribe → diarize → name speakers → analyze.
 
 use crate::audio::Audio;
-use crate::model::{Analysis, Segment, SpeakerHints, SpeakerTurn, Transcript};
+use crate::model::{
+    Analysis, JobSpeaker, KnownVoice, Segment, SpeakerHints, SpeakerTurn, SpeakerVoice, Transcript,
+};
 
 /// Error raised by a pipeline stage; the message ends up in the job's `error_message`.
 #[derive(Debug, thiserror::Error)]
@@ -39,10 +41,23 @@ pub trait Transcriber: Send {
     fn name(&self) -> String;
 }
 
+/// Who spoke when, and what each speaker sounds like.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Diarization {
+    pub turns: Vec<SpeakerTurn>,
+    /// One voice per speaker that has an embedding (labels as in `turns`).
+    pub voices: Vec<SpeakerVoice>,
+}
+
 /// Speaker diarization: who spoke when.
 pub trait Diarizer: Send {
     /// Returns speaker turns labelled `Speaker00`, `Speaker01`, … in order of first appearance.
     fn diarize(&mut self, audio: &Audio, hints: SpeakerHints) -> Result<Vec<SpeakerTurn>, StageError>;
+    /// Turns plus each speaker's voice embedding, for matching known speakers; a diarizer
+    /// without embeddings returns none.
+    fn diarize_voices(&mut self, audio: &Audio, hints: SpeakerHints) -> Result<Diarization, StageError> {
+        Ok(Diarization { turns: self.diarize(audio, hints)?, voices: Vec::new() })
+    }
     /// Model name, for status output.
     fn name(&self) -> String;
 }
@@ -95,6 +110,16 @@ pub trait ResultSink: Sync {
     fn diarization(&mut self, turns: &[SpeakerTurn], segments: &[Segment]) -> Result<(), StageError>;
     /// Conversation analysis.
     fn analysis(&mut self, analysis: &Analysis) -> Result<(), StageError>;
+    /// Voices this job's speakers are matched against (enrolled people and the job's own
+    /// references).
+    fn known_voices(&self) -> Result<Vec<KnownVoice>, StageError> {
+        Ok(Vec::new())
+    }
+    /// The job's speakers with their names and scores, and their voices (kept so a speaker can
+    /// be enrolled later).
+    fn speakers(&mut self, _speakers: &[JobSpeaker], _voices: &[SpeakerVoice]) -> Result<(), StageError> {
+        Ok(())
+    }
     /// Overall progress, 0–100.
     fn progress(&self, percent: f32);
     /// Whether the run was cancelled; the runner checks it between stages.
@@ -124,7 +149,7 @@ const TRANSCRIBED: f32 = 80.0;
 const DIARIZED: f32 = 92.0;
 
 impl Stages {
-    /// Runs decode → transcribe → diarize → analyze on one file.
+    /// Runs decode → transcribe → diarize → name speakers → analyze on one file.
     pub fn run(
         &mut self,
         path: &std::path::Path,
@@ -151,11 +176,15 @@ impl Stages {
         match &mut self.diarizer {
             Slot::Ready(d) => {
                 check_cancelled(sink, "diarize")?;
-                let turns = d.diarize(&audio, hints)?;
+                let Diarization { mut turns, voices } = d.diarize_voices(&audio, hints)?;
                 drop(audio);
                 check_cancelled(sink, "diarize")?;
                 crate::diarize::assign_speakers(&mut segments, &turns);
+                // Known people get their names before anything is stored or analysed.
+                let speakers = crate::speakers::name_speakers(&turns, &voices, &sink.known_voices()?);
+                crate::speakers::apply_names(&speakers, &mut segments, &mut turns);
                 sink.diarization(&turns, &segments)?;
+                sink.speakers(&speakers, &voices)?;
             }
             Slot::Disabled => {}
             Slot::Unavailable(why) => return Err(StageError::new("diarize", why.clone())),

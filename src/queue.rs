@@ -15,7 +15,9 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::config::{Config, ConfigHandle};
-use crate::model::{Analysis, Job, Segment, SpeakerTurn, Status, Transcript};
+use crate::model::{
+    Analysis, Job, JobSpeaker, KnownVoice, Segment, SpeakerTurn, SpeakerVoice, Status, Transcript,
+};
 use crate::pipeline::{ResultSink, StageError, Stages};
 use crate::render::{JobResult, write_sidecar};
 use crate::store::{Cancelled, Outcome, RunStage, Store, StoreError};
@@ -389,6 +391,12 @@ impl ResultSink for StoreSink<'_> {
     }
     fn analysis(&mut self, analysis: &Analysis) -> Result<(), StageError> {
         stored(self.store.save_analysis(self.id, analysis))
+    }
+    fn known_voices(&self) -> Result<Vec<KnownVoice>, StageError> {
+        stored(self.store.known_voices(self.id))
+    }
+    fn speakers(&mut self, speakers: &[JobSpeaker], voices: &[SpeakerVoice]) -> Result<(), StageError> {
+        stored(self.store.save_job_speakers(self.id, speakers, voices))
     }
     fn progress(&self, percent: f32) {
         if self.last_percent.swap(percent as u32, Ordering::Relaxed) == percent as u32 {

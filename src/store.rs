@@ -1,8 +1,12 @@
-//! SQLite storage: jobs, transcript segments, speaker turns and tombstones of deleted jobs.
-//! The queue is a query here.
+//! SQLite storage: jobs, transcript segments, speaker turns, tombstones of deleted jobs, and
+//! known speakers (in [`speakers`]). The queue is a query here.
 //!
 //! One writer connection behind a mutex plus a small pool of read connections (WAL), so API
 //! reads never wait behind a worker's writes.
+
+mod speakers;
+
+pub use speakers::NewPrint;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -22,6 +26,8 @@ pub enum StoreError {
     Sqlite(#[from] rusqlite::Error),
     #[error("job {0} not found")]
     NotFound(i64),
+    #[error("speaker {0} not found")]
+    PersonNotFound(i64),
     #[error("{0}")]
     Conflict(String),
     #[error("database at {path}: {message}")]
@@ -247,12 +253,13 @@ const MIGRATIONS: &[&str] = &[
     // Analysis lists added by issue 13 (JSON arrays).
     "ALTER TABLE jobs ADD COLUMN action_items TEXT;
     ALTER TABLE jobs ADD COLUMN topics TEXT;",
+    speakers::MIGRATION,
 ];
 
 const JOB_COLUMNS: &str = "id, audio_path, original_filename, sha256, source, status, error_message, \
     conversation_type, summary, keypoints, language, language_probability, clean_transcript, transcript, \
     duration_s, progress, num_speakers, min_speakers, max_speakers, created_at, updated_at, started_at, \
-    finished_at, uuid, attempts, action_items, topics";
+    finished_at, uuid, attempts, action_items, topics, speakers";
 
 /// Current time as ISO-8601 UTC with milliseconds.
 pub fn now() -> String {
@@ -751,6 +758,10 @@ fn job_from_row(r: &Row<'_>) -> rusqlite::Result<Job> {
         finished_at: r.get(22)?,
         uuid: r.get(23)?,
         attempts: r.get(24)?,
+        speaker_names: r
+            .get::<_, Option<String>>(27)?
+            .and_then(|s| serde_json::from_str(&s).ok())
+            .unwrap_or_default(),
     })
 }
 

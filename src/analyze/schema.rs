@@ -177,7 +177,8 @@ pub fn parse_merge_reply(text: &str) -> Result<MergeReply, String> {
 pub fn system_prompt(with_transcript: bool) -> String {
     let mut s = format!(
         "You analyse transcripts of recorded conversations. Each transcript line is \
-         `SpeakerNN: what that speaker said`. Before the transcript you are told how long the \
+         `SpeakerNN: what that speaker said`, or the speaker's name instead of `SpeakerNN` when \
+         the speaker is known (then call them by that name). Before the transcript you are told how long the \
          recording is and how much each speaker talks. Reply with one JSON object with these fields:\n\
          - conversation_type: one of the types the message allows for this recording.\n\
          - topics: {TOPICS_MIN} to {TOPICS_MAX} short noun phrases (at most {TOPIC_MAX_WORDS} words) naming what is talked about.\n\
