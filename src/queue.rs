@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use crate::config::{Config, ConfigHandle};
 use crate::model::{Analysis, Job, Segment, SpeakerTurn, Status, Transcript};
-use crate::pipeline::{ResultSink, StageError, Stages};
+use crate::pipeline::{ResultSink, StageError, Stages, load_transcriber};
 use crate::render::{JobResult, write_sidecar};
 use crate::store::{Cancelled, Outcome, RunStage, Store, StoreError};
 
@@ -225,7 +225,20 @@ impl Queue {
                     min_speakers: job.speakers.min_speakers.or(cfg.min_speakers),
                     max_speakers: job.speakers.max_speakers.or(cfg.max_speakers),
                 };
-                stages.run(Path::new(&job.audio_path), hints, &mut sink)
+                let options = stored(self.store.job_options(job.id))?;
+                let path = Path::new(&job.audio_path);
+                match options.model.as_deref().filter(|m| *m != cfg.whisper_model) {
+                    None => stages.run_with(path, hints, &options, &mut sink),
+                    Some(model) => {
+                        // Another model for this job: loaded for it (the weights are shared
+                        // with any other worker using them), the configured one put back after.
+                        let own = load_transcriber(cfg, model);
+                        let configured = std::mem::replace(&mut stages.transcriber, own);
+                        let result = stages.run_with(path, hints, &options, &mut sink);
+                        stages.transcriber = configured;
+                        result
+                    }
+                }
             }
             RunStage::Analyze => match self.store.segments(job.id) {
                 Ok(segs) if segs.is_empty() => Err(StageError::new(
