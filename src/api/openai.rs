@@ -307,10 +307,9 @@ fn pick_model(cfg: &Config, installed: &[String], name: &str) -> Result<Option<S
     }
     Err(OpenAiError {
         error: ApiError::BadRequest(format!(
-            "model {:?} is not installed here; installed: {} (OpenAI's names {} mean {})",
+            "model {:?} is not installed; installed: {}; whisper-1 and OpenAI's other names mean {}",
             clip(name),
             installed.join(", "),
-            ALIASES.join(", "),
             cfg.whisper_model
         )),
         param: Some("model"),
@@ -331,6 +330,13 @@ fn transcribe(api: &Api, req: &mut Request, q: &Query) -> Result<Answer, OpenAiE
     let slot = api.slots.wait(cfg.max_waits)?;
     let installed = installed(&cfg);
     let (job, request) = api.accept_upload(req, q, &FIELDS, |fields| parse(fields, &cfg, &installed))?;
+    tracing::info!(
+        job = job.id,
+        model = request.options.model.as_deref().unwrap_or(&cfg.whisper_model),
+        format = ?request.format,
+        stream = request.stream,
+        "OpenAI-compatible transcription"
+    );
     let queued = api
         .store
         .set_job_options(job.id, &request.options)
@@ -340,13 +346,6 @@ fn transcribe(api: &Api, req: &mut Request, q: &Query) -> Result<Answer, OpenAiE
         api.remove_files(&job.audio_path);
         return Err(e.into());
     }
-    tracing::info!(
-        job = job.id,
-        model = request.options.model.as_deref().unwrap_or(&cfg.whisper_model),
-        format = ?request.format,
-        stream = request.stream,
-        "OpenAI-compatible transcription queued"
-    );
     if request.stream {
         return Ok(Answer::Stream(Streaming { id: job.id, _slot: slot }));
     }
@@ -544,7 +543,8 @@ mod tests {
         assert_eq!((e["type"].as_str(), e["param"].as_str()), (Some("invalid_request_error"), Some("model")));
         assert_eq!(e["code"], "model_not_found");
         let message = e["message"].as_str().unwrap();
-        assert!(message.contains("installed: tiny.en, base") && message.contains("whisper-1"), "{message}");
+        assert!(message.contains("installed: tiny.en, base;") && message.contains("whisper-1"), "{message}");
+        assert!(!message.contains("truncated"), "{message}");
         let (status, body) = refused(&[("language", "en")]);
         assert_eq!((status, body["error"]["param"].as_str()), (400, Some("model")));
     }

@@ -76,11 +76,16 @@ pub fn body(result: &JobResult, format: ResponseFormat, verbose: Verbose<'_>) ->
     match format {
         ResponseFormat::Json => json!({ "text": text(&result.segments) }).to_string(),
         ResponseFormat::Text => format!("{}\n", text(&result.segments)),
-        ResponseFormat::Srt => render_transcript(Format::Srt, &result.segments, &[], audio),
-        ResponseFormat::Vtt => render_transcript(Format::Vtt, &result.segments, &[], audio),
+        ResponseFormat::Srt => render_transcript(Format::Srt, &unlabelled(&result.segments), &[], audio),
+        ResponseFormat::Vtt => render_transcript(Format::Vtt, &unlabelled(&result.segments), &[], audio),
         ResponseFormat::VerboseJson => verbose_json(result, verbose).to_string(),
         ResponseFormat::DiarizedJson => diarized_json(result).to_string(),
     }
+}
+
+/// OpenAI's subtitles carry no speakers (`diarized_json` does).
+fn unlabelled(segments: &[Segment]) -> Vec<Segment> {
+    segments.iter().map(|s| Segment { speaker: None, words: vec![], ..s.clone() }).collect()
 }
 
 fn verbose_json(result: &JobResult, verbose: Verbose<'_>) -> Value {
@@ -243,7 +248,7 @@ mod tests {
 
     #[test]
     fn json_and_text_bodies() {
-        let r = result(false);
+        let r = result(true);
         assert_eq!(body(&r, ResponseFormat::Json, Verbose::default()), r#"{"text":"Ask not what"}"#);
         assert_eq!(body(&r, ResponseFormat::Text, Verbose::default()), "Ask not what\n");
         let srt = body(&r, ResponseFormat::Srt, Verbose::default());
