@@ -108,7 +108,8 @@ fn verbose_json(result: &JobResult, verbose: Verbose<'_>) -> Value {
                     "end": s.end_s,
                     "text": s.text,
                     "tokens": [],
-                    "temperature": verbose.temperature,
+                    // As the f32 was written (0.2, not 0.20000000298…).
+                    "temperature": verbose.temperature.to_string().parse::<f64>().unwrap_or(0.0),
                     "avg_logprob": avg_logprob(s),
                     "compression_ratio": compression_ratio(&s.text),
                     "no_speech_prob": 0.0,
@@ -287,7 +288,7 @@ mod tests {
             (Some(1), Some(300), Some(4.0))
         );
         assert!((s["avg_logprob"].as_f64().unwrap() - 0.5f64.ln()).abs() < 1e-6);
-        assert!((s["temperature"].as_f64().unwrap() - 0.2).abs() < 1e-6);
+        assert_eq!(s["temperature"].as_f64(), Some(0.2));
         assert_eq!(
             v["words"],
             json!([
