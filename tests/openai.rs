@@ -262,5 +262,6 @@ fn waits_are_bounded_and_a_stream_client_leaving_does_not_stop_its_job() {
         std::thread::sleep(Duration::from_millis(200));
     };
     assert_eq!(job["status"], "done", "{job}");
-    assert!(job["transcript"].as_str().unwrap().to_lowercase().contains("dark suit"), "{job}");
+    let reference = "She had your dark suit in greasy wash water all year.";
+    assert!(wer(reference, job["transcript"].as_str().unwrap()) <= 0.35, "{job}");
 }
