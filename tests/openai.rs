@@ -265,3 +265,50 @@ fn waits_are_bounded_and_a_stream_client_leaving_does_not_stop_its_job() {
     let reference = "She had your dark suit in greasy wash water all year.";
     assert!(wer(reference, job["transcript"].as_str().unwrap()) <= 0.35, "{job}");
 }
+
+/// The per-job decoding options on the real models: a job's language and prompt apply to that
+/// job only, and settings a model cannot honour are errors, not panics.
+#[test]
+fn per_job_decode_options_apply_to_their_job_only() {
+    use diarized::asr::{AsrOptions, WhisperTranscriber};
+    use diarized::model::DecodeOptions;
+    use diarized::pipeline::Transcriber;
+
+    let dir = common::models_dir();
+    let load = |model: &str| {
+        let path = diarized::models::whisper::resolve_whisper_model(&dir, model).unwrap();
+        WhisperTranscriber::load(&path, AsrOptions { threads: 1, language: None, beam_size: None }).unwrap()
+    };
+    let audio = |name: &str| diarized::audio::decode_file(&fixture(name)).unwrap();
+    let (progress, cancelled) = (|_: f32| {}, || false);
+    let jfk = audio("jfk.wav");
+
+    let mut base = load("base");
+    let german = DecodeOptions { language: Some("de".into()), ..Default::default() };
+    let t = base.transcribe_with(&audio("de_cheetah_test.wav"), &german, &progress, &cancelled).unwrap();
+    assert_eq!(t.language.as_deref(), Some("de"));
+    assert!(t.text().to_lowercase().contains("werbung"), "{}", t.text());
+    // The next job, without options, has its language detected again.
+    let t = base.transcribe_with(&jfk, &DecodeOptions::default(), &progress, &cancelled).unwrap();
+    assert_eq!(t.language.as_deref(), Some("en"), "{}", t.text());
+    assert!(wer(JFK, &t.text()) <= 0.2, "{}", t.text());
+
+    let mut tiny = load("tiny.en");
+    for bad in [
+        DecodeOptions { language: Some("de".into()), ..Default::default() },
+        DecodeOptions { language: Some("xx".into()), ..Default::default() },
+        DecodeOptions { temperature: Some(1.5), ..Default::default() },
+    ] {
+        assert!(tiny.transcribe_with(&jfk, &bad, &progress, &cancelled).is_err(), "{bad:?}");
+    }
+    let prompted = DecodeOptions {
+        prompt: Some("President Kennedy's inaugural address, 1961.".into()),
+        temperature: Some(0.2),
+        ..Default::default()
+    };
+    let t = tiny.transcribe_with(&jfk, &prompted, &progress, &cancelled).unwrap();
+    assert!(wer(JFK, &t.text()) <= 0.2, "{}", t.text());
+    // A prompt longer than Whisper's context is cut to its end, not refused.
+    let long = DecodeOptions { prompt: Some("ask not ".repeat(200)), ..Default::default() };
+    assert!(tiny.transcribe_with(&jfk, &long, &progress, &cancelled).is_ok());
+}
