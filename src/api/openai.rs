@@ -226,14 +226,16 @@ fn parse(
                 format!("language {:?} is not an ISO-639-1 code Whisper knows (e.g. en, de)", clip(&l)),
             ));
         }
-        Some(l) if l != "en" && english_only(effective) => {
-            return Err(OpenAiError::invalid(
-                "language",
-                format!("model {effective} is English-only; language {l:?} needs a multilingual model"),
-            ));
-        }
         Some(l) => Some(l),
     };
+    // The request's language, else the configured one.
+    let wanted = language.as_deref().or(cfg.language.as_deref().filter(|l| !l.is_empty() && *l != "auto"));
+    if let Some(l) = wanted.filter(|l| *l != "en" && english_only(effective)) {
+        return Err(OpenAiError::invalid(
+            "language",
+            format!("model {effective} is English-only; language {l:?} needs a multilingual model"),
+        ));
+    }
     let prompt = match last("prompt").filter(|p| !p.is_empty()) {
         Some(p) if p.contains('\0') => {
             return Err(OpenAiError::invalid("prompt", "prompt contains a NUL byte"));
@@ -599,6 +601,15 @@ mod tests {
         assert_eq!(status, 400);
         assert!(body["error"]["message"].as_str().unwrap().contains("English-only"), "{body}");
         assert!(parsed(&[("model", "whisper-1"), ("language", "en")]).is_ok());
+        // Nor the configured language, when a request picks tiny.en without one of its own.
+        let german =
+            Config { whisper_model: "base".into(), language: Some("de".into()), ..Config::default() };
+        let e = parse(&form(&[("model", "tiny.en")]), &german, &installed_here()).unwrap_err();
+        assert_eq!((e.status(), e.param), (400, Some("language")));
+        assert!(
+            parse(&form(&[("model", "tiny.en"), ("language", "en")]), &german, &installed_here()).is_ok()
+        );
+        assert!(parse(&form(&[("model", "whisper-1")]), &german, &installed_here()).is_ok());
     }
 
     #[test]
