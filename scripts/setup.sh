@@ -2,6 +2,8 @@
 # Installs the system packages diarized needs to build and test (Debian/Ubuntu, as root or sudo).
 set -euo pipefail
 packages=(cmake clang libclang-dev pkg-config espeak-ng sox libsox-fmt-all)
+# `make test` puts the openai client in a venv (tests/openai.rs); Debian's python3 needs this for it.
+python3 -c 'import ensurepip, venv' 2>/dev/null || packages+=(python3-venv)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -5,6 +5,7 @@ mod auth;
 mod front;
 mod limits;
 mod speakers;
+mod openai;
 
 pub use front::HttpServer;
 pub use limits::Slots;
@@ -20,7 +21,7 @@ use sha2::{Digest, Sha256};
 use tiny_http::{Header, Method, Request, Response, Server, StatusCode};
 
 use crate::config::ConfigHandle;
-use crate::model::{Source, SpeakerHints, Status};
+use crate::model::{Job, Source, SpeakerHints, Status};
 use crate::queue::Queue;
 use crate::render::{Format, JobResult, sidecar_path};
 use crate::store::{JobPatch, JobQuery, NewJob, RunStage, Store, StoreError};
@@ -176,6 +177,9 @@ impl Api {
         let method = request.method().clone();
         let url = request.url().to_string();
         let (path, query) = split_query(&url);
+        if path == "/v1" || path.starts_with("/v1/") {
+            return openai::handle(self, request, &method, &path, &query);
+        }
         let result = auth::check(&self.config.get(), self.bound, &request, &path)
             .and_then(|()| self.route(&mut request, &method, &path, &query));
         let (status, reply) = match result {
@@ -190,17 +194,7 @@ impl Api {
             }
         };
         tracing::debug!(%method, %url, status, ms = started.elapsed().as_millis() as u64, "request");
-        let mut response = Response::from_data(reply.body).with_status_code(StatusCode(status));
-        for (k, v) in
-            std::iter::once(("Content-Type".to_string(), reply.content_type.to_string())).chain(reply.headers)
-        {
-            if let Ok(h) = Header::from_bytes(k.as_bytes(), v.as_bytes()) {
-                response.add_header(h);
-            }
-        }
-        if let Err(e) = request.respond(response) {
-            tracing::debug!(error = %e, "client went away");
-        }
+        send(request, reply);
     }
 
     fn route(&self, req: &mut Request, method: &Method, path: &str, q: &Query) -> ApiResult {
@@ -319,31 +313,48 @@ impl Api {
     }
 
     fn upload(&self, req: &mut Request, q: &Query) -> ApiResult {
+        let (job, ()) = self.accept_upload(req, q, &[], |_| Ok::<_, ApiError>(()))?;
+        let job = if q.flag("run")? { self.queue.submit(job.id, RunStage::All)? } else { job };
+        Ok(Reply::json(201, &job))
+    }
+
+    /// Receives an upload into a new job (status `uploaded`). The multipart text fields named in
+    /// `fields` are collected and given to `check`, which runs once the audio has passed its
+    /// checks and before the job exists; its error refuses the upload, leaving nothing behind.
+    fn accept_upload<T, E: From<ApiError>>(
+        &self,
+        req: &mut Request,
+        q: &Query,
+        fields: &[&str],
+        check: impl FnOnce(&[(String, String)]) -> Result<T, E>,
+    ) -> Result<(Job, T), E> {
         let cfg = self.config.get();
         if req.body_length().is_some_and(|len| len as u64 > cfg.max_content_length) {
-            return Err(too_large(cfg.max_content_length));
+            return Err(too_large(cfg.max_content_length).into());
         }
         let _slot = self.slots.upload(cfg.max_uploads)?;
         let content_type = header(req, "Content-Type").unwrap_or_default();
         let boundary = multer::parse_boundary(&content_type).map_err(|_| {
             ApiError::BadRequest("expected a multipart/form-data body with a 'file' field".into())
         })?;
-        let upload = receive_upload(req, &boundary, &cfg.upload_folder, cfg.max_content_length, |ext| {
-            cfg.extension_allowed(ext)
-        })?;
+        let upload =
+            receive_upload(req, &boundary, &cfg.upload_folder, cfg.max_content_length, fields, |ext| {
+                cfg.extension_allowed(ext)
+            })?;
         // From here on the temp file must not outlive a failure.
         let guard = TempFile(Some(upload.temp.clone()));
         let limit = cfg.max_audio_seconds as f64;
         match crate::audio::probe_file(&upload.temp).and_then(|info| info.check_duration(limit)) {
             Ok(()) => {}
             Err(e @ crate::audio::AudioError::TooLong { .. }) => {
-                return Err(ApiError::TooLarge(format!("{}: {e}", upload.original_filename)));
+                return Err(ApiError::TooLarge(format!("{}: {e}", upload.original_filename)).into());
             }
-            Err(e) => return Err(ApiError::Unsupported(format!("{}: {e}", upload.original_filename))),
+            Err(e) => return Err(ApiError::Unsupported(format!("{}: {e}", upload.original_filename)).into()),
         }
         let mut speakers = upload.speakers;
         merge_hints(&mut speakers, q)?;
         validate_hints(&speakers)?;
+        let checked = check(&upload.fields)?;
         let references = self.reference_prints(upload.references)?;
         let uuid = uuid::Uuid::new_v4().to_string();
         let final_path = cfg.upload_folder.join(format!("{uuid}.{}", upload.extension));
@@ -356,7 +367,8 @@ impl Api {
                 sha256: upload.sha256,
                 source: Source::Upload,
                 speakers,
-            })?
+            })
+            .map_err(ApiError::from)?
             .ok_or_else(|| ApiError::Internal("a job for this new file name already exists".into()))?;
         let id = job.id;
         if let Err(e) = self.store.save_job_references(id, &references) {
@@ -366,12 +378,11 @@ impl Api {
         // The row exists before the file appears, so the folder watcher knows it is ours.
         if let Err(e) = std::fs::rename(&upload.temp, &final_path) {
             let _ = self.store.delete_job(id, false);
-            return Err(e.into());
+            return Err(ApiError::from(e).into());
         }
         guard.disarm();
         tracing::info!(job = id, name = ?job.original_filename, bytes = upload.bytes, "upload stored");
-        let job = if q.flag("run")? { self.queue.submit(id, RunStage::All)? } else { job };
-        Ok(Reply::json(201, &job))
+        Ok((job, checked))
     }
 
     fn edit(&self, req: &mut Request, id: i64) -> ApiResult {
@@ -461,6 +472,21 @@ impl Api {
                 Err(e) => tracing::warn!(path = %path.display(), error = %e, "cannot delete"),
             }
         }
+    }
+}
+
+/// Answers `request` with `reply`.
+fn send(request: Request, reply: Reply) {
+    let mut response = Response::from_data(reply.body).with_status_code(StatusCode(reply.status));
+    for (k, v) in
+        std::iter::once(("Content-Type".to_string(), reply.content_type.to_string())).chain(reply.headers)
+    {
+        if let Ok(h) = Header::from_bytes(k.as_bytes(), v.as_bytes()) {
+            response.add_header(h);
+        }
+    }
+    if let Err(e) = request.respond(response) {
+        tracing::debug!(error = %e, "client went away");
     }
 }
 
@@ -554,7 +580,12 @@ struct Upload {
     speakers: SpeakerHints,
     /// Ad-hoc known speakers for this job only.
     references: speakers::References,
+    /// The requested extra text fields, in the order sent.
+    fields: Vec<(String, String)>,
 }
+
+/// Most values of extra text fields one upload may carry.
+const MAX_FIELD_VALUES: usize = 32;
 
 /// Streams a multipart body to disk, hashing as it goes; nothing is held whole in memory.
 fn receive_upload(
@@ -562,6 +593,7 @@ fn receive_upload(
     boundary: &str,
     folder: &Path,
     limit: u64,
+    fields: &[&str],
     allowed: impl Fn(&str) -> bool,
 ) -> Result<Upload, ApiError> {
     let body = BodyStream { request: req, yielded: false };
@@ -573,6 +605,7 @@ fn receive_upload(
         let mut guard = TempFile(None);
         let mut speakers = SpeakerHints::default();
         let mut references = speakers::References::default();
+        let mut extra = Vec::new();
         while let Some(mut field) = multipart.next_field().await.map_err(|e| multipart_error(e, limit))? {
             match field.name().unwrap_or_default() {
                 "file" if file.is_none() => {
@@ -615,6 +648,7 @@ fn receive_upload(
                         bytes,
                         speakers: SpeakerHints::default(),
                         references: speakers::References::default(),
+                        fields: Vec::new(),
                     });
                 }
                 name @ ("num_speakers" | "min_speakers" | "max_speakers") => {
@@ -629,6 +663,15 @@ fn receive_upload(
                 }
                 name if speakers::References::accepts(name) => {
                     references.receive(&mut field, folder, limit, &allowed).await?;
+                name if fields.contains(&name) => {
+                    let name = name.to_string();
+                    if extra.len() == MAX_FIELD_VALUES {
+                        return Err(ApiError::BadRequest(format!(
+                            "more than {MAX_FIELD_VALUES} form fields"
+                        )));
+                    }
+                    let text = limits::field_text(&mut field, &name, limit).await?;
+                    extra.push((name, text));
                 }
                 _ => {
                     // Unknown fields are drained and ignored, as browsers send extras.
@@ -640,6 +683,7 @@ fn receive_upload(
             file.ok_or_else(|| ApiError::BadRequest("multipart field 'file' is required".into()))?;
         upload.speakers = speakers;
         upload.references = references;
+        upload.fields = extra;
         guard.disarm();
         Ok(upload)
     })

@@ -88,6 +88,34 @@ impl SpeakerHints {
     }
 }
 
+/// Per-job recognition settings; `None` keeps the transcriber's configured value.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DecodeOptions {
+    /// ISO 639-1 code such as `en`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub language: Option<String>,
+    /// Text given to Whisper as the previous context (style, spelling of names).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt: Option<String>,
+    /// Sampling temperature 0–1 of the first decoding attempt (the fallback still raises it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f32>,
+}
+
+/// Per-job processing options (set by the OpenAI-compatible API); the default follows the
+/// configuration in everything.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct JobOptions {
+    /// Whisper model name for this job instead of the configured one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    #[serde(default, flatten)]
+    pub decode: DecodeOptions,
+    /// Skip the analysis stage (the caller wants the transcript only).
+    #[serde(default)]
+    pub skip_analysis: bool,
+}
+
 /// One job row, as stored and as returned over HTTP.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Job {

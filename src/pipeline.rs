@@ -3,7 +3,8 @@
 
 use crate::audio::Audio;
 use crate::model::{
-    Analysis, JobSpeaker, KnownVoice, Segment, SpeakerHints, SpeakerTurn, SpeakerVoice, Transcript,
+    Analysis, DecodeOptions, JobOptions, JobSpeaker, KnownVoice, Segment, SpeakerHints, SpeakerTurn, SpeakerVoice,
+    Transcript,
 };
 
 /// Error raised by a pipeline stage; the message ends up in the job's `error_message`.
@@ -37,6 +38,19 @@ pub trait Transcriber: Send {
         progress: Progress<'_>,
         cancelled: Cancelled<'_>,
     ) -> Result<Transcript, StageError>;
+    /// Transcribes with per-job settings; a transcriber that has none refuses any but the default.
+    fn transcribe_with(
+        &mut self,
+        audio: &Audio,
+        options: &DecodeOptions,
+        progress: Progress<'_>,
+        cancelled: Cancelled<'_>,
+    ) -> Result<Transcript, StageError> {
+        if *options != DecodeOptions::default() {
+            return Err(StageError::new("transcribe", format!("{} takes no per-job options", self.name())));
+        }
+        self.transcribe(audio, progress, cancelled)
+    }
     /// Model name, for status output.
     fn name(&self) -> String;
 }
@@ -156,6 +170,18 @@ impl Stages {
         hints: SpeakerHints,
         sink: &mut dyn ResultSink,
     ) -> Result<(), StageError> {
+        self.run_with(path, hints, &JobOptions::default(), sink)
+    }
+
+    /// [`Stages::run`] with a job's decoding options, analysis skipped if it asks so. (Its
+    /// `model` is the caller's to honour, by putting that transcriber in place.)
+    pub fn run_with(
+        &mut self,
+        path: &std::path::Path,
+        hints: SpeakerHints,
+        options: &JobOptions,
+        sink: &mut dyn ResultSink,
+    ) -> Result<(), StageError> {
         let audio = crate::audio::decode_file(path).map_err(|e| StageError::new("decode", e.to_string()))?;
         sink.duration(audio.duration_s())?;
         sink.progress(DECODED);
@@ -167,7 +193,8 @@ impl Stages {
             Slot::Unavailable(why) => return Err(StageError::new("transcribe", why.clone())),
         };
         let report = |f: f32| sink.progress(DECODED + f.clamp(0.0, 1.0) * (TRANSCRIBED - DECODED));
-        let transcript = transcriber.transcribe(&audio, &report, &|| sink.cancelled())?;
+        let transcript =
+            transcriber.transcribe_with(&audio, &options.decode, &report, &|| sink.cancelled())?;
         check_cancelled(sink, "transcribe")?;
         sink.transcript(&transcript)?;
         sink.progress(TRANSCRIBED);
@@ -190,6 +217,9 @@ impl Stages {
             Slot::Unavailable(why) => return Err(StageError::new("diarize", why.clone())),
         }
         sink.progress(DIARIZED);
+        if options.skip_analysis {
+            return Ok(());
+        }
         self.analyze(&segments, transcript.language.as_deref(), sink)
     }
 
@@ -216,7 +246,11 @@ impl Stages {
 impl Stages {
     /// Builds the stages the configuration asks for.
     pub fn from_config(cfg: &crate::config::Config) -> Self {
-        Stages { transcriber: transcriber(cfg), diarizer: diarizer(cfg), analyzer: analyzer(cfg) }
+        Stages {
+            transcriber: load_transcriber(cfg, &cfg.whisper_model),
+            diarizer: diarizer(cfg),
+            analyzer: analyzer(cfg),
+        }
     }
 }
 
@@ -237,8 +271,10 @@ fn diarizer(cfg: &crate::config::Config) -> Slot<dyn Diarizer> {
     )
 }
 
-fn transcriber(cfg: &crate::config::Config) -> Slot<dyn Transcriber> {
-    let loaded = crate::models::whisper::resolve_whisper_model(&cfg.models_dir, &cfg.whisper_model)
+/// The transcriber for Whisper model `model` (a name or a file) with the configuration's
+/// other settings; a job asking for another model than the configured one runs with this.
+pub fn load_transcriber(cfg: &crate::config::Config, model: &str) -> Slot<dyn Transcriber> {
+    let loaded = crate::models::whisper::resolve_whisper_model(&cfg.models_dir, model)
         .map_err(|e| StageError::new("transcribe", e.to_string()))
         .and_then(|path| {
             let opts = crate::asr::AsrOptions {

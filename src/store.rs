@@ -16,7 +16,7 @@ use std::sync::{Mutex, MutexGuard};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};
 
 use crate::model::{
-    ActionItem, Analysis, Job, Segment, Source, SpeakerHints, SpeakerTurn, Status, Transcript,
+    ActionItem, Analysis, Job, JobOptions, Segment, Source, SpeakerHints, SpeakerTurn, Status, Transcript,
 };
 
 /// Storage failures.
@@ -254,6 +254,8 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE jobs ADD COLUMN action_items TEXT;
     ALTER TABLE jobs ADD COLUMN topics TEXT;",
     speakers::MIGRATION,
+    // Per-job processing options (JSON of `JobOptions`; NULL = the configuration's).
+    "ALTER TABLE jobs ADD COLUMN options TEXT;",
 ];
 
 const JOB_COLUMNS: &str = "id, audio_path, original_filename, sha256, source, status, error_message, \
@@ -442,6 +444,23 @@ impl Store {
             return Err(StoreError::NotFound(id));
         }
         self.job(id)
+    }
+
+    /// Stores a job's processing options (read by the worker when it runs the job).
+    pub fn set_job_options(&self, id: i64, options: &JobOptions) -> Result<()> {
+        let json = serde_json::to_string(options).unwrap_or_default();
+        let n = self.writer().execute("UPDATE jobs SET options = ?2 WHERE id = ?1", params![id, json])?;
+        if n == 0 { Err(StoreError::NotFound(id)) } else { Ok(()) }
+    }
+
+    /// A job's processing options (the default when none were set).
+    pub fn job_options(&self, id: i64) -> Result<JobOptions> {
+        let json: Option<String> = self
+            .reader()
+            .query_row("SELECT options FROM jobs WHERE id = ?1", [id], |r| r.get(0))
+            .optional()?
+            .ok_or(StoreError::NotFound(id))?;
+        Ok(json.and_then(|j| serde_json::from_str(&j).ok()).unwrap_or_default())
     }
 
     /// Queues a job for `stage` with a fresh attempt count; a job already queued or processing
@@ -959,6 +978,26 @@ mod tests {
         let again = Store::open(&path).unwrap();
         assert_eq!(again.list_jobs(&JobQuery::default()).unwrap().1, 3, "migrations run once");
         assert_eq!(again.insert_job(&new_job("e", "e")).unwrap().unwrap().id, 5);
+    }
+
+    #[test]
+    fn job_options_round_trip() {
+        let store = Store::in_memory().unwrap();
+        let id = insert(&store, "a", "a");
+        assert_eq!(store.job_options(id).unwrap(), JobOptions::default(), "none set: the configuration's");
+        let opts = JobOptions {
+            model: Some("base".into()),
+            decode: crate::model::DecodeOptions {
+                language: Some("de".into()),
+                prompt: Some("Grüße".into()),
+                temperature: Some(0.4),
+            },
+            skip_analysis: true,
+        };
+        store.set_job_options(id, &opts).unwrap();
+        assert_eq!(store.job_options(id).unwrap(), opts);
+        assert!(matches!(store.job_options(99), Err(StoreError::NotFound(99))));
+        assert!(matches!(store.set_job_options(99, &opts), Err(StoreError::NotFound(99))));
     }
 
     #[test]

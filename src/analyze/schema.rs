@@ -253,7 +253,7 @@ pub fn transcript_prompt(
 /// English name of an ISO 639-1 code as whisper knows it ("de" → "German"); the code itself
 /// when unknown.
 fn language_name(code: &str) -> String {
-    let name = whisper_rs::get_lang_id(code).and_then(whisper_rs::get_lang_str_full).unwrap_or(code);
+    let name = crate::asr::language_name(code).unwrap_or(code);
     let mut chars = name.chars();
     chars.next().map(|c| c.to_uppercase().chain(chars).collect()).unwrap_or_default()
 }
