@@ -373,7 +373,7 @@ impl Api {
         let id = job.id;
         if let Err(e) = self.store.save_job_references(id, &references) {
             let _ = self.store.delete_job(id, false);
-            return Err(e.into());
+            return Err(ApiError::from(e).into());
         }
         // The row exists before the file appears, so the folder watcher knows it is ours.
         if let Err(e) = std::fs::rename(&upload.temp, &final_path) {
@@ -663,6 +663,7 @@ fn receive_upload(
                 }
                 name if speakers::References::accepts(name) => {
                     references.receive(&mut field, folder, limit, &allowed).await?;
+                }
                 name if fields.contains(&name) => {
                     let name = name.to_string();
                     if extra.len() == MAX_FIELD_VALUES {
