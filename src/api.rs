@@ -20,7 +20,7 @@ use tiny_http::{Header, Method, Request, Response, Server, StatusCode};
 use crate::config::ConfigHandle;
 use crate::model::{Source, SpeakerHints, Status};
 use crate::queue::Queue;
-use crate::render::{Format, JobResult, sidecar_path};
+use crate::render::{Format, JobResult};
 use crate::store::{JobPatch, JobQuery, NewJob, RunStage, Store, StoreError};
 
 /// An API failure; [`ApiError::status`] is the one mapping from error to HTTP status.
@@ -142,6 +142,8 @@ pub struct Api {
     pub bound: std::net::SocketAddr,
     /// Uploads and waits in progress.
     pub slots: Slots,
+    /// Server-sent event streams, run on the control plane.
+    pub streams: Arc<crate::sse::Streams>,
 }
 
 /// Longest `?wait=true` may block.
@@ -171,8 +173,15 @@ impl Api {
         let method = request.method().clone();
         let url = request.url().to_string();
         let (path, query) = split_query(&url);
-        let result = auth::check(&self.config.get(), self.bound, &request, &path)
-            .and_then(|()| self.route(&mut request, &method, &path, &query));
+        let checked = auth::check(&self.config.get(), self.bound, &request, &path);
+        let result = match crate::sse::stream_path(&path).filter(|_| method == Method::Get) {
+            // An event stream leaves this thread once admitted.
+            Some(job) => match checked.and_then(|()| self.admit_stream(job)) {
+                Ok(admitted) => return self.streams.start(admitted, request.into_writer()),
+                Err(e) => Err(e),
+            },
+            None => checked.and_then(|()| self.route(&mut request, &method, &path, &query)),
+        };
         let (status, reply) = match result {
             Ok(r) => (r.status, r),
             Err(e) => {
@@ -215,6 +224,7 @@ impl Api {
                 Method::Delete => self.delete_all(q),
                 _ => Err(ApiError::MethodNotAllowed("GET, POST, DELETE")),
             },
+            ["api", "events"] => Err(ApiError::MethodNotAllowed("GET")),
             ["api", "jobs", id, rest @ ..] => self.job_route(req, method, job_id(id)?, rest, q),
             _ => Err(ApiError::NotFound(format!("no route for {}", clip(path)))),
         }
@@ -250,8 +260,23 @@ impl Api {
                 Method::Get => self.transcript(id, q),
                 _ => Err(ApiError::MethodNotAllowed("GET")),
             },
+            ["webhooks"] => match method {
+                Method::Get => {
+                    self.store.job(id)?;
+                    Ok(Reply::json(200, &self.store.deliveries(id)?))
+                }
+                _ => Err(ApiError::MethodNotAllowed("GET")),
+            },
+            ["events"] => Err(ApiError::MethodNotAllowed("GET")),
             _ => Err(ApiError::NotFound(format!("no route for job {id}/{}", clip(&rest.join("/"))))),
         }
+    }
+
+    /// Admits an event stream of one job (`Some(id text)`) or of all; at most half of
+    /// `max_connections` streams are open at once.
+    fn admit_stream(&self, job: Option<&str>) -> Result<crate::sse::Admitted, ApiError> {
+        let job = job.map(job_id).transpose()?;
+        self.streams.admit(job, (self.config.get().max_connections / 2).max(1))
     }
 
     /// `/healthz`: 503 once a worker thread has died, as jobs would then wait forever.
@@ -337,6 +362,10 @@ impl Api {
         let mut speakers = upload.speakers;
         merge_hints(&mut speakers, q)?;
         validate_hints(&speakers)?;
+        let webhook_url = q.get("webhook_url").map(String::from).or(upload.webhook_url);
+        if let Some(url) = &webhook_url {
+            crate::webhooks::check_url(url).map_err(ApiError::BadRequest)?;
+        }
         let uuid = uuid::Uuid::new_v4().to_string();
         let final_path = cfg.upload_folder.join(format!("{uuid}.{}", upload.extension));
         let job = self
@@ -351,6 +380,12 @@ impl Api {
             })?
             .ok_or_else(|| ApiError::Internal("a job for this new file name already exists".into()))?;
         let id = job.id;
+        if let Some(url) = &webhook_url
+            && let Err(e) = self.store.set_webhook_url(id, url)
+        {
+            let _ = self.store.delete_job(id, false);
+            return Err(e.into());
+        }
         // The row exists before the file appears, so the folder watcher knows it is ours.
         if let Err(e) = std::fs::rename(&upload.temp, &final_path) {
             let _ = self.store.delete_job(id, false);
@@ -440,15 +475,7 @@ impl Api {
     }
 
     fn remove_files(&self, audio_path: &str) {
-        let cfg = self.config.get();
-        let audio = Path::new(audio_path);
-        for path in [audio.to_path_buf(), sidecar_path(audio, cfg.results_folder.as_deref())] {
-            match std::fs::remove_file(&path) {
-                Ok(()) => tracing::info!(path = %path.display(), "deleted"),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => tracing::warn!(path = %path.display(), error = %e, "cannot delete"),
-            }
-        }
+        crate::exports::remove_job_files(audio_path, self.config.get().results_folder.as_deref());
     }
 }
 
@@ -540,6 +567,8 @@ struct Upload {
     sha256: String,
     bytes: u64,
     speakers: SpeakerHints,
+    /// The `webhook_url` field, if sent.
+    webhook_url: Option<String>,
 }
 
 /// Streams a multipart body to disk, hashing as it goes; nothing is held whole in memory.
@@ -558,6 +587,7 @@ fn receive_upload(
         let mut file: Option<Upload> = None;
         let mut guard = TempFile(None);
         let mut speakers = SpeakerHints::default();
+        let mut webhook_url = None;
         while let Some(mut field) = multipart.next_field().await.map_err(|e| multipart_error(e, limit))? {
             match field.name().unwrap_or_default() {
                 "file" if file.is_none() => {
@@ -599,6 +629,7 @@ fn receive_upload(
                         sha256: hex::encode(hasher.finalize()),
                         bytes,
                         speakers: SpeakerHints::default(),
+                        webhook_url: None,
                     });
                 }
                 name @ ("num_speakers" | "min_speakers" | "max_speakers") => {
@@ -611,6 +642,7 @@ fn receive_upload(
                         _ => speakers.max_speakers = Some(n),
                     }
                 }
+                "webhook_url" => webhook_url = Some(limits::field_text(&mut field, "webhook_url", limit).await?),
                 _ => {
                     // Unknown fields are drained and ignored, as browsers send extras.
                     while field.chunk().await.map_err(|e| multipart_error(e, limit))?.is_some() {}
@@ -620,6 +652,7 @@ fn receive_upload(
         let mut upload =
             file.ok_or_else(|| ApiError::BadRequest("multipart field 'file' is required".into()))?;
         upload.speakers = speakers;
+        upload.webhook_url = webhook_url;
         guard.disarm();
         Ok(upload)
     })
