@@ -642,7 +642,9 @@ fn receive_upload(
                         _ => speakers.max_speakers = Some(n),
                     }
                 }
-                "webhook_url" => webhook_url = Some(limits::field_text(&mut field, "webhook_url", limit).await?),
+                "webhook_url" => {
+                    webhook_url = Some(limits::field_text(&mut field, "webhook_url", limit).await?)
+                }
                 _ => {
                     // Unknown fields are drained and ignored, as browsers send extras.
                     while field.chunk().await.map_err(|e| multipart_error(e, limit))?.is_some() {}

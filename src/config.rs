@@ -360,8 +360,10 @@ impl Config {
             }
         }
         if let Some(v) = text("WEBHOOK_RETRY_DELAYS_S") {
-            self.webhook_retry_delays_s =
-                parse_list(&v).iter().map(|d| parse_num("WEBHOOK_RETRY_DELAYS_S", d)).collect::<Result<_, _>>()?;
+            self.webhook_retry_delays_s = parse_list(&v)
+                .iter()
+                .map(|d| parse_num("WEBHOOK_RETRY_DELAYS_S", d))
+                .collect::<Result<_, _>>()?;
         }
         if let Some(v) = text("RETENTION_DAYS") {
             self.retention_days = parse_num("RETENTION_DAYS", &v)?;
@@ -415,7 +417,10 @@ impl Config {
                 .map_err(|message| ConfigError::Invalid { key: "webhook_secret", message })?;
         }
         if let Some(e) = self.webhook_events.iter().find(|e| !WEBHOOK_EVENTS.contains(&e.as_str())) {
-            return invalid("webhook_events", format!("unknown event {e:?} (one of {})", WEBHOOK_EVENTS.join(", ")));
+            return invalid(
+                "webhook_events",
+                format!("unknown event {e:?} (one of {})", WEBHOOK_EVENTS.join(", ")),
+            );
         }
         if self.webhook_retry_delays_s.len() > 20
             || self.webhook_retry_delays_s.iter().any(|d| !(0.0..=86_400.0).contains(d))
@@ -423,7 +428,10 @@ impl Config {
             return invalid("webhook_retry_delays_s", "at most 20 delays of 0 to 86400 seconds".into());
         }
         if let Some(f) = self.export_formats.iter().find(|f| !EXPORT_FORMATS.contains(&f.as_str())) {
-            return invalid("export_formats", format!("unknown format {f:?} (one of {})", EXPORT_FORMATS.join(", ")));
+            return invalid(
+                "export_formats",
+                format!("unknown format {f:?} (one of {})", EXPORT_FORMATS.join(", ")),
+            );
         }
         if !(self.retention_days.is_finite() && self.retention_days >= 0.0) {
             return invalid("retention_days", "must be 0 (keep forever) or a positive number of days".into());
@@ -693,12 +701,24 @@ mod tests {
         };
         let secret = Some(WebhookSecret("not-whsec".into()));
         assert_eq!(key_of(Config { webhook_secret: secret, ..Config::default() }), "webhook_secret");
-        assert_eq!(key_of(Config { webhook_url: Some("file:///x".into()), ..Config::default() }), "webhook_url");
-        assert_eq!(key_of(Config { export_formats: vec!["json".into()], ..Config::default() }), "export_formats");
-        assert_eq!(key_of(Config { webhook_events: vec!["job.x".into()], ..Config::default() }), "webhook_events");
+        assert_eq!(
+            key_of(Config { webhook_url: Some("file:///x".into()), ..Config::default() }),
+            "webhook_url"
+        );
+        assert_eq!(
+            key_of(Config { export_formats: vec!["json".into()], ..Config::default() }),
+            "export_formats"
+        );
+        assert_eq!(
+            key_of(Config { webhook_events: vec!["job.x".into()], ..Config::default() }),
+            "webhook_events"
+        );
         assert_eq!(key_of(Config { retention_days: -1.0, ..Config::default() }), "retention_days");
         let delays = vec![-1.0];
-        assert_eq!(key_of(Config { webhook_retry_delays_s: delays, ..Config::default() }), "webhook_retry_delays_s");
+        assert_eq!(
+            key_of(Config { webhook_retry_delays_s: delays, ..Config::default() }),
+            "webhook_retry_delays_s"
+        );
         assert!(Config::default().apply_env(|k| (k == "RETENTION_DAYS").then(|| "soon".into())).is_err());
     }
 

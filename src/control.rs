@@ -50,7 +50,11 @@ impl ControlPlane {
             .build()?;
         let signals = {
             let _entered = runtime.enter();
-            [signal(SignalKind::terminate())?, signal(SignalKind::interrupt())?, signal(SignalKind::hangup())?]
+            [
+                signal(SignalKind::terminate())?,
+                signal(SignalKind::interrupt())?,
+                signal(SignalKind::hangup())?,
+            ]
         };
         let durable = store
             .events()
@@ -102,7 +106,8 @@ async fn consume(
 ) {
     while let Some(event) = events.recv().await {
         let Event::Status { job } = &*event else { continue };
-        let (job, store, cfg, webhooks) = (job.clone(), Arc::clone(&store), config.get(), Arc::clone(&webhooks));
+        let (job, store, cfg, webhooks) =
+            (job.clone(), Arc::clone(&store), config.get(), Arc::clone(&webhooks));
         let handled = tokio::task::spawn_blocking(move || {
             if job.status == Status::Done {
                 match crate::exports::write_exports(&store, &cfg, job.id) {

@@ -47,8 +47,11 @@ pub fn write_exports(store: &Store, cfg: &Config, id: i64) -> Result<Vec<PathBuf
     if cfg.export_formats.is_empty() {
         return Ok(Vec::new());
     }
-    let result =
-        JobResult { job: store.job(id)?, segments: store.segments(id)?, speaker_turns: store.speaker_turns(id)? };
+    let result = JobResult {
+        job: store.job(id)?,
+        segments: store.segments(id)?,
+        speaker_turns: store.speaker_turns(id)?,
+    };
     let audio = Path::new(&result.job.audio_path);
     let mut written = Vec::new();
     for name in &cfg.export_formats {
@@ -59,7 +62,10 @@ pub fn write_exports(store: &Store, cfg: &Config, id: i64) -> Result<Vec<PathBuf
         crate::files::write_atomically(
             &path,
             |source| ExportError::Write { path: path.clone(), source },
-            |w| w.write_all(text.as_bytes()).map_err(|source| ExportError::Write { path: path.clone(), source }),
+            |w| {
+                w.write_all(text.as_bytes())
+                    .map_err(|source| ExportError::Write { path: path.clone(), source })
+            },
         )?;
         written.push(path);
     }

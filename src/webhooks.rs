@@ -128,14 +128,14 @@ pub fn is_public(ip: IpAddr) -> bool {
 
 /// Why a target was refused.
 fn refusal(host: &str, ip: IpAddr) -> String {
-    format!(
-        "refused: {host} is {ip}, not a public address; add {host} to WEBHOOK_ALLOW_HOSTS to allow it"
-    )
+    format!("refused: {host} is {ip}, not a public address; add {host} to WEBHOOK_ALLOW_HOSTS to allow it")
 }
 
 fn host_allowed(cfg: &Config, host: &str) -> bool {
     let host = host.trim_start_matches('[').trim_end_matches(']');
-    cfg.webhook_allow_hosts.iter().any(|h| h.trim_start_matches('[').trim_end_matches(']').eq_ignore_ascii_case(host))
+    cfg.webhook_allow_hosts
+        .iter()
+        .any(|h| h.trim_start_matches('[').trim_end_matches(']').eq_ignore_ascii_case(host))
 }
 
 /// Resolves a host for the client, refusing non-public addresses of hosts not allow-listed.
@@ -190,7 +190,12 @@ pub enum Outcome {
 /// Where a delivery goes after its `attempts`-th attempt ended in `outcome`: delivered,
 /// failed for good, or pending with the delay before the next attempt. `jitter` in [0, 1)
 /// spreads the delay by ±20 %.
-pub fn next_step(outcome: &Outcome, attempts: u32, delays_s: &[f64], jitter: f64) -> (DeliveryState, Option<Duration>) {
+pub fn next_step(
+    outcome: &Outcome,
+    attempts: u32,
+    delays_s: &[f64],
+    jitter: f64,
+) -> (DeliveryState, Option<Duration>) {
     let retry_after = match outcome {
         Outcome::Status(200..=299, _) => return (DeliveryState::Delivered, None),
         Outcome::Status(408 | 429 | 500..=599, after) => after.map(Duration::from_secs),
@@ -414,7 +419,19 @@ mod tests {
         for bad in ["ftp://a/b", "http://", "not a url", "http://u:p@a.example/"] {
             assert!(check_url(bad).is_err(), "{bad}");
         }
-        for private in ["127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.169.254", "100.64.0.1", "0.0.0.0", "::1", "fd00::1", "fe80::1", "::ffff:127.0.0.1"] {
+        for private in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "0.0.0.0",
+            "::1",
+            "fd00::1",
+            "fe80::1",
+            "::ffff:127.0.0.1",
+        ] {
             assert!(!is_public(private.parse().unwrap()), "{private}");
         }
         for public in ["1.1.1.1", "93.184.216.34", "2606:4700::1111"] {
@@ -430,8 +447,14 @@ mod tests {
         assert_eq!(step(&Outcome::Status(400, None), 1), (DeliveryState::Failed, None));
         assert_eq!(step(&Outcome::Status(301, None), 1), (DeliveryState::Failed, None));
         assert_eq!(step(&Outcome::Refused("r".into()), 1), (DeliveryState::Failed, None));
-        for transient in [Outcome::Status(503, None), Outcome::Status(408, None), Outcome::Network("reset".into())] {
-            assert_eq!(step(&transient, 1), (DeliveryState::Pending, Some(Duration::from_secs(5))), "{transient:?}");
+        for transient in
+            [Outcome::Status(503, None), Outcome::Status(408, None), Outcome::Network("reset".into())]
+        {
+            assert_eq!(
+                step(&transient, 1),
+                (DeliveryState::Pending, Some(Duration::from_secs(5))),
+                "{transient:?}"
+            );
         }
         assert_eq!(step(&Outcome::Status(500, None), 3).1, Some(Duration::from_secs(120)));
         assert_eq!(step(&Outcome::Status(500, None), 4), (DeliveryState::Failed, None), "out of attempts");

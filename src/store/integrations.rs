@@ -204,7 +204,14 @@ impl Store {
         tx.execute(
             "INSERT INTO webhook_attempts (delivery_id, n, at, status_code, error, duration_ms)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![delivery_id, n, attempt.at, attempt.status_code, attempt.error, attempt.duration_ms as i64],
+            params![
+                delivery_id,
+                n,
+                attempt.at,
+                attempt.status_code,
+                attempt.error,
+                attempt.duration_ms as i64
+            ],
         )?;
         tx.execute(
             "UPDATE webhook_deliveries SET state = ?2, next_attempt_ms = ?3, updated_at = ?4 WHERE id = ?1",
@@ -303,8 +310,7 @@ mod tests {
         assert!(store.insert_delivery(&new).is_err(), "event ids are unique");
         assert!(store.insert_delivery(&NewDelivery { job_id: 999, ..new.clone() }).unwrap().is_none());
         assert_eq!(store.due_deliveries(1, 10).unwrap().len(), 1);
-        let attempt =
-            Attempt { n: 0, at: now(), status_code: Some(503), error: None, duration_ms: 3 };
+        let attempt = Attempt { n: 0, at: now(), status_code: Some(503), error: None, duration_ms: 3 };
         assert_eq!(store.record_attempt(d, &attempt, DeliveryState::Pending, Some(5_000)).unwrap(), 1);
         assert!(store.due_deliveries(4_999, 10).unwrap().is_empty());
         assert_eq!(store.next_delivery_ms().unwrap(), Some(5_000));
