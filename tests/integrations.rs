@@ -461,3 +461,23 @@ fn retention_deletes_old_jobs_at_start_and_on_its_timer() {
     }
     wait_files(&audio, false);
 }
+
+#[test]
+fn watched_folder_jobs_use_the_configured_default_webhook() {
+    let rx = Receiver::start(|_, _| 204);
+    let url = rx.url("/default");
+    let d = Daemon::start(&hooks_env(&[("WEBHOOK_URL", url.as_str()), ("SETTLE_S", "1")]));
+    // An upload without its own webhook_url gets none.
+    let uploaded = upload(&d, "?run=true")["id"].as_i64().unwrap();
+    assert_eq!(d.wait_job(uploaded, LONG)["status"], "done");
+    std::fs::create_dir_all(d.uploads()).unwrap();
+    // Other content than the upload (the same content twice makes one job).
+    std::fs::copy(fixture("jfk.ogg"), d.uploads().join("dropped.ogg")).unwrap();
+    let hits = rx.wait(LONG, "the watched job's webhook", |h| !h.is_empty());
+    let body = hits[0].json();
+    assert_eq!((body["type"].as_str(), body["job"]["source"].as_str()), (Some("job.done"), Some("watch")));
+    assert!(body["job"]["audio_path"].as_str().unwrap().ends_with("dropped.ogg"), "{body}");
+    assert!(signature_ok(&hits[0]));
+    assert!(webhook_log(&d, uploaded).is_empty(), "the upload had no webhook");
+    assert_eq!(rx.hits().len(), 1, "{:#?}", rx.hits());
+}
