@@ -23,7 +23,7 @@ use tiny_http::{Header, Method, Request, Response, Server, StatusCode};
 use crate::config::ConfigHandle;
 use crate::model::{Job, Source, SpeakerHints, Status};
 use crate::queue::Queue;
-use crate::render::{Format, JobResult, sidecar_path};
+use crate::render::{Format, JobResult};
 use crate::store::{JobPatch, JobQuery, NewJob, RunStage, Store, StoreError};
 
 /// An API failure; [`ApiError::status`] is the one mapping from error to HTTP status.
@@ -148,6 +148,8 @@ pub struct Api {
     pub slots: Slots,
     /// Voice models for enrolment clips, loaded on first use.
     pub voices: VoiceModels,
+    /// Server-sent event streams, run on the control plane.
+    pub streams: Arc<crate::sse::Streams>,
 }
 
 /// Longest `?wait=true` may block.
@@ -180,8 +182,15 @@ impl Api {
         if path == "/v1" || path.starts_with("/v1/") {
             return openai::handle(self, request, &method, &path, &query);
         }
-        let result = auth::check(&self.config.get(), self.bound, &request, &path)
-            .and_then(|()| self.route(&mut request, &method, &path, &query));
+        let checked = auth::check(&self.config.get(), self.bound, &request, &path);
+        let result = match crate::sse::stream_path(&path).filter(|_| method == Method::Get) {
+            // An event stream leaves this thread once admitted.
+            Some(job) => match checked.and_then(|()| self.admit_stream(job)) {
+                Ok(admitted) => return self.streams.start(admitted, request.into_writer()),
+                Err(e) => Err(e),
+            },
+            None => checked.and_then(|()| self.route(&mut request, &method, &path, &query)),
+        };
         let (status, reply) = match result {
             Ok(r) => (r.status, r),
             Err(e) => {
@@ -214,6 +223,7 @@ impl Api {
                 Method::Delete => self.delete_all(q),
                 _ => Err(ApiError::MethodNotAllowed("GET, POST, DELETE")),
             },
+            ["api", "events"] => Err(ApiError::MethodNotAllowed("GET")),
             ["api", "jobs", id, rest @ ..] => self.job_route(req, method, job_id(id)?, rest, q),
             ["api", "speakers", rest @ ..] => self.speakers_route(req, method, rest),
             _ => Err(ApiError::NotFound(format!("no route for {}", clip(path)))),
@@ -251,8 +261,23 @@ impl Api {
                 _ => Err(ApiError::MethodNotAllowed("GET")),
             },
             ["speakers"] => self.job_speakers(req, method, id),
+            ["webhooks"] => match method {
+                Method::Get => {
+                    self.store.job(id)?;
+                    Ok(Reply::json(200, &self.store.deliveries(id)?))
+                }
+                _ => Err(ApiError::MethodNotAllowed("GET")),
+            },
+            ["events"] => Err(ApiError::MethodNotAllowed("GET")),
             _ => Err(ApiError::NotFound(format!("no route for job {id}/{}", clip(&rest.join("/"))))),
         }
+    }
+
+    /// Admits an event stream of one job (`Some(id text)`) or of all; at most half of
+    /// `max_connections` streams are open at once.
+    fn admit_stream(&self, job: Option<&str>) -> Result<crate::sse::Admitted, ApiError> {
+        let job = job.map(job_id).transpose()?;
+        self.streams.admit(job, (self.config.get().max_connections / 2).max(1))
     }
 
     /// `/healthz`: 503 once a worker thread has died, as jobs would then wait forever.
@@ -356,6 +381,10 @@ impl Api {
         validate_hints(&speakers)?;
         let checked = check(&upload.fields)?;
         let references = self.reference_prints(upload.references)?;
+        let webhook_url = q.get("webhook_url").map(String::from).or(upload.webhook_url);
+        if let Some(url) = &webhook_url {
+            crate::webhooks::check_url(url).map_err(ApiError::BadRequest)?;
+        }
         let uuid = uuid::Uuid::new_v4().to_string();
         let final_path = cfg.upload_folder.join(format!("{uuid}.{}", upload.extension));
         let job = self
@@ -372,6 +401,12 @@ impl Api {
             .ok_or_else(|| ApiError::Internal("a job for this new file name already exists".into()))?;
         let id = job.id;
         if let Err(e) = self.store.save_job_references(id, &references) {
+            let _ = self.store.delete_job(id, false);
+            return Err(ApiError::from(e).into());
+        }
+        if let Some(url) = &webhook_url
+            && let Err(e) = self.store.set_webhook_url(id, url)
+        {
             let _ = self.store.delete_job(id, false);
             return Err(ApiError::from(e).into());
         }
@@ -463,15 +498,7 @@ impl Api {
     }
 
     fn remove_files(&self, audio_path: &str) {
-        let cfg = self.config.get();
-        let audio = Path::new(audio_path);
-        for path in [audio.to_path_buf(), sidecar_path(audio, cfg.results_folder.as_deref())] {
-            match std::fs::remove_file(&path) {
-                Ok(()) => tracing::info!(path = %path.display(), "deleted"),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => tracing::warn!(path = %path.display(), error = %e, "cannot delete"),
-            }
-        }
+        crate::exports::remove_job_files(audio_path, self.config.get().results_folder.as_deref());
     }
 }
 
@@ -582,6 +609,8 @@ struct Upload {
     references: speakers::References,
     /// The requested extra text fields, in the order sent.
     fields: Vec<(String, String)>,
+    /// The `webhook_url` field, if sent.
+    webhook_url: Option<String>,
 }
 
 /// Most values of extra text fields one upload may carry.
@@ -606,6 +635,7 @@ fn receive_upload(
         let mut speakers = SpeakerHints::default();
         let mut references = speakers::References::default();
         let mut extra = Vec::new();
+        let mut webhook_url = None;
         while let Some(mut field) = multipart.next_field().await.map_err(|e| multipart_error(e, limit))? {
             match field.name().unwrap_or_default() {
                 "file" if file.is_none() => {
@@ -649,6 +679,7 @@ fn receive_upload(
                         speakers: SpeakerHints::default(),
                         references: speakers::References::default(),
                         fields: Vec::new(),
+                        webhook_url: None,
                     });
                 }
                 name @ ("num_speakers" | "min_speakers" | "max_speakers") => {
@@ -674,6 +705,9 @@ fn receive_upload(
                     let text = limits::field_text(&mut field, &name, limit).await?;
                     extra.push((name, text));
                 }
+                "webhook_url" => {
+                    webhook_url = Some(limits::field_text(&mut field, "webhook_url", limit).await?)
+                }
                 _ => {
                     // Unknown fields are drained and ignored, as browsers send extras.
                     while field.chunk().await.map_err(|e| multipart_error(e, limit))?.is_some() {}
@@ -685,6 +719,7 @@ fn receive_upload(
         upload.speakers = speakers;
         upload.references = references;
         upload.fields = extra;
+        upload.webhook_url = webhook_url;
         guard.disarm();
         Ok(upload)
     })

@@ -15,9 +15,13 @@ use std::sync::{Mutex, MutexGuard};
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};
 
+use crate::events::{Bus, Event};
 use crate::model::{
     ActionItem, Analysis, Job, JobOptions, Segment, Source, SpeakerHints, SpeakerTurn, Status, Transcript,
 };
+
+mod integrations;
+pub use integrations::{Attempt, Delivery, DeliveryState, NewDelivery};
 
 /// Storage failures.
 #[derive(Debug, thiserror::Error)]
@@ -116,6 +120,8 @@ pub struct Store {
     /// Empty for an in-memory database, whose reads go through the writer.
     readers: Vec<Mutex<Connection>>,
     next_reader: AtomicUsize,
+    /// Every status change and progress step is published here after it is written.
+    events: Bus,
 }
 
 const MIGRATIONS: &[&str] = &[
@@ -256,6 +262,7 @@ const MIGRATIONS: &[&str] = &[
     speakers::MIGRATION,
     // Per-job processing options (JSON of `JobOptions`; NULL = the configuration's).
     "ALTER TABLE jobs ADD COLUMN options TEXT;",
+    integrations::MIGRATION,
 ];
 
 const JOB_COLUMNS: &str = "id, audio_path, original_filename, sha256, source, status, error_message, \
@@ -265,7 +272,12 @@ const JOB_COLUMNS: &str = "id, audio_path, original_filename, sha256, source, st
 
 /// Current time as ISO-8601 UTC with milliseconds.
 pub fn now() -> String {
-    let t = time::OffsetDateTime::now_utc();
+    iso_time(time::OffsetDateTime::now_utc())
+}
+
+/// A time as stored: ISO-8601 UTC with milliseconds (these strings sort as the times do).
+pub fn iso_time(t: time::OffsetDateTime) -> String {
+    let t = t.to_offset(time::UtcOffset::UTC);
     let fmt = time::macros::format_description!(
         "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
     );
@@ -314,7 +326,23 @@ impl Store {
             tx.commit()?;
         }
         conn.pragma_update(None, "foreign_keys", "ON")?;
-        Ok(Self { writer: Mutex::new(conn), readers: Vec::new(), next_reader: AtomicUsize::new(0) })
+        Ok(Self {
+            writer: Mutex::new(conn),
+            readers: Vec::new(),
+            next_reader: AtomicUsize::new(0),
+            events: Bus::default(),
+        })
+    }
+
+    /// The bus this store publishes job events on.
+    pub fn events(&self) -> &Bus {
+        &self.events
+    }
+
+    /// Publishes a job's stored state as a status event; returns it.
+    fn published(&self, job: Job) -> Job {
+        self.events.publish(Event::Status { job: Box::new(job.clone()) });
+        job
     }
 
     fn writer(&self) -> MutexGuard<'_, Connection> {
@@ -360,7 +388,7 @@ impl Store {
                 |r| r.get(0),
             )
             .optional()?;
-        id.map(|id| self.job(id)).transpose()
+        Ok(id.map(|id| self.job(id)).transpose()?.map(|job| self.published(job)))
     }
 
     /// The job with `id`, or `NotFound`.
@@ -477,7 +505,7 @@ impl Store {
             let job = self.job(id)?;
             return Err(StoreError::Conflict(format!("job {id} is already {}", job.status.as_str())));
         }
-        self.job(id)
+        self.job(id).map(|job| self.published(job))
     }
 
     /// Takes the oldest queued job, marks it `processing` and counts the attempt.
@@ -495,7 +523,7 @@ impl Store {
             .optional()?;
         let Some((id, stage)) = claimed else { return Ok(None) };
         let stage = if stage == "analyze" { RunStage::Analyze } else { RunStage::All };
-        Ok(Some((self.job(id)?, stage)))
+        Ok(Some((self.published(self.job(id)?), stage)))
     }
 
     /// After a crash: jobs left `processing` go back to the queue, except those already started
@@ -505,18 +533,24 @@ impl Store {
         let mut conn = self.writer();
         let tx = conn.transaction()?;
         let ts = now();
-        let failed = tx.execute(
-            "UPDATE jobs SET status = 'error', error_message = ?2, progress = NULL, finished_at = ?1,
-                updated_at = ?1
-             WHERE status = 'processing' AND attempts >= 2",
-            params![ts, INTERRUPTED_TWICE],
-        )?;
+        let failed: Vec<i64> = tx
+            .prepare(
+                "UPDATE jobs SET status = 'error', error_message = ?2, progress = NULL, finished_at = ?1,
+                    updated_at = ?1
+                 WHERE status = 'processing' AND attempts >= 2 RETURNING id",
+            )?
+            .query_map(params![ts, INTERRUPTED_TWICE], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
         let requeued = tx.execute(
             "UPDATE jobs SET status = 'queued', progress = NULL, updated_at = ?1 WHERE status = 'processing'",
             [&ts],
         )?;
         tx.commit()?;
-        Ok((requeued, failed))
+        drop(conn);
+        for &id in &failed {
+            self.published(self.job(id)?);
+        }
+        Ok((requeued, failed.len()))
     }
 
     /// Puts one processing job back in the queue (shutdown grace period ran out). A deliberate
@@ -528,6 +562,9 @@ impl Store {
              WHERE id = ?1 AND status = 'processing'",
             params![id, now()],
         )?;
+        if let Ok(job) = self.job(id) {
+            self.published(job);
+        }
         Ok(())
     }
 
@@ -542,7 +579,7 @@ impl Store {
         )?;
         let job = self.job(id)?;
         match job.status {
-            _ if n == 1 => Ok(Cancelled::Dequeued(job)),
+            _ if n == 1 => Ok(Cancelled::Dequeued(self.published(job))),
             Status::Processing => Ok(Cancelled::Running(job)),
             s => Err(StoreError::Conflict(format!("job {id} is {}; nothing to cancel", s.as_str()))),
         }
@@ -571,6 +608,7 @@ impl Store {
     /// Records progress (0–100) of a running job.
     pub fn set_progress(&self, id: i64, percent: f32) -> Result<()> {
         self.writer().execute("UPDATE jobs SET progress = ?2 WHERE id = ?1", params![id, percent])?;
+        self.events.publish(Event::Progress { id, progress: percent });
         Ok(())
     }
 
@@ -652,7 +690,7 @@ impl Store {
         if n == 0 {
             return Err(StoreError::NotFound(id));
         }
-        self.job(id)
+        self.job(id).map(|job| self.published(job))
     }
 
     /// The job's transcript segments in order.
@@ -698,6 +736,7 @@ impl Store {
             tombstone(&tx, &job)?;
         }
         tx.commit()?;
+        self.events.publish(Event::Deleted { id });
         Ok(job)
     }
 
@@ -716,6 +755,9 @@ impl Store {
             }
         }
         tx.commit()?;
+        for job in &jobs {
+            self.events.publish(Event::Deleted { id: job.id });
+        }
         Ok(jobs)
     }
 }
