@@ -7,8 +7,11 @@ BIN := target/release/diarized
 # Models the default configuration uses, and the (smaller) ones the tests use.
 RUN_MODELS := base diarization qwen2.5-coder-1.5b
 TEST_MODELS := tiny.en base diarization qwen2.5-coder-0.5b
+# The real OpenAI Python client, pinned, for tests/openai.rs (tests/openai_client.py).
+PYENV := target/pyenv
+OPENAI_VERSION := 3.51.0
 
-.PHONY: setup build run test lint bench
+.PHONY: setup build run test lint bench pyenv
 
 setup:
 	./scripts/setup.sh
@@ -20,7 +23,14 @@ run: build
 	$(BIN) models install $(RUN_MODELS)
 	$(BIN) serve
 
-test: build
+pyenv: $(PYENV)/.openai-$(OPENAI_VERSION)
+
+$(PYENV)/.openai-$(OPENAI_VERSION):
+	python3 -m venv $(PYENV)
+	$(PYENV)/bin/pip install --quiet openai==$(OPENAI_VERSION)
+	touch $@
+
+test: build pyenv
 	$(BIN) models install $(TEST_MODELS)
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy $(PROFILE) --workspace --all-targets -- -D warnings

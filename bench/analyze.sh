@@ -1,49 +1,128 @@
 #!/usr/bin/env bash
-# Benchmark of the local analyze stage (not a test): wall time, prompt and generation tokens/s
-# for a synthesised 5-minute and 30-minute meeting transcript, both local models, plus thread
-# count, OpenMP wait policy and greedy-first grammar checking. Ratios are against the baseline
-# run of this same invocation (0.5B, 5 min, 1 thread, passive waiting, greedy-first).
+# Benchmark and evaluation of the local analyze stage (not a test).
 #
-# Usage: bench/analyze.sh [quick]   (quick: 5-minute runs only)
-# Models are installed into $MODELS_DIR (default models-cache/) if missing.
+#   bench/analyze.sh eval [MODEL] [THREADS]   evaluation set (default qwen2.5-coder-1.5b, 2 threads)
+#   bench/analyze.sh speed [quick]            speed table on synthesised 5- and 30-minute meetings
+#
+# eval: builds recordings in target/analyze-eval/ — the AMI excerpts (alone and concatenated),
+# jfk (speech), and dialogues from bench/analyze_eval/*.txt spoken by espeak-ng voices and
+# joined with sox (interview, phone call at telephone bandwidth, voicemail, a five-minute
+# four-person meeting) — transcribes and diarizes each once with the real pipeline
+# (`diarized transcribe --format json`, whisper base, no LLM), then analyses each transcript and
+# prints per file: type right, summary multi-party (2–5 sentences, ≥ 2 participants named, no
+# "the speaker"), highest keypoint/summary-sentence overlap, keypoints and duplicates, action
+# items, retry/repair, time. Models are installed into $MODELS_DIR (default models-cache/).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build -q -p diarized-llm
-cargo build -q --example analyze_bench
+cargo build --release -q --workspace --bins --examples
 export DIARIZED_LLM_BIN="$PWD/target/release/diarized-llm"
 BENCH=target/release/examples/analyze_bench
 OUT=$(mktemp)
 trap 'rm -f "$OUT"' EXIT
+
+# speak DIALOGUE.txt OUT.wav [narrow]: each line "voice: text", 0.4 s between turns, 16 kHz mono.
+speak() {
+  local src=$1 out=$2 narrow=${3:-} tmp i=0 voice text
+  tmp=$(mktemp -d)
+  local parts=()
+  while IFS= read -r line; do
+    [[ -z "$line" || "$line" == \#* ]] && continue
+    voice=${line%%: *}
+    text=${line#*: }
+    espeak-ng -v "$voice" -s 160 -w "$tmp/$i.raw.wav" "$text"
+    sox "$tmp/$i.raw.wav" -r 16000 -c 1 -b 16 "$tmp/$i.wav" pad 0 0.4
+    parts+=("$tmp/$i.wav")
+    i=$((i + 1))
+  done <"$src"
+  if [ -n "$narrow" ]; then
+    sox "${parts[@]}" "$tmp/all.wav"
+    sox "$tmp/all.wav" -r 16000 "$out" sinc 300-3400 rate 8000 rate 16000
+  else
+    sox "${parts[@]}" "$out"
+  fi
+  rm -rf "$tmp"
+}
+
+eval_set() {
+  local model=${1:-qwen2.5-coder-1.5b} threads=${2:-2} dir=target/analyze-eval fx=../shared/fixtures
+  mkdir -p "$dir"
+  [ -f "$dir/ami_dev00.wav" ] || sox "$fx/ami_dev00.wav" -b 16 "$dir/ami_dev00.wav"
+  if [ ! -f "$dir/ami_meeting.wav" ]; then
+    for f in ami_sample ami_dev00 ami_dev01; do sox "$fx/$f.wav" -b 16 -r 16000 -c 1 "$dir/part_$f.wav"; done
+    sox "$dir"/part_ami_sample.wav "$dir"/part_ami_dev00.wav "$dir"/part_ami_dev01.wav "$dir/ami_meeting.wav"
+    rm -f "$dir"/part_*.wav
+  fi
+  [ -f "$dir/jfk.wav" ] || cp "$fx/jfk.wav" "$dir/jfk.wav"
+  [ -f "$dir/interview.wav" ] || speak bench/analyze_eval/interview.txt "$dir/interview.wav"
+  [ -f "$dir/phone_call.wav" ] || speak bench/analyze_eval/phone_call.txt "$dir/phone_call.wav" narrow
+  [ -f "$dir/voicemail.wav" ] || speak bench/analyze_eval/voicemail.txt "$dir/voicemail.wav"
+  [ -f "$dir/meeting.wav" ] || speak bench/analyze_eval/meeting.txt "$dir/meeting.wav"
+  local name kind
+  for entry in ami_dev00:multi ami_meeting:multi jfk:solo interview:multi phone_call:multi voicemail:solo meeting:multi; do
+    name=${entry%%:*}
+    kind=${entry#*:}
+    if [ ! -s "$dir/$name.json" ]; then
+      echo "== transcribing $name" >&2
+      LLM_MODEL=none DIARIZATION=true WHISPER_MODEL=base target/release/diarized transcribe "$dir/$name.wav" \
+        --format json >"$dir/$name.json"
+    fi
+    echo "== analysing $name" >&2
+    "$BENCH" file "$model" "$threads" "$dir/$name.json" "$kind" | tee -a "$OUT"
+  done
+  python3 - "$OUT" <<'PY'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+print(f"\n{'file':12} {'audio s':>7} {'spk':>3} {'type':20} {'type ok':>7} {'summary ok':>10} {'max ovl':>7} "
+      f"{'kp':>3} {'dup':>3} {'actions':>7} {'retry':>5} {'repair':>6} {'wall s':>6} {'prompt s':>8} {'gen s':>5}")
+for r in rows:
+    name = r["file"].split("/")[-1].removesuffix(".json")
+    if not r["ok"]:
+        print(f"{name:12} FAILED: {r['error']}")
+        continue
+    s = r["score"]
+    print(f"{name:12} {r['audio_s']:>7g} {r['speakers']:>3} {s['conversation_type']:20} {str(s['type_right']):>7} "
+          f"{str(s['summary_ok']):>10} {s['max_keypoint_overlap']:>7} {s['keypoints']:>3} {s['duplicate_keypoints']:>3} "
+          f"{s['action_items']:>7} {str(r.get('retried')):>5} {str(r.get('repaired')):>6} {r['wall_s']:>6} "
+          f"{r['prompt_s']:>8} {r['generate_s']:>5}")
+PY
+}
 
 run() { # label, env..., -- args...
   local label=$1; shift
   local envs=()
   while [ "$1" != "--" ]; do envs+=("$1"); shift; done; shift
   echo "== $label" >&2
-  env "${envs[@]}" "$BENCH" "$@" | sed "s/^{/{\"label\":\"$label\",/" | tee -a "$OUT"
+  env "${envs[@]}" "$BENCH" synth "$@" | sed "s/^{/{\"label\":\"$label\",/" | tee -a "$OUT"
 }
 
-run baseline          OMP_WAIT_POLICY=PASSIVE -- qwen2.5-coder-0.5b 5 1
-run full-grammar      OMP_WAIT_POLICY=PASSIVE -- qwen2.5-coder-0.5b 5 1 full-grammar
-run 2-threads-passive OMP_WAIT_POLICY=PASSIVE -- qwen2.5-coder-0.5b 5 2
-run 2-threads-active  OMP_WAIT_POLICY=ACTIVE  -- qwen2.5-coder-0.5b 5 2
-run 1.5b-5min         OMP_WAIT_POLICY=PASSIVE -- qwen2.5-coder-1.5b 5 1
-if [ "${1:-}" != quick ]; then
-  run 0.5b-30min      OMP_WAIT_POLICY=PASSIVE -- qwen2.5-coder-0.5b 30 1
-  run 1.5b-30min      OMP_WAIT_POLICY=PASSIVE -- qwen2.5-coder-1.5b 30 1
-fi
-
-python3 - "$OUT" <<'PY'
+speed() {
+  run baseline          OMP_WAIT_POLICY=PASSIVE -- qwen2.5-coder-0.5b 5 1
+  run full-grammar      OMP_WAIT_POLICY=PASSIVE -- qwen2.5-coder-0.5b 5 1 full-grammar
+  run 2-threads-passive OMP_WAIT_POLICY=PASSIVE -- qwen2.5-coder-0.5b 5 2
+  run 1.5b-5min         OMP_WAIT_POLICY=PASSIVE -- qwen2.5-coder-1.5b 5 1
+  run 1.5b-5min-2thr    OMP_WAIT_POLICY=PASSIVE -- qwen2.5-coder-1.5b 5 2
+  if [ "${1:-}" != quick ]; then
+    run 0.5b-30min      OMP_WAIT_POLICY=PASSIVE -- qwen2.5-coder-0.5b 30 1
+    run 1.5b-30min      OMP_WAIT_POLICY=PASSIVE -- qwen2.5-coder-1.5b 30 1
+  fi
+  python3 - "$OUT" <<'PY'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
 base = rows[0]
 print(f"\n{'run':18} {'model':20} {'min':>4} {'thr':>3} {'wall s':>7} {'calls':>5} {'prompt tok':>10} "
-      f"{'prompt t/s':>10} {'gen tok':>7} {'gen t/s':>7} {'full chk':>8} {'wall/base':>9} {'gen t/s/base':>12}")
+      f"{'prompt t/s':>10} {'gen tok':>7} {'gen t/s':>7} {'full chk':>8} {'wall/base':>9}")
 for r in rows:
     if not r["ok"]:
         print(f"{r['label']:18} FAILED: {r['error']}")
         continue
     print(f"{r['label']:18} {r['model']:20} {r['minutes']:>4g} {r['threads']:>3} {r['wall_s']:>7} {r['calls']:>5} "
           f"{r['prompt_tokens']:>10g} {r['prompt_tok_s']:>10} {r['generated_tokens']:>7g} {r['gen_tok_s']:>7} "
-          f"{r['full_grammar_checks']:>8} {r['wall_s']/base['wall_s']:>9.2f} {r['gen_tok_s']/base['gen_tok_s']:>12.2f}")
+          f"{r['full_grammar_checks']:>8} {r['wall_s']/base['wall_s']:>9.2f}")
 PY
+}
+
+case "${1:-eval}" in
+  eval) shift || true; eval_set "$@" ;;
+  speed) shift; speed "$@" ;;
+  *) echo "usage: bench/analyze.sh eval [MODEL] [THREADS] | speed [quick]" >&2; exit 2 ;;
+esac

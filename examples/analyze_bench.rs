@@ -1,14 +1,20 @@
-//! Times the analyze stage on a synthesised meeting transcript of a given length.
-//! Used by `bench/analyze.sh`; prints one JSON line.
+//! Times and scores the local analyze stage. Used by `bench/analyze.sh`; prints one JSON line.
 //!
-//! `cargo run --example analyze_bench -- MODEL MINUTES THREADS [full-grammar]`
+//! `analyze_bench synth MODEL MINUTES THREADS [full-grammar]`: a synthesised meeting transcript
+//! of the given length (speed).
+//! `analyze_bench file MODEL THREADS TRANSCRIPT.json multi|solo`: a transcript made by
+//! `diarized transcribe --format json` (or `{"segments": […]}`), scored against the rules of
+//! issue 13 with the expected kind of conversation.
 
 use std::time::Instant;
 
-use diarized::analyze::local::{LocalAnalyzer, LocalOptions};
+use diarized::analyze::checks::{self, MAX_OVERLAP};
+use diarized::analyze::local::{CallStats, LocalAnalyzer, LocalOptions};
+use diarized::analyze::schema;
 use diarized::config::Config;
-use diarized::model::Segment;
+use diarized::model::{Analysis, Segment};
 use diarized::pipeline::{AnalysisInput, Analyzer};
+use serde_json::{Value, json};
 
 /// Lines of a product meeting, plus the fixtures' reference sentences, cycled to length.
 const LINES: &[&str] = &[
@@ -36,7 +42,7 @@ const LINES: &[&str] = &[
     "Any other topics before we wrap up? Otherwise same time next week.",
 ];
 
-fn transcript(minutes: f64) -> Vec<Segment> {
+fn synthesised(minutes: f64) -> Vec<Segment> {
     // ~150 spoken words per minute.
     let target_words = (minutes * 150.0) as usize;
     let mut segs = Vec::new();
@@ -59,49 +65,137 @@ fn transcript(minutes: f64) -> Vec<Segment> {
     segs
 }
 
-fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let model = args.first().map(String::as_str).unwrap_or("qwen2.5-coder-0.5b");
-    let minutes: f64 = args.get(1).and_then(|m| m.parse().ok()).unwrap_or(5.0);
-    let threads: usize = args.get(2).and_then(|t| t.parse().ok()).unwrap_or(1);
-    let full_grammar = args.get(3).is_some_and(|a| a == "full-grammar");
+fn fail(message: String) -> ! {
+    eprintln!("{message}");
+    std::process::exit(1)
+}
+
+fn analyzer(model: &str, threads: usize) -> LocalAnalyzer {
     let models_dir = std::env::var("MODELS_DIR").unwrap_or_else(|_| "models-cache".into());
     let cfg = Config { models_dir: models_dir.into(), llm_threads: Some(threads), ..Config::default() };
     if let Err(e) = diarized::models::install(&cfg.models_dir, &[model.to_string()]) {
-        eprintln!("cannot install {model}: {e}");
-        std::process::exit(1);
+        fail(format!("cannot install {model}: {e}"));
     }
     let opts = LocalOptions::from_config(&cfg, model);
-    if let Err(e) = opts.check() {
-        eprintln!("{e}");
-        std::process::exit(1);
-    }
-    let mut analyzer = LocalAnalyzer::new(opts);
-    analyzer.greedy_first = !full_grammar;
-    let segs = transcript(minutes);
-    let start = Instant::now();
-    let result = analyzer.analyze(&AnalysisInput { segments: &segs, language: Some("en") });
-    let wall = start.elapsed().as_secs_f64();
-    let calls = &analyzer.last_calls;
-    let sum = |f: fn(&diarized::analyze::local::CallStats) -> f64| calls.iter().map(f).sum::<f64>();
-    let (pt, pms) = (sum(|c| c.prompt_tokens as f64), sum(|c| c.prompt_ms));
+    opts.check().unwrap_or_else(|e| fail(e));
+    LocalAnalyzer::new(opts)
+}
+
+/// Wall time and per-call token rates of one analysis.
+fn timing(wall: f64, calls: &[CallStats]) -> Value {
+    let sum = |f: fn(&CallStats) -> f64| calls.iter().map(f).sum::<f64>();
+    let (pt, pms) = (sum(|c| (c.prompt_tokens - c.reused_tokens) as f64), sum(|c| c.prompt_ms));
     let (gt, gms) = (sum(|c| c.generated_tokens as f64), sum(|c| c.generate_ms));
-    let line = serde_json::json!({
-        "model": model,
-        "minutes": minutes,
-        "threads": threads,
-        "omp_wait_policy": std::env::var("OMP_WAIT_POLICY").unwrap_or_else(|_| "PASSIVE".into()),
-        "greedy_first": !full_grammar,
-        "ok": result.is_ok(),
-        "error": result.as_ref().err().map(|e| e.to_string()),
-        "summary": result.as_ref().ok().and_then(|a| a.summary.clone()),
-        "wall_s": (wall * 10.0).round() / 10.0,
+    let round = |x: f64| (x * 10.0).round() / 10.0;
+    json!({
+        "wall_s": round(wall),
         "calls": calls.len(),
         "prompt_tokens": pt,
-        "prompt_tok_s": (pt / (pms / 1e3) * 10.0).round() / 10.0,
+        "prompt_s": round(pms / 1e3),
+        "prompt_tok_s": round(pt / (pms / 1e3)),
         "generated_tokens": gt,
-        "gen_tok_s": (gt / (gms / 1e3) * 10.0).round() / 10.0,
+        "generate_s": round(gms / 1e3),
+        "gen_tok_s": round(gt / (gms / 1e3)),
         "full_grammar_checks": calls.iter().map(|c| c.full_grammar_checks).sum::<u64>(),
-    });
+    })
+}
+
+/// The rules of issue 13 measured on a result.
+fn score(a: &Analysis, multi_expected: bool) -> Value {
+    let ty = a.conversation_type.clone().unwrap_or_default();
+    let summary = a.summary.clone().unwrap_or_default();
+    let keypoints = a.keypoints.clone().unwrap_or_default();
+    let labels: Vec<String> = (0..10).map(|i| format!("Speaker{i:02}")).collect();
+    let named = labels.iter().filter(|l| summary.contains(l.as_str())).count();
+    let the_speaker =
+        summary.to_lowercase().contains("the speaker ") || summary.to_lowercase().contains("the speaker.");
+    let sentences = checks::sentences(&summary);
+    let max_overlap = keypoints
+        .iter()
+        .flat_map(|k| sentences.iter().map(move |s| checks::overlap(k, s)))
+        .fold(0.0, f64::max);
+    let dup_pairs = keypoints
+        .iter()
+        .enumerate()
+        .flat_map(|(i, k)| keypoints[..i].iter().map(move |o| (k, o)))
+        .filter(|(k, o)| checks::overlap(k, o) >= MAX_OVERLAP || checks::overlap(o, k) >= MAX_OVERLAP)
+        .count();
+    let type_right = schema::allowed_types(multi_expected).contains(&ty.as_str());
+    let summary_ok = (2..=5).contains(&sentences.len()) && (!multi_expected || (named >= 2 && !the_speaker));
+    json!({
+        "expected": if multi_expected { "multi" } else { "solo" },
+        "conversation_type": ty,
+        "type_right": type_right,
+        "summary_ok": summary_ok,
+        "summary_sentences": sentences.len(),
+        "summary_named": named,
+        "keypoints": keypoints.len(),
+        "max_keypoint_overlap": (max_overlap * 100.0).round() / 100.0,
+        "duplicate_keypoints": dup_pairs,
+        "action_items": a.action_items.as_ref().map_or(0, Vec::len),
+        "topics": a.topics.clone().unwrap_or_default(),
+        "summary": summary,
+        "keypoint_texts": keypoints,
+        "action_item_texts": a.action_items.clone().unwrap_or_default(),
+    })
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let arg = |i: usize| args.get(i).map(String::as_str).unwrap_or_default();
+    let (mode, model) = (arg(0), arg(1));
+    let mut line = match mode {
+        "synth" => {
+            let minutes: f64 = arg(2).parse().unwrap_or(5.0);
+            let threads: usize = arg(3).parse().unwrap_or(1);
+            let full_grammar = arg(4) == "full-grammar";
+            let mut a = analyzer(model, threads);
+            a.greedy_first = !full_grammar;
+            let segs = synthesised(minutes);
+            let start = Instant::now();
+            let result = a.analyze(&AnalysisInput { segments: &segs, language: Some("en") });
+            let mut line = timing(start.elapsed().as_secs_f64(), &a.last_calls);
+            line["minutes"] = json!(minutes);
+            line["threads"] = json!(threads);
+            line["greedy_first"] = json!(!full_grammar);
+            if let Ok(r) = &result {
+                line["score"] = score(r, true);
+            }
+            line["error"] = json!(result.err().map(|e| e.to_string()));
+            line
+        }
+        "file" => {
+            let threads: usize = arg(2).parse().unwrap_or(1);
+            let path = arg(3);
+            let multi = arg(4) == "multi";
+            let text = std::fs::read_to_string(path).unwrap_or_else(|e| fail(format!("{path}: {e}")));
+            let v: Value = serde_json::from_str(&text).unwrap_or_else(|e| fail(format!("{path}: {e}")));
+            let segs: Vec<Segment> =
+                serde_json::from_value(v["segments"].clone()).unwrap_or_else(|e| fail(format!("{path}: {e}")));
+            let language = v["language"].as_str().map(String::from);
+            let mut a = analyzer(model, threads);
+            let start = Instant::now();
+            let result = a.analyze(&AnalysisInput { segments: &segs, language: language.as_deref() });
+            let mut line = timing(start.elapsed().as_secs_f64(), &a.last_calls);
+            line["file"] = json!(path);
+            line["threads"] = json!(threads);
+            line["speakers"] = json!(segs.iter().filter_map(|s| s.speaker.clone()).collect::<std::collections::BTreeSet<_>>().len());
+            line["audio_s"] = json!(segs.last().map_or(0.0, |s| s.end_s).round());
+            if let Some(rv) = &a.last_review {
+                line["retried"] = json!(rv.retried);
+                line["repaired"] = json!(rv.repaired);
+                line["first_problems"] = json!(rv.first_problems.iter().map(ToString::to_string).collect::<Vec<_>>());
+            }
+            if let Ok(r) = &result {
+                line["score"] = score(r, multi);
+            }
+            line["error"] = json!(result.err().map(|e| e.to_string()));
+            line
+        }
+        _ => fail("usage: analyze_bench synth MODEL MINUTES THREADS [full-grammar] | file MODEL THREADS FILE multi|solo".into()),
+    };
+    line["model"] = json!(model);
+    line["omp_wait_policy"] = json!(std::env::var("OMP_WAIT_POLICY").unwrap_or_else(|_| "PASSIVE".into()));
+    line["ok"] = json!(line["error"].is_null());
     println!("{line}");
 }

@@ -3,6 +3,8 @@
 set -euo pipefail
 # postgresql: the tests run the store's suite on a throwaway cluster too (scripts/pg-test-cluster.sh).
 packages=(cmake clang libclang-dev pkg-config espeak-ng sox libsox-fmt-all postgresql)
+# `make test` puts the openai client in a venv (tests/openai.rs); Debian's python3 needs this for it.
+python3 -c 'import ensurepip, venv' 2>/dev/null || packages+=(python3-venv)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -4,9 +4,12 @@
 mod auth;
 mod front;
 mod limits;
+mod speakers;
+mod openai;
 
 pub use front::HttpServer;
 pub use limits::Slots;
+pub use speakers::VoiceModels;
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -18,9 +21,9 @@ use sha2::{Digest, Sha256};
 use tiny_http::{Header, Method, Request, Response, Server, StatusCode};
 
 use crate::config::ConfigHandle;
-use crate::model::{Source, SpeakerHints, Status};
+use crate::model::{Job, Source, SpeakerHints, Status};
 use crate::queue::Queue;
-use crate::render::{Format, JobResult, sidecar_path};
+use crate::render::{Format, JobResult};
 use crate::store::{JobPatch, JobQuery, NewJob, RunStage, Store, StoreError};
 
 /// An API failure; [`ApiError::status`] is the one mapping from error to HTTP status.
@@ -101,6 +104,7 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::NotFound(id) => ApiError::NotFound(format!("job {id} not found")),
+            StoreError::PersonNotFound(id) => ApiError::NotFound(format!("speaker {id} not found")),
             StoreError::Conflict(m) => ApiError::Conflict(m),
             other => ApiError::Internal(other.to_string()),
         }
@@ -142,6 +146,10 @@ pub struct Api {
     pub bound: std::net::SocketAddr,
     /// Uploads and waits in progress.
     pub slots: Slots,
+    /// Voice models for enrolment clips, loaded on first use.
+    pub voices: VoiceModels,
+    /// Server-sent event streams, run on the control plane.
+    pub streams: Arc<crate::sse::Streams>,
 }
 
 /// Longest `?wait=true` may block.
@@ -171,8 +179,18 @@ impl Api {
         let method = request.method().clone();
         let url = request.url().to_string();
         let (path, query) = split_query(&url);
-        let result = auth::check(&self.config.get(), self.bound, &request, &path)
-            .and_then(|()| self.route(&mut request, &method, &path, &query));
+        if path == "/v1" || path.starts_with("/v1/") {
+            return openai::handle(self, request, &method, &path, &query);
+        }
+        let checked = auth::check(&self.config.get(), self.bound, &request, &path);
+        let result = match crate::sse::stream_path(&path).filter(|_| method == Method::Get) {
+            // An event stream leaves this thread once admitted.
+            Some(job) => match checked.and_then(|()| self.admit_stream(job)) {
+                Ok(admitted) => return self.streams.start(admitted, request.into_writer()),
+                Err(e) => Err(e),
+            },
+            None => checked.and_then(|()| self.route(&mut request, &method, &path, &query)),
+        };
         let (status, reply) = match result {
             Ok(r) => (r.status, r),
             Err(e) => {
@@ -185,17 +203,7 @@ impl Api {
             }
         };
         tracing::debug!(%method, %url, status, ms = started.elapsed().as_millis() as u64, "request");
-        let mut response = Response::from_data(reply.body).with_status_code(StatusCode(status));
-        for (k, v) in
-            std::iter::once(("Content-Type".to_string(), reply.content_type.to_string())).chain(reply.headers)
-        {
-            if let Ok(h) = Header::from_bytes(k.as_bytes(), v.as_bytes()) {
-                response.add_header(h);
-            }
-        }
-        if let Err(e) = request.respond(response) {
-            tracing::debug!(error = %e, "client went away");
-        }
+        send(request, reply);
     }
 
     fn route(&self, req: &mut Request, method: &Method, path: &str, q: &Query) -> ApiResult {
@@ -215,7 +223,9 @@ impl Api {
                 Method::Delete => self.delete_all(q),
                 _ => Err(ApiError::MethodNotAllowed("GET, POST, DELETE")),
             },
+            ["api", "events"] => Err(ApiError::MethodNotAllowed("GET")),
             ["api", "jobs", id, rest @ ..] => self.job_route(req, method, job_id(id)?, rest, q),
+            ["api", "speakers", rest @ ..] => self.speakers_route(req, method, rest),
             _ => Err(ApiError::NotFound(format!("no route for {}", clip(path)))),
         }
     }
@@ -250,8 +260,24 @@ impl Api {
                 Method::Get => self.transcript(id, q),
                 _ => Err(ApiError::MethodNotAllowed("GET")),
             },
+            ["speakers"] => self.job_speakers(req, method, id),
+            ["webhooks"] => match method {
+                Method::Get => {
+                    self.store.job(id)?;
+                    Ok(Reply::json(200, &self.store.deliveries(id)?))
+                }
+                _ => Err(ApiError::MethodNotAllowed("GET")),
+            },
+            ["events"] => Err(ApiError::MethodNotAllowed("GET")),
             _ => Err(ApiError::NotFound(format!("no route for job {id}/{}", clip(&rest.join("/"))))),
         }
+    }
+
+    /// Admits an event stream of one job (`Some(id text)`) or of all; at most half of
+    /// `max_connections` streams are open at once.
+    fn admit_stream(&self, job: Option<&str>) -> Result<crate::sse::Admitted, ApiError> {
+        let job = job.map(job_id).transpose()?;
+        self.streams.admit(job, (self.config.get().max_connections / 2).max(1))
     }
 
     /// `/healthz`: 503 once a worker thread has died, as jobs would then wait forever.
@@ -314,31 +340,53 @@ impl Api {
     }
 
     fn upload(&self, req: &mut Request, q: &Query) -> ApiResult {
+        let (job, ()) = self.accept_upload(req, q, &[], |_| Ok::<_, ApiError>(()))?;
+        let job = if q.flag("run")? { self.queue.submit(job.id, RunStage::All)? } else { job };
+        Ok(Reply::json(201, &job))
+    }
+
+    /// Receives an upload into a new job (status `uploaded`). The multipart text fields named in
+    /// `fields` are collected and given to `check`, which runs once the audio has passed its
+    /// checks and before the job exists; its error refuses the upload, leaving nothing behind.
+    fn accept_upload<T, E: From<ApiError>>(
+        &self,
+        req: &mut Request,
+        q: &Query,
+        fields: &[&str],
+        check: impl FnOnce(&[(String, String)]) -> Result<T, E>,
+    ) -> Result<(Job, T), E> {
         let cfg = self.config.get();
         if req.body_length().is_some_and(|len| len as u64 > cfg.max_content_length) {
-            return Err(too_large(cfg.max_content_length));
+            return Err(too_large(cfg.max_content_length).into());
         }
         let _slot = self.slots.upload(cfg.max_uploads)?;
         let content_type = header(req, "Content-Type").unwrap_or_default();
         let boundary = multer::parse_boundary(&content_type).map_err(|_| {
             ApiError::BadRequest("expected a multipart/form-data body with a 'file' field".into())
         })?;
-        let upload = receive_upload(req, &boundary, &cfg.upload_folder, cfg.max_content_length, |ext| {
-            cfg.extension_allowed(ext)
-        })?;
+        let upload =
+            receive_upload(req, &boundary, &cfg.upload_folder, cfg.max_content_length, fields, |ext| {
+                cfg.extension_allowed(ext)
+            })?;
         // From here on the temp file must not outlive a failure.
         let guard = TempFile(Some(upload.temp.clone()));
         let limit = cfg.max_audio_seconds as f64;
         match crate::audio::probe_file(&upload.temp).and_then(|info| info.check_duration(limit)) {
             Ok(()) => {}
             Err(e @ crate::audio::AudioError::TooLong { .. }) => {
-                return Err(ApiError::TooLarge(format!("{}: {e}", upload.original_filename)));
+                return Err(ApiError::TooLarge(format!("{}: {e}", upload.original_filename)).into());
             }
-            Err(e) => return Err(ApiError::Unsupported(format!("{}: {e}", upload.original_filename))),
+            Err(e) => return Err(ApiError::Unsupported(format!("{}: {e}", upload.original_filename)).into()),
         }
         let mut speakers = upload.speakers;
         merge_hints(&mut speakers, q)?;
         validate_hints(&speakers)?;
+        let checked = check(&upload.fields)?;
+        let references = self.reference_prints(upload.references)?;
+        let webhook_url = q.get("webhook_url").map(String::from).or(upload.webhook_url);
+        if let Some(url) = &webhook_url {
+            crate::webhooks::check_url(url).map_err(ApiError::BadRequest)?;
+        }
         let uuid = uuid::Uuid::new_v4().to_string();
         let final_path = cfg.upload_folder.join(format!("{uuid}.{}", upload.extension));
         let job = self
@@ -350,18 +398,28 @@ impl Api {
                 sha256: upload.sha256,
                 source: Source::Upload,
                 speakers,
-            })?
+            })
+            .map_err(ApiError::from)?
             .ok_or_else(|| ApiError::Internal("a job for this new file name already exists".into()))?;
         let id = job.id;
+        if let Err(e) = self.store.save_job_references(id, &references) {
+            let _ = self.store.delete_job(id, false);
+            return Err(ApiError::from(e).into());
+        }
+        if let Some(url) = &webhook_url
+            && let Err(e) = self.store.set_webhook_url(id, url)
+        {
+            let _ = self.store.delete_job(id, false);
+            return Err(ApiError::from(e).into());
+        }
         // The row exists before the file appears, so the folder watcher knows it is ours.
         if let Err(e) = std::fs::rename(&upload.temp, &final_path) {
             let _ = self.store.delete_job(id, false);
-            return Err(e.into());
+            return Err(ApiError::from(e).into());
         }
         guard.disarm();
         tracing::info!(job = id, name = ?job.original_filename, bytes = upload.bytes, "upload stored");
-        let job = if q.flag("run")? { self.queue.submit(id, RunStage::All)? } else { job };
-        Ok(Reply::json(201, &job))
+        Ok((job, checked))
     }
 
     fn edit(&self, req: &mut Request, id: i64) -> ApiResult {
@@ -442,15 +500,22 @@ impl Api {
     }
 
     fn remove_files(&self, audio_path: &str) {
-        let cfg = self.config.get();
-        let audio = Path::new(audio_path);
-        for path in [audio.to_path_buf(), sidecar_path(audio, cfg.results_folder.as_deref())] {
-            match std::fs::remove_file(&path) {
-                Ok(()) => tracing::info!(path = %path.display(), "deleted"),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => tracing::warn!(path = %path.display(), error = %e, "cannot delete"),
-            }
+        crate::exports::remove_job_files(audio_path, self.config.get().results_folder.as_deref());
+    }
+}
+
+/// Answers `request` with `reply`.
+fn send(request: Request, reply: Reply) {
+    let mut response = Response::from_data(reply.body).with_status_code(StatusCode(reply.status));
+    for (k, v) in
+        std::iter::once(("Content-Type".to_string(), reply.content_type.to_string())).chain(reply.headers)
+    {
+        if let Ok(h) = Header::from_bytes(k.as_bytes(), v.as_bytes()) {
+            response.add_header(h);
         }
+    }
+    if let Err(e) = request.respond(response) {
+        tracing::debug!(error = %e, "client went away");
     }
 }
 
@@ -542,7 +607,16 @@ struct Upload {
     sha256: String,
     bytes: u64,
     speakers: SpeakerHints,
+    /// Ad-hoc known speakers for this job only.
+    references: speakers::References,
+    /// The requested extra text fields, in the order sent.
+    fields: Vec<(String, String)>,
+    /// The `webhook_url` field, if sent.
+    webhook_url: Option<String>,
 }
+
+/// Most values of extra text fields one upload may carry.
+const MAX_FIELD_VALUES: usize = 32;
 
 /// Streams a multipart body to disk, hashing as it goes; nothing is held whole in memory.
 fn receive_upload(
@@ -550,6 +624,7 @@ fn receive_upload(
     boundary: &str,
     folder: &Path,
     limit: u64,
+    fields: &[&str],
     allowed: impl Fn(&str) -> bool,
 ) -> Result<Upload, ApiError> {
     let body = BodyStream { request: req, yielded: false };
@@ -560,6 +635,9 @@ fn receive_upload(
         let mut file: Option<Upload> = None;
         let mut guard = TempFile(None);
         let mut speakers = SpeakerHints::default();
+        let mut references = speakers::References::default();
+        let mut extra = Vec::new();
+        let mut webhook_url = None;
         while let Some(mut field) = multipart.next_field().await.map_err(|e| multipart_error(e, limit))? {
             match field.name().unwrap_or_default() {
                 "file" if file.is_none() => {
@@ -601,6 +679,9 @@ fn receive_upload(
                         sha256: hex::encode(hasher.finalize()),
                         bytes,
                         speakers: SpeakerHints::default(),
+                        references: speakers::References::default(),
+                        fields: Vec::new(),
+                        webhook_url: None,
                     });
                 }
                 name @ ("num_speakers" | "min_speakers" | "max_speakers") => {
@@ -613,6 +694,22 @@ fn receive_upload(
                         _ => speakers.max_speakers = Some(n),
                     }
                 }
+                name if speakers::References::accepts(name) => {
+                    references.receive(&mut field, folder, limit, &allowed).await?;
+                }
+                name if fields.contains(&name) => {
+                    let name = name.to_string();
+                    if extra.len() == MAX_FIELD_VALUES {
+                        return Err(ApiError::BadRequest(format!(
+                            "more than {MAX_FIELD_VALUES} form fields"
+                        )));
+                    }
+                    let text = limits::field_text(&mut field, &name, limit).await?;
+                    extra.push((name, text));
+                }
+                "webhook_url" => {
+                    webhook_url = Some(limits::field_text(&mut field, "webhook_url", limit).await?)
+                }
                 _ => {
                     // Unknown fields are drained and ignored, as browsers send extras.
                     while field.chunk().await.map_err(|e| multipart_error(e, limit))?.is_some() {}
@@ -622,6 +719,9 @@ fn receive_upload(
         let mut upload =
             file.ok_or_else(|| ApiError::BadRequest("multipart field 'file' is required".into()))?;
         upload.speakers = speakers;
+        upload.references = references;
+        upload.fields = extra;
+        upload.webhook_url = webhook_url;
         guard.disarm();
         Ok(upload)
     })
@@ -695,6 +795,22 @@ fn parse_patch(body: &str) -> Result<JobPatch, ApiError> {
                 patch.keypoints = Some(list.ok_or_else(|| {
                     ApiError::BadRequest("field \"keypoints\" must be a list of strings".into())
                 })?);
+            }
+            "topics" => {
+                let list =
+                    v.as_array().and_then(|a| a.iter().map(|x| x.as_str().map(String::from)).collect());
+                patch.topics = Some(list.ok_or_else(|| {
+                    ApiError::BadRequest("field \"topics\" must be a list of strings".into())
+                })?);
+            }
+            "action_items" => {
+                let items = serde_json::from_value(v).map_err(|_| {
+                    ApiError::BadRequest(
+                        "field \"action_items\" must be a list of {\"owner\": string or null, \"text\": string}"
+                            .into(),
+                    )
+                })?;
+                patch.action_items = Some(items);
             }
             _ => return Err(ApiError::BadRequest(format!("field {key:?} cannot be edited"))),
         }
@@ -775,6 +891,22 @@ mod tests {
         assert_eq!(p.keypoints, Some(vec!["a".to_string(), "b".to_string()]));
         let e = parse_patch(r#"{"keypoints": "a"}"#).unwrap_err();
         assert!(e.to_string().contains("keypoints") && e.status() == 400);
+        let p =
+            parse_patch(r#"{"topics": ["budget"], "action_items": [{"owner": null, "text": "t"}]}"#).unwrap();
+        assert_eq!(p.topics, Some(vec!["budget".to_string()]));
+        assert_eq!(p.action_items.unwrap()[0], crate::model::ActionItem { owner: None, text: "t".into() });
+        for bad in [
+            r#"{"topics": "budget"}"#,
+            r#"{"action_items": [{"owner": 1, "text": "t"}]}"#,
+            r#"{"action_items": [{"text": "t", "due": "friday"}]}"#,
+            r#"{"action_items": [{"owner": "Speaker01"}]}"#,
+        ] {
+            let e = parse_patch(bad).unwrap_err();
+            assert!(
+                e.status() == 400 && e.to_string().contains(bad.split('"').nth(1).unwrap()),
+                "{bad}: {e}"
+            );
+        }
         let e = parse_patch(r#"{"status": "done"}"#).unwrap_err();
         assert!(e.to_string().contains("status"));
         assert!(parse_patch("[1]").is_err() && parse_patch("{").is_err());

@@ -22,7 +22,7 @@ use whisper_rs::{
 use whisper_rs_sys as sys;
 
 use crate::audio::{Audio, SAMPLE_RATE};
-use crate::model::{Segment, Transcript, Word};
+use crate::model::{DecodeOptions, Segment, Transcript, Word};
 use crate::pipeline::{CANCELLED, Cancelled, Progress, StageError, Transcriber};
 
 const STAGE: &str = "transcribe";
@@ -77,6 +77,8 @@ pub struct WhisperTranscriber {
     opts: AsrOptions,
     name: String,
     multilingual: bool,
+    /// The running job's own settings (set for each file).
+    decode: DecodeOptions,
 }
 
 impl WhisperTranscriber {
@@ -114,11 +116,67 @@ impl WhisperTranscriber {
             )));
         }
         let name = model_path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-        Ok(Self { state, ctx, opts, name, multilingual })
+        Ok(Self { state, ctx, opts, name, multilingual, decode: DecodeOptions::default() })
     }
 
     /// Transcribes `audio` and also returns the language of every stretch of speech.
     pub fn transcribe_detailed(
+        &mut self,
+        audio: &Audio,
+        progress: Progress<'_>,
+        cancelled: Cancelled<'_>,
+    ) -> Result<(Transcript, Vec<ChunkLanguage>), StageError> {
+        self.decode = DecodeOptions::default();
+        self.transcribe_file(audio, progress, cancelled)
+    }
+
+    /// Checks a job's settings against this model and makes them the current ones.
+    fn set_decode(&mut self, options: &DecodeOptions) -> Result<(), StageError> {
+        let mut options = options.clone();
+        if options.language.as_deref().is_some_and(|l| l.is_empty() || l == "auto") {
+            options.language = None;
+        }
+        if let Some(lang) = &options.language {
+            if !is_language_code(lang) {
+                return Err(StageError::new(STAGE, format!("unknown language code {lang:?}")));
+            }
+            if !self.multilingual && lang != "en" {
+                return Err(StageError::new(
+                    STAGE,
+                    format!("{} is an English-only model; language {lang:?} is not possible", self.name),
+                ));
+            }
+        }
+        if let Some(t) = options.temperature.filter(|t| !(0.0..=1.0).contains(t)) {
+            return Err(StageError::new(STAGE, format!("temperature {t} is outside 0–1")));
+        }
+        self.decode = options;
+        Ok(())
+    }
+
+    /// The language to decode in: the job's, else the configured one (`None`: detect).
+    fn language(&self) -> Option<&str> {
+        self.decode.language.as_deref().or(self.opts.language.as_deref())
+    }
+
+    /// The initial prompt of the current job as tokens: its last [`MAX_PROMPT_TOKENS`] (as
+    /// OpenAI's reference decoder keeps them), with the leading space Whisper's text has.
+    fn prompt_tokens(&self) -> Result<Vec<WhisperTokenId>, StageError> {
+        let Some(prompt) = self.decode.prompt.as_deref().map(str::trim).filter(|p| !p.is_empty()) else {
+            return Ok(Vec::new());
+        };
+        let text = format!(" {prompt}");
+        // Never more tokens than bytes.
+        let mut tokens = self
+            .ctx
+            .tokenize(&text, text.len() + 1)
+            .map_err(|e| StageError::new(STAGE, format!("cannot tokenize the prompt: {e}")))?;
+        let cut = tokens.len().saturating_sub(MAX_PROMPT_TOKENS);
+        tokens.drain(..cut);
+        Ok(tokens)
+    }
+
+    fn transcribe_file(
         &mut self,
         audio: &Audio,
         progress: Progress<'_>,
@@ -161,15 +219,15 @@ impl WhisperTranscriber {
 
     /// Whether the language is detected (multilingual model, none configured).
     fn detects_language(&self) -> bool {
-        self.multilingual && self.opts.language.is_none()
+        self.multilingual && self.language().is_none()
     }
 
     /// The language the whole file is decoded in: configured, `en` for English-only models, else
     /// detected once on the first window of speech, with up to [`LANGUAGE_VOTES`] windows voting
     /// (summed probabilities) when the first is unsure.
     fn file_language(&mut self, samples: &[f32], speech: &Speech) -> Result<String, StageError> {
-        if let Some(lang) = &self.opts.language {
-            return Ok(lang.clone());
+        if let Some(lang) = self.language() {
+            return Ok(lang.to_string());
         }
         if !self.detects_language() || speech.len() == 0 {
             return Ok("en".into());
@@ -277,6 +335,7 @@ impl WhisperTranscriber {
             Some(b) => SamplingStrategy::BeamSearch { beam_size: b as i32, patience: -1.0 },
             None => SamplingStrategy::Greedy { best_of: 5 },
         };
+        let prompt = self.prompt_tokens()?;
         let mut params = FullParams::new(strategy);
         params.set_n_threads(self.opts.threads as i32);
         params.set_language(Some(language));
@@ -289,7 +348,10 @@ impl WhisperTranscriber {
         // Hallucination guards (the values of OpenAI's reference decoder): temperature fallback on
         // repetitive (high compression / low entropy) or unlikely output, no-speech skipping, and a
         // bounded text context so one bad window cannot seed a repetition loop.
-        params.set_temperature(0.0);
+        if !prompt.is_empty() {
+            params.set_tokens(&prompt);
+        }
+        params.set_temperature(self.decode.temperature.unwrap_or(0.0));
         params.set_temperature_inc(0.2);
         params.set_entropy_thold(2.4);
         params.set_logprob_thold(-1.0);
@@ -415,6 +477,17 @@ impl Transcriber for WhisperTranscriber {
         self.transcribe_detailed(audio, progress, cancelled).map(|(t, _)| t)
     }
 
+    fn transcribe_with(
+        &mut self,
+        audio: &Audio,
+        options: &DecodeOptions,
+        progress: Progress<'_>,
+        cancelled: Cancelled<'_>,
+    ) -> Result<Transcript, StageError> {
+        self.set_decode(options)?;
+        self.transcribe_file(audio, progress, cancelled).map(|(t, _)| t)
+    }
+
     fn name(&self) -> String {
         format!("whisper.cpp {}", self.name)
     }
@@ -440,6 +513,20 @@ fn shared_context(path: &Path) -> Result<Arc<WhisperContext>, StageError> {
     loaded.push((path.to_path_buf(), Arc::downgrade(&ctx)));
     Ok(ctx)
 }
+
+/// Whether Whisper knows the ISO 639-1 code `code` (`en`, `de`, …).
+pub fn is_language_code(code: &str) -> bool {
+    // whisper-rs panics on a NUL byte.
+    !code.contains('\0') && whisper_rs::get_lang_id(code).is_some()
+}
+
+/// The English name Whisper gives a language code (`en` → `english`), as OpenAI reports it.
+pub fn language_name(code: &str) -> Option<&'static str> {
+    is_language_code(code).then(|| whisper_rs::get_lang_id(code).and_then(whisper_rs::get_lang_str_full))?
+}
+
+/// Most prompt tokens given to Whisper (half its text context, as OpenAI's decoder allows).
+const MAX_PROMPT_TOKENS: usize = 223;
 
 fn mean(v: &[f32]) -> f32 {
     if v.is_empty() { 0.0 } else { v.iter().sum::<f32>() / v.len() as f32 }

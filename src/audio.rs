@@ -192,6 +192,12 @@ pub fn probe_file(path: &Path) -> Result<ProbeInfo, AudioError> {
 /// Decodes, down-mixes and resamples a whole file. Resampling streams, so only the 16 kHz
 /// result is held whole in memory.
 pub fn decode_file(path: &Path) -> Result<Audio, AudioError> {
+    decode_file_at_most(path, f64::INFINITY)
+}
+
+/// [`decode_file`] that stops with [`AudioError::TooLong`] once more than `limit` seconds are
+/// decoded, so a file whose container states no length cannot fill memory.
+pub fn decode_file_at_most(path: &Path, limit: f64) -> Result<Audio, AudioError> {
     let mut src = Source::open(path)?;
     let mut pending = Vec::new();
     let mut scratch = Vec::new();
@@ -208,6 +214,10 @@ pub fn decode_file(path: &Path) -> Result<Audio, AudioError> {
             }
         };
         rs.push(&mut pending, &mut out)?;
+        let seconds = out.len() as f64 / SAMPLE_RATE as f64;
+        if seconds > limit {
+            return Err(AudioError::TooLong { seconds, limit });
+        }
     }
     if let Some(rs) = resampler {
         rs.finish(&mut pending, &mut out)?;
@@ -402,6 +412,14 @@ mod tests {
             matches!(e, AudioError::TooLong { .. }) && e.to_string().contains("MAX_AUDIO_SECONDS"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn decoding_stops_past_a_limit() {
+        // The MP3 copy is decoded without trusting a stated length.
+        let e = decode_file_at_most(&fixture("jfk.mp3"), 5.0).unwrap_err();
+        assert!(matches!(e, AudioError::TooLong { seconds, .. } if (5.0..6.0).contains(&seconds)), "{e}");
+        assert!(decode_file_at_most(&fixture("jfk.mp3"), 12.0).is_ok());
     }
 
     fn rms(s: &[f32]) -> f32 {

@@ -91,7 +91,38 @@ pub struct Config {
     pub max_waits: usize,
     /// Seconds a client may stay silent while sending a request, or stall reading a response (`HTTP_TIMEOUT_S`).
     pub http_timeout_s: u64,
+    /// Webhook for jobs of the watched folder; uploads name their own (`WEBHOOK_URL`).
+    pub webhook_url: Option<String>,
+    /// Standard Webhooks signing key, `whsec_<base64>` (`WEBHOOK_SECRET`).
+    pub webhook_secret: Option<WebhookSecret>,
+    /// Hosts webhooks may reach although they are private or loopback (`WEBHOOK_ALLOW_HOSTS`).
+    pub webhook_allow_hosts: Vec<String>,
+    /// Events sent: `job.done`, `job.error`, `job.cancelled`, `job.started` (`WEBHOOK_EVENTS`).
+    pub webhook_events: Vec<String>,
+    /// Seconds before each retry of a failed delivery; one attempt more than entries (`WEBHOOK_RETRY_DELAYS_S`).
+    pub webhook_retry_delays_s: Vec<f64>,
+    /// Renderings written beside the sidecar when a job is done: txt, srt, vtt, rttm (`EXPORT_FORMATS`).
+    pub export_formats: Vec<String>,
+    /// Jobs that ended longer ago are deleted with their files; 0 keeps them (`RETENTION_DAYS`).
+    pub retention_days: f64,
 }
+
+/// The webhook signing key (`whsec_<base64>`); `Debug` does not print it.
+#[derive(Clone, PartialEq, Deserialize)]
+#[serde(transparent)]
+pub struct WebhookSecret(pub String);
+
+impl std::fmt::Debug for WebhookSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WebhookSecret(redacted)")
+    }
+}
+
+/// Webhook event types a configuration may name.
+pub const WEBHOOK_EVENTS: [&str; 4] = ["job.done", "job.error", "job.cancelled", "job.started"];
+
+/// Transcript renderings `export_formats` may name (JSON is the sidecar itself).
+pub const EXPORT_FORMATS: [&str; 4] = ["txt", "srt", "vtt", "rttm"];
 
 /// API bearer tokens: one string or a list in the file, comma-separated in `API_TOKEN`.
 /// `Debug` does not print them.
@@ -177,6 +208,13 @@ impl Default for Config {
             max_uploads: 8,
             max_waits: 16,
             http_timeout_s: 30,
+            webhook_url: None,
+            webhook_secret: None,
+            webhook_allow_hosts: Vec::new(),
+            webhook_events: WEBHOOK_EVENTS[..3].iter().map(|s| s.to_string()).collect(),
+            webhook_retry_delays_s: vec![5.0, 30.0, 120.0, 600.0, 1800.0, 3600.0, 7200.0],
+            export_formats: Vec::new(),
+            retention_days: 0.0,
         }
     }
 }
@@ -314,6 +352,30 @@ impl Config {
         if let Some(v) = text("HTTP_TIMEOUT_S") {
             self.http_timeout_s = parse_num("HTTP_TIMEOUT_S", &v)?;
         }
+        if let Some(v) = text("WEBHOOK_URL") {
+            self.webhook_url = Some(v);
+        }
+        if let Some(v) = text("WEBHOOK_SECRET") {
+            self.webhook_secret = Some(WebhookSecret(v.trim().to_string()));
+        }
+        for (key, slot) in [
+            ("WEBHOOK_ALLOW_HOSTS", &mut self.webhook_allow_hosts),
+            ("WEBHOOK_EVENTS", &mut self.webhook_events),
+            ("EXPORT_FORMATS", &mut self.export_formats),
+        ] {
+            if let Some(v) = text(key) {
+                *slot = parse_list(&v);
+            }
+        }
+        if let Some(v) = text("WEBHOOK_RETRY_DELAYS_S") {
+            self.webhook_retry_delays_s = parse_list(&v)
+                .iter()
+                .map(|d| parse_num("WEBHOOK_RETRY_DELAYS_S", d))
+                .collect::<Result<_, _>>()?;
+        }
+        if let Some(v) = text("RETENTION_DAYS") {
+            self.retention_days = parse_num("RETENTION_DAYS", &v)?;
+        }
         Ok(())
     }
 
@@ -352,7 +414,42 @@ impl Config {
         if !is_postgres_url(&self.database_url) {
             self.database_path()?;
         }
-        self.validate_http()
+        self.validate_http()?;
+        self.validate_integrations()
+    }
+
+    /// Checks the webhook, export and retention keys.
+    fn validate_integrations(&self) -> Result<(), ConfigError> {
+        let invalid = |key, message: String| Err(ConfigError::Invalid { key, message });
+        if let Some(url) = &self.webhook_url {
+            crate::webhooks::check_url(url)
+                .map_err(|message| ConfigError::Invalid { key: "webhook_url", message })?;
+        }
+        if let Some(secret) = &self.webhook_secret {
+            crate::webhooks::signing_key(secret)
+                .map_err(|message| ConfigError::Invalid { key: "webhook_secret", message })?;
+        }
+        if let Some(e) = self.webhook_events.iter().find(|e| !WEBHOOK_EVENTS.contains(&e.as_str())) {
+            return invalid(
+                "webhook_events",
+                format!("unknown event {e:?} (one of {})", WEBHOOK_EVENTS.join(", ")),
+            );
+        }
+        if self.webhook_retry_delays_s.len() > 20
+            || self.webhook_retry_delays_s.iter().any(|d| !(0.0..=86_400.0).contains(d))
+        {
+            return invalid("webhook_retry_delays_s", "at most 20 delays of 0 to 86400 seconds".into());
+        }
+        if let Some(f) = self.export_formats.iter().find(|f| !EXPORT_FORMATS.contains(&f.as_str())) {
+            return invalid(
+                "export_formats",
+                format!("unknown format {f:?} (one of {})", EXPORT_FORMATS.join(", ")),
+            );
+        }
+        if !(self.retention_days.is_finite() && self.retention_days >= 0.0) {
+            return invalid("retention_days", "must be 0 (keep forever) or a positive number of days".into());
+        }
+        Ok(())
     }
 
     /// Checks the HTTP keys: authentication, limits, host and origin lists.
@@ -597,6 +694,50 @@ mod tests {
             key_of(Config { allowed_origins: vec!["app.example".into()], ..Config::default() }),
             "allowed_origins"
         );
+    }
+
+    #[test]
+    fn integration_keys() {
+        let mut cfg = Config::default();
+        cfg.apply_env(|k| match k {
+            "WEBHOOK_URL" => Some("https://hooks.example/in".into()),
+            "WEBHOOK_SECRET" => Some("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into()),
+            "WEBHOOK_ALLOW_HOSTS" => Some("127.0.0.1, hooks.lan".into()),
+            "WEBHOOK_RETRY_DELAYS_S" => Some("0.5, 2".into()),
+            "EXPORT_FORMATS" => Some("srt,txt".into()),
+            "RETENTION_DAYS" => Some("0.5".into()),
+            _ => None,
+        })
+        .unwrap();
+        cfg.validate().unwrap();
+        assert_eq!(cfg.webhook_allow_hosts, ["127.0.0.1", "hooks.lan"]);
+        assert_eq!((cfg.webhook_retry_delays_s, cfg.retention_days), (vec![0.5, 2.0], 0.5));
+        assert_eq!(format!("{:?}", cfg.webhook_secret), "Some(WebhookSecret(redacted))");
+        let key_of = |cfg: Config| match cfg.validate() {
+            Err(ConfigError::Invalid { key, .. }) => key,
+            other => panic!("{other:?}"),
+        };
+        let secret = Some(WebhookSecret("not-whsec".into()));
+        assert_eq!(key_of(Config { webhook_secret: secret, ..Config::default() }), "webhook_secret");
+        assert_eq!(
+            key_of(Config { webhook_url: Some("file:///x".into()), ..Config::default() }),
+            "webhook_url"
+        );
+        assert_eq!(
+            key_of(Config { export_formats: vec!["json".into()], ..Config::default() }),
+            "export_formats"
+        );
+        assert_eq!(
+            key_of(Config { webhook_events: vec!["job.x".into()], ..Config::default() }),
+            "webhook_events"
+        );
+        assert_eq!(key_of(Config { retention_days: -1.0, ..Config::default() }), "retention_days");
+        let delays = vec![-1.0];
+        assert_eq!(
+            key_of(Config { webhook_retry_delays_s: delays, ..Config::default() }),
+            "webhook_retry_delays_s"
+        );
+        assert!(Config::default().apply_env(|k| (k == "RETENTION_DAYS").then(|| "soon".into())).is_err());
     }
 
     #[test]

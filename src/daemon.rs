@@ -6,7 +6,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use tracing_appender::rolling::{RollingFileAppender, Rotation};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::MakeWriter;
@@ -14,6 +13,7 @@ use tracing_subscriber::prelude::*;
 
 use crate::api::{Api, HttpServer};
 use crate::config::{Config, ConfigHandle};
+use crate::control::{ControlPlane, SignalAction};
 use crate::pipeline::Stages;
 use crate::queue::Queue;
 use crate::store::Store;
@@ -74,6 +74,12 @@ pub fn run(config: Config, config_path: Option<PathBuf>, role: Role) -> anyhow::
     store.set_upload_folder(&config.upload_folder)?;
     let config = Arc::new(ConfigHandle::new(config, config_path));
     let cfg = config.get();
+    match crate::retention::sweep(&store, &cfg) {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(deleted = n, "retention: old jobs deleted at start"),
+        Err(e) => tracing::error!(error = %e, "retention sweep failed"),
+    }
+    let mut control = ControlPlane::start(Arc::clone(&store), Arc::clone(&config))?;
     let queue = Queue::new(Arc::clone(&store), Arc::clone(&config))?;
     let workers = if role == Role::ServeNoWorkers { 0 } else { cfg.workers };
     store.register_node(role.name(), workers as u32)?;
@@ -93,6 +99,8 @@ pub fn run(config: Config, config_path: Option<PathBuf>, role: Role) -> anyhow::
             models: crate::pipeline::model_names(&cfg),
             bound: addr,
             slots: Default::default(),
+            voices: Default::default(),
+            streams: Arc::clone(&control.streams),
         });
         let http = api.serve(Arc::clone(&http_server.server), cfg.http_threads);
         let watcher = crate::watch::start(Arc::clone(&config), Arc::clone(&store), Arc::clone(&queue))
@@ -109,21 +117,16 @@ pub fn run(config: Config, config_path: Option<PathBuf>, role: Role) -> anyhow::
         println!("diarized worker running as node {}", store.node_id());
     }
 
-    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])?;
-    for signal in signals.forever() {
-        if signal == SIGHUP {
-            match config.reload() {
-                Ok(()) => tracing::info!("configuration reloaded"),
-                Err(e) => tracing::error!(error = %e, "configuration not reloaded; keeping the running one"),
-            }
-            if let Some(f) = &log_file {
-                f.reopen();
-            }
-            continue;
+    while control.next_signal() == SignalAction::Reload {
+        match config.reload() {
+            Ok(()) => tracing::info!("configuration reloaded"),
+            Err(e) => tracing::error!(error = %e, "configuration not reloaded; keeping the running one"),
         }
-        tracing::info!(signal, "shutting down");
-        break;
+        if let Some(f) = &log_file {
+            f.reopen();
+        }
     }
+    tracing::info!("shutting down");
     queue.stop_claiming();
     if let Some((mut http_server, http, watcher)) = front {
         // No new connections, no new jobs; open waits end with 503 at once.
@@ -134,12 +137,15 @@ pub fn run(config: Config, config_path: Option<PathBuf>, role: Role) -> anyhow::
         for h in http {
             let _ = h.join();
         }
-        // Let answers already given (the 503s) reach their clients; stalled ones are not waited for.
+        // Event streams end; answers already given (the 503s) reach their clients; stalled ones
+        // are not waited for.
+        control.close_streams();
         http_server.drain(Duration::from_secs(2));
         drop(watcher);
     }
     let grace = Duration::from_secs(config.get().grace_period_s);
     let requeued = queue.shutdown(workers, grace);
+    control.shutdown();
     tracing::info!(requeued = requeued.len(), "stopped");
     Ok(())
 }

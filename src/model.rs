@@ -88,6 +88,34 @@ impl SpeakerHints {
     }
 }
 
+/// Per-job recognition settings; `None` keeps the transcriber's configured value.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DecodeOptions {
+    /// ISO 639-1 code such as `en`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub language: Option<String>,
+    /// Text given to Whisper as the previous context (style, spelling of names).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt: Option<String>,
+    /// Sampling temperature 0–1 of the first decoding attempt (the fallback still raises it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f32>,
+}
+
+/// Per-job processing options (set by the OpenAI-compatible API); the default follows the
+/// configuration in everything.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct JobOptions {
+    /// Whisper model name for this job instead of the configured one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    #[serde(default, flatten)]
+    pub decode: DecodeOptions,
+    /// Skip the analysis stage (the caller wants the transcript only).
+    #[serde(default)]
+    pub skip_analysis: bool,
+}
+
 /// One job row, as stored and as returned over HTTP.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Job {
@@ -104,6 +132,10 @@ pub struct Job {
     pub conversation_type: Option<String>,
     pub summary: Option<String>,
     pub keypoints: Option<Vec<String>>,
+    /// Tasks someone agreed or was asked to do.
+    pub action_items: Option<Vec<ActionItem>>,
+    /// Short phrases naming what is talked about.
+    pub topics: Option<Vec<String>>,
     pub language: Option<String>,
     pub language_probability: Option<f32>,
     pub clean_transcript: Option<String>,
@@ -115,6 +147,10 @@ pub struct Job {
     pub attempts: u32,
     #[serde(flatten)]
     pub speakers: SpeakerHints,
+    /// The diarized speakers with the names they were matched to (or given) and their match
+    /// scores; empty until diarized.
+    #[serde(rename = "speakers", default)]
+    pub speaker_names: Vec<JobSpeaker>,
     pub created_at: String,
     pub updated_at: String,
     pub started_at: Option<String>,
@@ -169,12 +205,70 @@ impl Transcript {
     }
 }
 
+/// A diarized speaker of one job and the person it was matched to, if any.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobSpeaker {
+    /// The diarization's label, `Speaker00`, `Speaker01`, …
+    pub label: String,
+    /// The person's name when matched or given; segments, words and turns then carry it.
+    pub name: Option<String>,
+    /// Best cosine similarity to a known voice (null when no voice was known).
+    pub score: Option<f32>,
+}
+
+/// One diarized speaker's voice: its label and L2-normalised CAM++ embedding.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SpeakerVoice {
+    pub label: String,
+    pub embedding: Vec<f32>,
+}
+
+/// A known person's voiceprints (several clips each), matched against diarized speakers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KnownVoice {
+    pub name: String,
+    pub prints: Vec<Vec<f32>>,
+}
+
+/// An enrolled person, as returned by `/api/speakers`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Person {
+    pub id: i64,
+    pub name: String,
+    /// The person's voiceprints (the embeddings themselves are not shown).
+    pub samples: Vec<Sample>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+/// One stored voiceprint of a person.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Sample {
+    pub id: i64,
+    /// Where it came from: a clip's file name or `job <id> <label>`.
+    pub source: String,
+    /// Seconds of audio it was computed from, when known.
+    pub seconds: Option<f64>,
+    pub created_at: String,
+}
+
 /// Structured analysis of a conversation.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Analysis {
     pub conversation_type: Option<String>,
     pub summary: Option<String>,
     pub keypoints: Option<Vec<String>>,
+    pub action_items: Option<Vec<ActionItem>>,
+    pub topics: Option<Vec<String>>,
     pub language: Option<String>,
     pub clean_transcript: Option<String>,
+}
+
+/// A task from the conversation and who takes it on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActionItem {
+    /// A speaker label (`Speaker01`), a name from the transcript, or `null` when unclear.
+    pub owner: Option<String>,
+    pub text: String,
 }

@@ -1,8 +1,11 @@
 //! The stage traits and the runner that chains them:
-//! decode → transcribe → diarize → analyze.
+//! decode → transcribe → diarize → name speakers → analyze.
 
 use crate::audio::Audio;
-use crate::model::{Analysis, Segment, SpeakerHints, SpeakerTurn, Transcript};
+use crate::model::{
+    Analysis, DecodeOptions, JobOptions, JobSpeaker, KnownVoice, Segment, SpeakerHints, SpeakerTurn, SpeakerVoice,
+    Transcript,
+};
 
 /// Error raised by a pipeline stage; the message ends up in the job's `error_message`.
 #[derive(Debug, thiserror::Error)]
@@ -35,14 +38,40 @@ pub trait Transcriber: Send {
         progress: Progress<'_>,
         cancelled: Cancelled<'_>,
     ) -> Result<Transcript, StageError>;
+    /// Transcribes with per-job settings; a transcriber that has none refuses any but the default.
+    fn transcribe_with(
+        &mut self,
+        audio: &Audio,
+        options: &DecodeOptions,
+        progress: Progress<'_>,
+        cancelled: Cancelled<'_>,
+    ) -> Result<Transcript, StageError> {
+        if *options != DecodeOptions::default() {
+            return Err(StageError::new("transcribe", format!("{} takes no per-job options", self.name())));
+        }
+        self.transcribe(audio, progress, cancelled)
+    }
     /// Model name, for status output.
     fn name(&self) -> String;
+}
+
+/// Who spoke when, and what each speaker sounds like.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Diarization {
+    pub turns: Vec<SpeakerTurn>,
+    /// One voice per speaker that has an embedding (labels as in `turns`).
+    pub voices: Vec<SpeakerVoice>,
 }
 
 /// Speaker diarization: who spoke when.
 pub trait Diarizer: Send {
     /// Returns speaker turns labelled `Speaker00`, `Speaker01`, … in order of first appearance.
     fn diarize(&mut self, audio: &Audio, hints: SpeakerHints) -> Result<Vec<SpeakerTurn>, StageError>;
+    /// Turns plus each speaker's voice embedding, for matching known speakers; a diarizer
+    /// without embeddings returns none.
+    fn diarize_voices(&mut self, audio: &Audio, hints: SpeakerHints) -> Result<Diarization, StageError> {
+        Ok(Diarization { turns: self.diarize(audio, hints)?, voices: Vec::new() })
+    }
     /// Model name, for status output.
     fn name(&self) -> String;
 }
@@ -95,6 +124,16 @@ pub trait ResultSink: Sync {
     fn diarization(&mut self, turns: &[SpeakerTurn], segments: &[Segment]) -> Result<(), StageError>;
     /// Conversation analysis.
     fn analysis(&mut self, analysis: &Analysis) -> Result<(), StageError>;
+    /// Voices this job's speakers are matched against (enrolled people and the job's own
+    /// references).
+    fn known_voices(&self) -> Result<Vec<KnownVoice>, StageError> {
+        Ok(Vec::new())
+    }
+    /// The job's speakers with their names and scores, and their voices (kept so a speaker can
+    /// be enrolled later).
+    fn speakers(&mut self, _speakers: &[JobSpeaker], _voices: &[SpeakerVoice]) -> Result<(), StageError> {
+        Ok(())
+    }
     /// Overall progress, 0–100.
     fn progress(&self, percent: f32);
     /// Whether the run was cancelled; the runner checks it between stages.
@@ -124,11 +163,23 @@ const TRANSCRIBED: f32 = 80.0;
 const DIARIZED: f32 = 92.0;
 
 impl Stages {
-    /// Runs decode → transcribe → diarize → analyze on one file.
+    /// Runs decode → transcribe → diarize → name speakers → analyze on one file.
     pub fn run(
         &mut self,
         path: &std::path::Path,
         hints: SpeakerHints,
+        sink: &mut dyn ResultSink,
+    ) -> Result<(), StageError> {
+        self.run_with(path, hints, &JobOptions::default(), sink)
+    }
+
+    /// [`Stages::run`] with a job's decoding options, analysis skipped if it asks so. (Its
+    /// `model` is the caller's to honour, by putting that transcriber in place.)
+    pub fn run_with(
+        &mut self,
+        path: &std::path::Path,
+        hints: SpeakerHints,
+        options: &JobOptions,
         sink: &mut dyn ResultSink,
     ) -> Result<(), StageError> {
         let audio = crate::audio::decode_file(path).map_err(|e| StageError::new("decode", e.to_string()))?;
@@ -142,7 +193,8 @@ impl Stages {
             Slot::Unavailable(why) => return Err(StageError::new("transcribe", why.clone())),
         };
         let report = |f: f32| sink.progress(DECODED + f.clamp(0.0, 1.0) * (TRANSCRIBED - DECODED));
-        let transcript = transcriber.transcribe(&audio, &report, &|| sink.cancelled())?;
+        let transcript =
+            transcriber.transcribe_with(&audio, &options.decode, &report, &|| sink.cancelled())?;
         check_cancelled(sink, "transcribe")?;
         sink.transcript(&transcript)?;
         sink.progress(TRANSCRIBED);
@@ -151,16 +203,23 @@ impl Stages {
         match &mut self.diarizer {
             Slot::Ready(d) => {
                 check_cancelled(sink, "diarize")?;
-                let turns = d.diarize(&audio, hints)?;
+                let Diarization { mut turns, voices } = d.diarize_voices(&audio, hints)?;
                 drop(audio);
                 check_cancelled(sink, "diarize")?;
                 crate::diarize::assign_speakers(&mut segments, &turns);
+                // Known people get their names before anything is stored or analysed.
+                let speakers = crate::speakers::name_speakers(&turns, &voices, &sink.known_voices()?);
+                crate::speakers::apply_names(&speakers, &mut segments, &mut turns);
                 sink.diarization(&turns, &segments)?;
+                sink.speakers(&speakers, &voices)?;
             }
             Slot::Disabled => {}
             Slot::Unavailable(why) => return Err(StageError::new("diarize", why.clone())),
         }
         sink.progress(DIARIZED);
+        if options.skip_analysis {
+            return Ok(());
+        }
         self.analyze(&segments, transcript.language.as_deref(), sink)
     }
 
@@ -187,7 +246,11 @@ impl Stages {
 impl Stages {
     /// Builds the stages the configuration asks for.
     pub fn from_config(cfg: &crate::config::Config) -> Self {
-        Stages { transcriber: transcriber(cfg), diarizer: diarizer(cfg), analyzer: analyzer(cfg) }
+        Stages {
+            transcriber: load_transcriber(cfg, &cfg.whisper_model),
+            diarizer: diarizer(cfg),
+            analyzer: analyzer(cfg),
+        }
     }
 }
 
@@ -208,8 +271,10 @@ fn diarizer(cfg: &crate::config::Config) -> Slot<dyn Diarizer> {
     )
 }
 
-fn transcriber(cfg: &crate::config::Config) -> Slot<dyn Transcriber> {
-    let loaded = crate::models::whisper::resolve_whisper_model(&cfg.models_dir, &cfg.whisper_model)
+/// The transcriber for Whisper model `model` (a name or a file) with the configuration's
+/// other settings; a job asking for another model than the configured one runs with this.
+pub fn load_transcriber(cfg: &crate::config::Config, model: &str) -> Slot<dyn Transcriber> {
+    let loaded = crate::models::whisper::resolve_whisper_model(&cfg.models_dir, model)
         .map_err(|e| StageError::new("transcribe", e.to_string()))
         .and_then(|path| {
             let opts = crate::asr::AsrOptions {

@@ -19,8 +19,10 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::config::{Config, ConfigHandle};
-use crate::model::{Analysis, Job, Segment, SpeakerTurn, Status, Transcript};
-use crate::pipeline::{ResultSink, StageError, Stages};
+use crate::model::{
+    Analysis, Job, JobSpeaker, KnownVoice, Segment, SpeakerTurn, SpeakerVoice, Status, Transcript,
+};
+use crate::pipeline::{ResultSink, StageError, Stages, load_transcriber};
 use crate::render::{JobResult, write_sidecar};
 use crate::store::{Cancelled, Outcome, RunStage, Store, StoreError};
 
@@ -277,7 +279,20 @@ impl Queue {
                     min_speakers: job.speakers.min_speakers.or(cfg.min_speakers),
                     max_speakers: job.speakers.max_speakers.or(cfg.max_speakers),
                 };
-                stages.run(Path::new(&job.audio_path), hints, &mut sink)
+                let options = stored(self.store.job_options(job.id))?;
+                let path = Path::new(&job.audio_path);
+                match options.model.as_deref().filter(|m| *m != cfg.whisper_model) {
+                    None => stages.run_with(path, hints, &options, &mut sink),
+                    Some(model) => {
+                        // Another model for this job: loaded for it (the weights are shared
+                        // with any other worker using them), the configured one put back after.
+                        let own = load_transcriber(cfg, model);
+                        let configured = std::mem::replace(&mut stages.transcriber, own);
+                        let result = stages.run_with(path, hints, &options, &mut sink);
+                        stages.transcriber = configured;
+                        result
+                    }
+                }
             }
             RunStage::Analyze => match self.store.segments(job.id) {
                 Ok(segs) if segs.is_empty() => Err(StageError::new(
@@ -445,6 +460,12 @@ impl ResultSink for StoreSink<'_> {
     fn analysis(&mut self, analysis: &Analysis) -> Result<(), StageError> {
         stored(self.store.save_analysis(self.id, analysis))
     }
+    fn known_voices(&self) -> Result<Vec<KnownVoice>, StageError> {
+        stored(self.store.known_voices(self.id))
+    }
+    fn speakers(&mut self, speakers: &[JobSpeaker], voices: &[SpeakerVoice]) -> Result<(), StageError> {
+        stored(self.store.save_job_speakers(self.id, speakers, voices))
+    }
     fn progress(&self, percent: f32) {
         if self.last_percent.swap(percent as u32, Ordering::Relaxed) == percent as u32 {
             return;
@@ -498,6 +519,34 @@ mod tests {
         }
         fn name(&self) -> String {
             "gated".into()
+        }
+    }
+
+    /// Says in its one segment which per-job options it was given.
+    struct EchoTranscriber;
+
+    impl Transcriber for EchoTranscriber {
+        fn transcribe(
+            &mut self,
+            audio: &crate::audio::Audio,
+            progress: Progress<'_>,
+            cancelled: Cancelled<'_>,
+        ) -> Result<Transcript, StageError> {
+            self.transcribe_with(audio, &crate::model::DecodeOptions::default(), progress, cancelled)
+        }
+        fn transcribe_with(
+            &mut self,
+            _: &crate::audio::Audio,
+            options: &crate::model::DecodeOptions,
+            _: Progress<'_>,
+            _: Cancelled<'_>,
+        ) -> Result<Transcript, StageError> {
+            let text = format!("{:?} {:?} {:?}", options.language, options.prompt, options.temperature);
+            let seg = Segment { start_s: 0.0, end_s: 1.0, text, speaker: None, words: vec![] };
+            Ok(Transcript { segments: vec![seg], ..Default::default() })
+        }
+        fn name(&self) -> String {
+            "echo".into()
         }
     }
 
@@ -565,6 +614,43 @@ mod tests {
         assert_eq!((done.status, done.summary.as_deref()), (Status::Done, Some("all fine")));
         assert_eq!(builds.load(Ordering::SeqCst), 2, "stages rebuilt after the panic");
         assert_eq!(queue.dead_workers(), 0);
+        assert!(queue.shutdown(workers, WAIT).is_empty());
+    }
+
+    #[test]
+    fn a_jobs_own_options_reach_the_transcriber_and_can_skip_analysis() {
+        let (_dir, store, queue) = setup();
+        let audio = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/jfk.wav");
+        let own = add_job(&store, &audio, None);
+        let options = crate::model::JobOptions {
+            model: None,
+            decode: crate::model::DecodeOptions {
+                language: Some("de".into()),
+                prompt: Some("Namen".into()),
+                temperature: Some(0.5),
+            },
+            skip_analysis: true,
+        };
+        store.set_job_options(own, &options).unwrap();
+        let dir2 = tempfile::tempdir().unwrap();
+        let copy = dir2.path().join("jfk.wav");
+        std::fs::copy(&audio, &copy).unwrap();
+        let plain = add_job(&store, &copy, None);
+        let factory: StageFactory = Arc::new(|_| Stages {
+            transcriber: Slot::Ready(Box::new(EchoTranscriber)),
+            diarizer: Slot::Disabled,
+            analyzer: Slot::Ready(Box::new(PanickyAnalyzer)),
+        });
+        queue.submit(own, RunStage::All).unwrap();
+        queue.submit(plain, RunStage::All).unwrap();
+        let workers = queue.start_workers(1, factory);
+        let job = wait_done(&queue, own);
+        assert_eq!(job.status, Status::Done, "{job:?}");
+        assert_eq!(store.segments(own).unwrap()[0].text, r#"Some("de") Some("Namen") Some(0.5)"#);
+        assert_eq!(job.summary, None, "analysis skipped");
+        let job = wait_done(&queue, plain);
+        assert_eq!(store.segments(plain).unwrap()[0].text, "None None None");
+        assert_eq!(job.summary.as_deref(), Some("None None None"), "analysis ran");
         assert!(queue.shutdown(workers, WAIT).is_empty());
     }
 

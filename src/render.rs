@@ -1,4 +1,7 @@
 //! Renders a stored result: transcript exports (txt, srt, vtt, json, rttm) and the sidecar file.
+//! OpenAI's bodies are in [`openai`].
+
+pub mod openai;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -1,5 +1,6 @@
-//! Job storage: jobs, transcript segments, speaker turns, tombstones of deleted jobs and the
-//! nodes that share the queue. The queue is a query here.
+//! Job storage: jobs, transcript segments, speaker turns, tombstones of deleted jobs, the
+//! nodes that share the queue, known speakers (in [`speakers`]) and webhook deliveries (in
+//! [`integrations`]). The queue is a query here.
 //!
 //! Two backends behind one API, chosen by `DATABASE_URL`: SQLite (embedded, the default) and
 //! PostgreSQL (several nodes share one queue). Every query is written once against
@@ -7,9 +8,14 @@
 //! node's heartbeat renews; a job whose lease ran out (its node died) is queued again.
 
 mod db;
+mod integrations;
 mod migrations;
 mod pg;
+mod speakers;
 mod sqlite;
+
+pub use integrations::{Attempt, Delivery, DeliveryState, NewDelivery};
+pub use speakers::NewPrint;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -19,7 +25,10 @@ use std::time::Duration;
 
 use db::{Conn, Row, params};
 
-use crate::model::{Analysis, Job, Segment, Source, SpeakerHints, SpeakerTurn, Status, Transcript};
+use crate::events::{Bus, Event};
+use crate::model::{
+    ActionItem, Analysis, Job, JobOptions, Segment, Source, SpeakerHints, SpeakerTurn, Status, Transcript,
+};
 
 /// Storage failures.
 #[derive(Debug, thiserror::Error)]
@@ -32,10 +41,25 @@ pub enum StoreError {
     Decode(String),
     #[error("job {0} not found")]
     NotFound(i64),
+    #[error("speaker {0} not found")]
+    PersonNotFound(i64),
     #[error("{0}")]
     Conflict(String),
     #[error("database at {path}: {message}")]
     Open { path: String, message: String },
+}
+
+impl StoreError {
+    /// Whether a unique constraint refused the write.
+    fn is_unique_violation(&self) -> bool {
+        match self {
+            StoreError::Sqlite(rusqlite::Error::SqliteFailure(f, _)) => {
+                f.code == rusqlite::ErrorCode::ConstraintViolation
+            }
+            StoreError::Postgres(e) => e.code() == Some(&postgres::error::SqlState::UNIQUE_VIOLATION),
+            _ => false,
+        }
+    }
 }
 
 /// Result alias for store operations.
@@ -79,6 +103,8 @@ pub struct JobPatch {
     pub keypoints: Option<Vec<String>>,
     pub language: Option<String>,
     pub clean_transcript: Option<String>,
+    pub action_items: Option<Vec<ActionItem>>,
+    pub topics: Option<Vec<String>>,
 }
 
 /// Filter and page for listing jobs.
@@ -154,16 +180,23 @@ pub struct Store {
     /// `UPLOAD_FOLDER` as configured and made absolute, once set: stored audio paths under it
     /// are relative to it.
     upload_folder: RwLock<Option<(PathBuf, PathBuf)>>,
+    /// Every status change and progress step is published here after it is written.
+    events: Bus,
 }
 
 const JOB_COLUMNS: &str = "id, audio_path, original_filename, sha256, source, status, error_message, \
     conversation_type, summary, keypoints, language, language_probability, clean_transcript, transcript, \
     duration_s, progress, num_speakers, min_speakers, max_speakers, created_at, updated_at, started_at, \
-    finished_at, uuid, attempts";
+    finished_at, uuid, attempts, action_items, topics, speakers";
 
 /// Current time as ISO-8601 UTC with milliseconds.
 pub fn now() -> String {
-    let t = time::OffsetDateTime::now_utc();
+    iso_time(time::OffsetDateTime::now_utc())
+}
+
+/// A time as stored: ISO-8601 UTC with milliseconds (these strings sort as the times do).
+pub fn iso_time(t: time::OffsetDateTime) -> String {
+    let t = t.to_offset(time::UtcOffset::UTC);
     let fmt = time::macros::format_description!(
         "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
     );
@@ -211,7 +244,19 @@ impl Store {
             node,
             lease_ms: AtomicU64::new(DEFAULT_LEASE.as_millis() as u64),
             upload_folder: RwLock::new(None),
+            events: Bus::default(),
         }
+    }
+
+    /// The bus this store publishes job events on.
+    pub fn events(&self) -> &Bus {
+        &self.events
+    }
+
+    /// Publishes a job's stored state as a status event; returns it.
+    fn published(&self, job: Job) -> Job {
+        self.events.publish(Event::Status { job: Box::new(job.clone()) });
+        job
     }
 
     /// Runs `f` in one transaction.
@@ -276,6 +321,7 @@ impl Store {
             .map(|r| self.job_from_row(&r))
             .transpose()
         })
+        .map(|job| job.map(|job| self.published(job)))
     }
 
     /// The job with `id`, or `NotFound`.
@@ -333,12 +379,15 @@ impl Store {
     /// Applies user edits and returns the updated job.
     pub fn patch_job(&self, id: i64, patch: &JobPatch) -> Result<Job> {
         let keypoints = patch.keypoints.as_ref().map(|k| serde_json::to_string(k).unwrap_or_default());
+        let action_items = patch.action_items.as_ref().map(|a| serde_json::to_string(a).unwrap_or_default());
+        let topics = patch.topics.as_ref().map(|t| serde_json::to_string(t).unwrap_or_default());
         self.write(|c| {
             let n = c.execute(
                 "UPDATE jobs SET conversation_type = COALESCE(?2, conversation_type),
                     summary = COALESCE(?3, summary), keypoints = COALESCE(?4, keypoints),
                     language = COALESCE(?5, language), clean_transcript = COALESCE(?6, clean_transcript),
-                    updated_at = ?7 WHERE id = ?1",
+                    updated_at = ?7, action_items = COALESCE(?8, action_items), topics = COALESCE(?9, topics)
+                 WHERE id = ?1",
                 params![
                     id,
                     &patch.conversation_type,
@@ -346,7 +395,9 @@ impl Store {
                     keypoints,
                     &patch.language,
                     &patch.clean_transcript,
-                    now()
+                    now(),
+                    action_items,
+                    topics
                 ],
             )?;
             if n == 0 {
@@ -354,6 +405,23 @@ impl Store {
             }
             self.job_in(c, id)
         })
+    }
+
+    /// Stores a job's processing options (read by the worker when it runs the job).
+    pub fn set_job_options(&self, id: i64, options: &JobOptions) -> Result<()> {
+        let json = serde_json::to_string(options).unwrap_or_default();
+        self.write(|c| {
+            let n = c.execute("UPDATE jobs SET options = ?2 WHERE id = ?1", params![id, json])?;
+            if n == 0 { Err(StoreError::NotFound(id)) } else { Ok(()) }
+        })
+    }
+
+    /// A job's processing options (the default when none were set).
+    pub fn job_options(&self, id: i64) -> Result<JobOptions> {
+        let row = self
+            .read(|c| c.query_opt("SELECT options FROM jobs WHERE id = ?1", params![id]))?
+            .ok_or(StoreError::NotFound(id))?;
+        Ok(row.opt_text(0)?.and_then(|j| serde_json::from_str(&j).ok()).unwrap_or_default())
     }
 
     /// Queues a job for `stage` with a fresh attempt count; a job already queued or processing
@@ -374,6 +442,7 @@ impl Store {
             c.notify_queued()?;
             Ok(job)
         })
+        .map(|job| self.published(job))
     }
 
     /// Takes the oldest queued job (skipping rows other nodes are claiming), marks it
@@ -391,9 +460,10 @@ impl Store {
             let Some(row) = c.query_opt(&sql, params![now(), &self.node.id, self.lease_ms()])? else {
                 return Ok(None);
             };
-            let stage = if row.text(25)? == "analyze" { RunStage::Analyze } else { RunStage::All };
+            let stage = if row.text(28)? == "analyze" { RunStage::Analyze } else { RunStage::All };
             Ok(Some((self.job_from_row(&row)?, stage)))
         })
+        .map(|claimed| claimed.map(|(job, stage)| (self.published(job), stage)))
     }
 
     /// At start-up: running jobs whose node is gone go back to the queue — those whose lease
@@ -434,15 +504,16 @@ impl Store {
     pub fn requeue_expired(&self) -> Result<(usize, usize)> {
         let expired = "status = 'processing' AND (lease_expires_ms IS NULL OR lease_expires_ms <= {now_ms})";
         let ts = now();
-        self.write(|c| {
-            let failed = c.execute(
+        let (requeued, failed) = self.write(|c| {
+            let failed = c.query(
                 &format!(
                     "UPDATE jobs SET status = 'error', error_message = ?2, progress = NULL, finished_at = ?1,
                         updated_at = ?1, lease_owner = NULL, lease_expires_ms = NULL
-                     WHERE {expired} AND attempts >= 2"
+                     WHERE {expired} AND attempts >= 2 RETURNING {JOB_COLUMNS}"
                 ),
                 params![&ts, INTERRUPTED_TWICE],
             )?;
+            let failed = failed.iter().map(|r| self.job_from_row(r)).collect::<Result<Vec<_>>>()?;
             let requeued = c.execute(
                 &format!(
                     "UPDATE jobs SET status = 'queued', progress = NULL, updated_at = ?1, lease_owner = NULL,
@@ -454,8 +525,10 @@ impl Store {
             if requeued > 0 {
                 c.notify_queued()?;
             }
-            Ok((requeued as usize, failed as usize))
-        })
+            Ok((requeued as usize, failed))
+        })?;
+        let failed = failed.into_iter().map(|job| self.published(job)).count();
+        Ok((requeued, failed))
     }
 
     /// Puts one processing job back in the queue (shutdown grace period ran out). A deliberate
@@ -470,7 +543,11 @@ impl Store {
                 params![id, now()],
             )?;
             c.notify_queued()
-        })
+        })?;
+        if let Ok(job) = self.job(id) {
+            self.published(job);
+        }
+        Ok(())
     }
 
     /// Cancels a job: a queued one becomes `cancelled` here; a running one is reported so the
@@ -485,7 +562,7 @@ impl Store {
             )?;
             let job = self.job_in(c, id)?;
             match job.status {
-                _ if n == 1 => Ok(Cancelled::Dequeued(job)),
+                _ if n == 1 => Ok(Cancelled::Dequeued(self.published(job))),
                 Status::Processing => Ok(Cancelled::Running(job)),
                 s => Err(StoreError::Conflict(format!("job {id} is {}; nothing to cancel", s.as_str()))),
             }
@@ -515,7 +592,9 @@ impl Store {
     pub fn set_progress(&self, id: i64, percent: f32) -> Result<()> {
         self.write(|c| {
             c.execute("UPDATE jobs SET progress = ?2 WHERE id = ?1", params![id, percent]).map(drop)
-        })
+        })?;
+        self.events.publish(Event::Progress { id, progress: percent });
+        Ok(())
     }
 
     /// Records the decoded duration.
@@ -552,13 +631,7 @@ impl Store {
             if n == 0 {
                 return Err(StoreError::NotFound(id));
             }
-            c.execute("DELETE FROM speaker_turns WHERE job_id = ?1", params![id])?;
-            for (i, t) in turns.iter().enumerate() {
-                c.execute(
-                    "INSERT INTO speaker_turns (job_id, idx, start_s, end_s, speaker) VALUES (?1, ?2, ?3, ?4, ?5)",
-                    params![id, i as i64, t.start_s, t.end_s, &t.speaker],
-                )?;
-            }
+            write_turns(c, id, turns)?;
             write_segments(c, id, segments)
         })
     }
@@ -571,6 +644,8 @@ impl Store {
             keypoints: a.keypoints.clone(),
             language: a.language.clone(),
             clean_transcript: a.clean_transcript.clone(),
+            action_items: a.action_items.clone(),
+            topics: a.topics.clone(),
         };
         self.patch_job(id, &patch).map(drop)
     }
@@ -594,6 +669,7 @@ impl Store {
             }
             self.job_in(c, id)
         })
+        .map(|job| self.published(job))
     }
 
     /// The job's transcript segments in order.
@@ -634,19 +710,21 @@ impl Store {
     /// `files_kept` its audio stays on disk, so a tombstone keeps the folder scan from taking
     /// that same file (path and content) again.
     pub fn delete_job(&self, id: i64, files_kept: bool) -> Result<Job> {
-        self.write(|c| {
+        let job = self.write(|c| {
             let job = self.job_in(c, id)?;
             c.execute("DELETE FROM jobs WHERE id = ?1", params![id])?;
             if files_kept {
                 tombstone(c, &self.stored_path(&job.audio_path), &job.sha256)?;
             }
             Ok(job)
-        })
+        })?;
+        self.events.publish(Event::Deleted { id });
+        Ok(job)
     }
 
     /// Deletes every job; returns the deleted rows. `files_kept` as in [`Store::delete_job`].
     pub fn delete_all(&self, files_kept: bool) -> Result<Vec<Job>> {
-        self.write(|c| {
+        let jobs = self.write(|c| {
             let jobs = c
                 .query(&format!("SELECT {JOB_COLUMNS} FROM jobs"), &[])?
                 .iter()
@@ -659,7 +737,11 @@ impl Store {
                 }
             }
             Ok(jobs)
-        })
+        })?;
+        for job in &jobs {
+            self.events.publish(Event::Deleted { id: job.id });
+        }
+        Ok(jobs)
     }
 
     /// Records this process as a node (`role`, `workers`) with a first heartbeat.
@@ -817,6 +899,17 @@ fn tombstone(c: &mut dyn Conn, stored_path: &str, sha256: &str) -> Result<()> {
     Ok(())
 }
 
+fn write_turns(c: &mut dyn Conn, id: i64, turns: &[SpeakerTurn]) -> Result<()> {
+    c.execute("DELETE FROM speaker_turns WHERE job_id = ?1", params![id])?;
+    for (i, t) in turns.iter().enumerate() {
+        c.execute(
+            "INSERT INTO speaker_turns (job_id, idx, start_s, end_s, speaker) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![id, i as i64, t.start_s, t.end_s, &t.speaker],
+        )?;
+    }
+    Ok(())
+}
+
 fn write_segments(c: &mut dyn Conn, id: i64, segments: &[Segment]) -> Result<()> {
     c.execute("DELETE FROM segments WHERE job_id = ?1", params![id])?;
     for (i, s) in segments.iter().enumerate() {
@@ -860,6 +953,9 @@ fn job_from_row(r: &Row, audio_path: String) -> Result<Job> {
         finished_at: r.opt_text(22)?,
         uuid: r.text(23)?,
         attempts: r.int(24)? as u32,
+        action_items: r.opt_text(25)?.and_then(|a| serde_json::from_str(&a).ok()),
+        topics: r.opt_text(26)?.and_then(|t| serde_json::from_str(&t).ok()),
+        speaker_names: r.opt_text(27)?.and_then(|s| serde_json::from_str(&s).ok()).unwrap_or_default(),
     })
 }
 
@@ -871,9 +967,12 @@ mod tests {
 
     use super::*;
 
+    use super::integrations::tests::deliveries_are_scheduled_logged_and_deleted_with_their_job;
+    use super::speakers::tests::people_keep_several_prints_and_lose_them_with_the_person;
+
     /// A store on a fresh database of the backend under test, and how to open it again as
     /// another node.
-    struct TestStore {
+    pub(super) struct TestStore {
         store: Store,
         url: String,
         _dir: Option<tempfile::TempDir>,
@@ -894,8 +993,8 @@ mod tests {
             Some(Self { store: Store::connect(&url).unwrap(), url, _dir: None, _scratch: Some(scratch) })
         }
 
-        /// Another node on the same database.
-        fn another_node(&self) -> Store {
+        /// Another node on the same database (or this one reopened).
+        pub(super) fn another_node(&self) -> Store {
             Store::connect(&self.url).unwrap()
         }
     }
@@ -931,7 +1030,90 @@ mod tests {
         concurrent_claims_never_hand_out_a_job_twice,
         nodes_are_listed_with_their_heartbeat,
         audio_paths_are_stored_relative_to_the_upload_folder,
+        job_options_round_trip,
+        action_items_and_topics_are_saved_and_patched,
+        people_keep_several_prints_and_lose_them_with_the_person,
+        deliveries_are_scheduled_logged_and_deleted_with_their_job,
+        a_due_delivery_is_handed_to_one_node_only,
+        writes_are_published_after_they_are_stored,
     );
+
+    fn job_options_round_trip(store: TestStore) {
+        let id = insert(&store, "a", "a");
+        assert_eq!(store.job_options(id).unwrap(), JobOptions::default(), "none set: the configuration's");
+        let opts = JobOptions {
+            model: Some("base".into()),
+            decode: crate::model::DecodeOptions {
+                language: Some("de".into()),
+                prompt: Some("Grüße".into()),
+                temperature: Some(0.4),
+            },
+            skip_analysis: true,
+        };
+        store.set_job_options(id, &opts).unwrap();
+        assert_eq!(store.job_options(id).unwrap(), opts);
+        assert!(matches!(store.job_options(99), Err(StoreError::NotFound(99))));
+        assert!(matches!(store.set_job_options(99, &opts), Err(StoreError::NotFound(99))));
+    }
+
+    fn action_items_and_topics_are_saved_and_patched(store: TestStore) {
+        let id = insert(&store, "j", "x");
+        assert_eq!((store.job(id).unwrap().action_items, store.job(id).unwrap().topics), (None, None));
+        let item = ActionItem { owner: Some("Speaker01".into()), text: "Review the payment code".into() };
+        let analysis = Analysis {
+            action_items: Some(vec![item.clone()]),
+            topics: Some(vec!["release date".into()]),
+            ..Analysis::default()
+        };
+        store.save_analysis(id, &analysis).unwrap();
+        let job = store.job(id).unwrap();
+        assert_eq!(job.action_items, Some(vec![item.clone()]));
+        assert_eq!(job.topics, Some(vec!["release date".to_string()]));
+        // A patch of one list leaves the other alone.
+        let patch = JobPatch { topics: Some(vec!["budget".into()]), ..Default::default() };
+        let job = store.patch_job(id, &patch).unwrap();
+        assert_eq!((job.topics, job.action_items), (Some(vec!["budget".to_string()]), Some(vec![item])));
+    }
+
+    fn a_due_delivery_is_handed_to_one_node_only(store: TestStore) {
+        let other = store.another_node();
+        let id = insert(&store, "a", "a");
+        let new = |event: &str| NewDelivery {
+            job_id: id,
+            event_id: event.into(),
+            event_type: "job.done".into(),
+            url: "http://a.example/hook".into(),
+            payload: "{}".into(),
+        };
+        let [d1, d2] = ["msg_1", "msg_2"].map(|e| store.insert_delivery(&new(e)).unwrap().unwrap());
+        let first = store.due_deliveries(10, 1).unwrap();
+        assert_eq!(first.iter().map(|d| d.id).collect::<Vec<_>>(), [d1]);
+        let second = other.due_deliveries(10, 10).unwrap();
+        assert_eq!(second.iter().map(|d| d.id).collect::<Vec<_>>(), [d2], "d1 is held by the first node");
+        assert!(store.due_deliveries(10, 10).unwrap().is_empty());
+        // A node that died mid-attempt: its deliveries come due again when the hold ends.
+        let later = other.due_deliveries(10 + integrations::DELIVERY_CLAIM_MS, 10).unwrap();
+        assert_eq!(later.iter().map(|d| d.id).collect::<Vec<_>>(), [d1, d2]);
+    }
+
+    fn writes_are_published_after_they_are_stored(store: TestStore) {
+        let mut live = store.events().subscribe();
+        let id = insert(&store, "a", "a");
+        store.enqueue(id, RunStage::All).unwrap();
+        store.claim_next_job().unwrap().unwrap();
+        store.set_progress(id, 50.0).unwrap();
+        store.finish(id, &Outcome::Done).unwrap();
+        store.delete_job(id, false).unwrap();
+        let mut seen = Vec::new();
+        while let Ok(event) = live.try_recv() {
+            seen.push(match &*event {
+                Event::Status { job } => job.status.as_str().to_owned(),
+                Event::Progress { progress, .. } => format!("{progress}%"),
+                Event::Deleted { .. } => "deleted".into(),
+            });
+        }
+        assert_eq!(seen, ["uploaded", "queued", "processing", "50%", "done", "deleted"]);
+    }
 
     fn new_job(name: &str, sha: &str) -> NewJob {
         NewJob {
@@ -1246,6 +1428,34 @@ mod tests {
         let again = Store::open(&path).unwrap();
         assert_eq!(again.list_jobs(&JobQuery::default()).unwrap().1, 3, "migrations run once");
         assert_eq!(again.insert_job(&new_job("e", "e")).unwrap().unwrap().id, 5);
+    }
+
+    #[test]
+    fn a_single_node_database_gains_the_node_tables_keeping_its_speakers_and_options() {
+        // A file of the single-node line: migrations v1–v6, no leases or nodes yet.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v6.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            for m in &migrations::MIGRATIONS[..6] {
+                conn.execute_batch(m.sqlite).unwrap();
+            }
+            conn.pragma_update(None, "user_version", 6).unwrap();
+            conn.execute(
+                "INSERT INTO jobs (uuid, audio_path, sha256, source, status, created_at, updated_at, options, speakers)
+                 VALUES ('u', 'uploads/u.wav', 'sha', 'upload', 'done', 't', 't', '{\"skip_analysis\":true}',
+                    '[{\"label\":\"Speaker00\",\"name\":\"Ann\"}]')",
+                [],
+            )
+            .unwrap();
+            conn.execute("INSERT INTO people (name, created_at, updated_at) VALUES ('Ann', 't', 't')", []).unwrap();
+        }
+        let store = Store::open(&path).unwrap();
+        assert!(store.job_options(1).unwrap().skip_analysis);
+        assert_eq!(store.job(1).unwrap().speaker_names[0].name.as_deref(), Some("Ann"));
+        assert!(store.person_by_name("ann").unwrap().is_some());
+        store.register_node("serve", 1).unwrap();
+        assert_eq!(store.nodes().unwrap().len(), 1);
     }
 
     #[test]

@@ -6,8 +6,13 @@
 //! `{"ok":true,"ready":true,"n_ctx_train":…}`. Requests:
 //! - `{"op":"count","system":…,"user":…}` → `{"ok":true,"tokens":N}` (the chat-formatted prompt)
 //! - `{"op":"generate","system":…,"user":…,"grammar":…,"max_tokens":N,"greedy_first":true}` →
-//!   `{"ok":true,"text":…,"prompt_tokens":…,"generated_tokens":…,"prompt_ms":…,"generate_ms":…,
-//!   "n_ctx":…,"full_grammar_checks":…}`
+//!   `{"ok":true,"text":…,"prompt_tokens":…,"reused_tokens":…,"generated_tokens":…,"prompt_ms":…,
+//!   "generate_ms":…,"n_ctx":…,"full_grammar_checks":…}`
+//!
+//! Both take optional `"turns":[{"role":"assistant"|"user","content":…},…]` after the user
+//! message (a correction round). The context of the last generation is kept: a prompt that
+//! starts like the previous one (the same transcript asked again with a correction) only reads
+//! its new tokens (`reused_tokens` says how many were kept).
 //!
 //! Errors are `{"ok":false,"error":…}`. The worker exits with status 0 when stdin closes or after
 //! `--idle-exit-s` seconds without a request (freeing the model's memory).
@@ -20,6 +25,7 @@ use std::num::NonZeroU32;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::context::params::LlamaContextParams;
 use llama_cpp_2::llama_backend::LlamaBackend;
 use llama_cpp_2::llama_batch::LlamaBatch;
@@ -90,10 +96,14 @@ enum Request {
     Count {
         system: String,
         user: String,
+        #[serde(default)]
+        turns: Vec<Turn>,
     },
     Generate {
         system: String,
         user: String,
+        #[serde(default)]
+        turns: Vec<Turn>,
         grammar: String,
         max_tokens: u32,
         #[serde(default = "yes")]
@@ -104,6 +114,22 @@ enum Request {
         repeat_penalty: f32,
     },
 }
+
+/// A chat message after the first user message.
+#[derive(Deserialize)]
+struct Turn {
+    role: String,
+    content: String,
+}
+
+/// The context of the last generation and the tokens in its KV cache.
+struct Cache<'m> {
+    ctx: LlamaContext<'m>,
+    tokens: Vec<LlamaToken>,
+}
+
+/// Context tokens reserved beyond a request, so a correction round fits the same context.
+const ROUND_ROOM: u32 = 1024;
 
 fn yes() -> bool {
     true
@@ -124,33 +150,48 @@ struct Engine {
 }
 
 impl Engine {
-    fn prompt_tokens(&self, system: &str, user: &str) -> Result<Vec<LlamaToken>, WorkerError> {
+    fn prompt_tokens(
+        &self,
+        system: &str,
+        user: &str,
+        turns: &[Turn],
+    ) -> Result<Vec<LlamaToken>, WorkerError> {
+        let all = [("system", system), ("user", user)]
+            .into_iter()
+            .chain(turns.iter().map(|t| (t.role.as_str(), t.content.as_str())));
         let prompt = match self.model.chat_template(None) {
             Ok(tmpl) => {
-                let msgs = [
-                    LlamaChatMessage::new("system".into(), system.into()).map_err(llama("message"))?,
-                    LlamaChatMessage::new("user".into(), user.into()).map_err(llama("message"))?,
-                ];
+                let msgs = all
+                    .map(|(role, text)| {
+                        LlamaChatMessage::new(role.into(), text.into()).map_err(llama("message"))
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
                 self.model.apply_chat_template(&tmpl, &msgs, true).map_err(llama("chat template"))?
             }
             // Qwen's ChatML, for a model file without a template.
-            Err(_) => format!(
-                "<|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n"
-            ),
+            Err(_) => {
+                let mut p: String =
+                    all.map(|(role, text)| format!("<|im_start|>{role}\n{text}<|im_end|>\n")).collect();
+                p.push_str("<|im_start|>assistant\n");
+                p
+            }
         };
         Ok(self.model.vocab().tokenize(prompt.as_bytes(), true, true))
     }
 
-    fn generate(
-        &self,
+    #[allow(clippy::too_many_arguments)]
+    fn generate<'m>(
+        &'m self,
+        cache: &mut Option<Cache<'m>>,
         system: &str,
         user: &str,
+        turns: &[Turn],
         grammar: &str,
         max_tokens: u32,
         greedy_first: bool,
         repeat_penalty: f32,
     ) -> Result<Value, WorkerError> {
-        let tokens = self.prompt_tokens(system, user)?;
+        let tokens = self.prompt_tokens(system, user, turns)?;
         if tokens.is_empty() {
             return Err(WorkerError::Llama("empty prompt".into()));
         }
@@ -162,28 +203,45 @@ impl Engine {
                 tokens.len()
             )));
         }
-        // Context sized to the job, rounded up to 256 tokens.
-        let n_ctx = (needed as u32).div_ceil(256) * 256;
-        let params = LlamaContextParams::default()
-            .with_n_ctx(NonZeroU32::new(n_ctx.min(limit)))
-            .with_n_batch(BATCH as u32)
-            .with_n_ubatch(BATCH as u32)
-            .with_n_threads(self.threads)
-            .with_n_threads_batch(self.threads);
-        let mut ctx = self.model.new_context(&self.backend, params).map_err(llama("context"))?;
+        // The cached context when it is big enough (keeping the prompt prefix it already holds,
+        // but at least the last token is read again for its logits); else a new one sized to
+        // the job plus room for a correction round, rounded up to 256 tokens.
+        let mut reused = 0;
+        let mut ctx = match cache.take() {
+            Some(mut c) if u64::from(c.ctx.n_ctx()) >= needed => {
+                let common = c.tokens.iter().zip(&tokens).take_while(|(a, b)| a == b).count();
+                reused = common.min(tokens.len() - 1);
+                if !c.ctx.clear_kv_cache_seq(Some(0), Some(reused as u32), None).unwrap_or(false) {
+                    c.ctx.clear_kv_cache();
+                    reused = 0;
+                }
+                c.ctx
+            }
+            _ => {
+                let n_ctx = (needed as u32).saturating_add(ROUND_ROOM).div_ceil(256) * 256;
+                let params = LlamaContextParams::default()
+                    .with_n_ctx(NonZeroU32::new(n_ctx.min(limit)))
+                    .with_n_batch(BATCH as u32)
+                    .with_n_ubatch(BATCH as u32)
+                    .with_n_threads(self.threads)
+                    .with_n_threads_batch(self.threads);
+                self.model.new_context(&self.backend, params).map_err(llama("context"))?
+            }
+        };
 
         let t0 = Instant::now();
         let mut batch = LlamaBatch::new(BATCH, 1);
         let last = tokens.len() - 1;
-        for (c, chunk) in tokens.chunks(BATCH).enumerate() {
+        for (c, chunk) in tokens[reused..].chunks(BATCH).enumerate() {
             batch.clear();
             for (j, tok) in chunk.iter().enumerate() {
-                let pos = c * BATCH + j;
+                let pos = reused + c * BATCH + j;
                 batch.add(*tok, pos as i32, &[0], pos == last).map_err(llama("batch"))?;
             }
             ctx.decode(&mut batch).map_err(llama("decode prompt"))?;
         }
         let prompt_ms = t0.elapsed().as_secs_f64() * 1e3;
+        let mut in_cache = tokens.clone();
 
         let t1 = Instant::now();
         let mut sampler = LlamaSampler::grammar(&self.model, grammar, "root").map_err(llama("grammar"))?;
@@ -207,6 +265,7 @@ impl Engine {
                 return Err(WorkerError::Llama(format!("output exceeded {max_tokens} tokens")));
             }
             sampler.accept(token);
+            in_cache.push(token);
             recent.push(token);
             if recent.len() > REPEAT_WINDOW {
                 recent.remove(0);
@@ -222,14 +281,17 @@ impl Engine {
         let generate_ms = t1.elapsed().as_secs_f64() * 1e3;
         let text =
             String::from_utf8(out).map_err(|e| WorkerError::Llama(format!("output is not UTF-8: {e}")))?;
+        let n_ctx = ctx.n_ctx();
+        *cache = Some(Cache { ctx, tokens: in_cache });
         Ok(json!({
             "ok": true,
             "text": text,
             "prompt_tokens": tokens.len(),
+            "reused_tokens": reused,
             "generated_tokens": generated,
             "prompt_ms": prompt_ms,
             "generate_ms": generate_ms,
-            "n_ctx": ctx.n_ctx(),
+            "n_ctx": n_ctx,
             "full_grammar_checks": full_checks,
         }))
     }
@@ -300,6 +362,7 @@ fn run() -> Result<(), WorkerError> {
     let model = LlamaModel::load_from_file(&backend, &args.model, &LlamaModelParams::default())
         .map_err(llama(&format!("loading {}", args.model)))?;
     let engine = Engine { backend, model, threads: args.threads, max_context: args.max_context };
+    let mut cache: Option<Cache<'_>> = None;
 
     let mut stdout = std::io::stdout().lock();
     let hello = json!({"ok": true, "ready": true, "n_ctx_train": engine.model.n_ctx_train()});
@@ -330,12 +393,27 @@ fn run() -> Result<(), WorkerError> {
         }
         let answer = match serde_json::from_str::<Request>(&line) {
             Err(e) => Err(WorkerError::Usage(format!("bad request: {e}"))),
-            Ok(Request::Count { system, user }) => {
-                engine.prompt_tokens(&system, &user).map(|t| json!({"ok": true, "tokens": t.len()}))
+            Ok(Request::Count { system, user, turns }) => {
+                engine.prompt_tokens(&system, &user, &turns).map(|t| json!({"ok": true, "tokens": t.len()}))
             }
-            Ok(Request::Generate { system, user, grammar, max_tokens, greedy_first, repeat_penalty }) => {
-                engine.generate(&system, &user, &grammar, max_tokens, greedy_first, repeat_penalty)
-            }
+            Ok(Request::Generate {
+                system,
+                user,
+                turns,
+                grammar,
+                max_tokens,
+                greedy_first,
+                repeat_penalty,
+            }) => engine.generate(
+                &mut cache,
+                &system,
+                &user,
+                &turns,
+                &grammar,
+                max_tokens,
+                greedy_first,
+                repeat_penalty,
+            ),
         };
         let v = answer.unwrap_or_else(|e| json!({"ok": false, "error": e.to_string()}));
         reply(&mut stdout, &v).map_err(llama("stdout"))?;

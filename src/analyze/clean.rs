@@ -11,9 +11,10 @@ const FILLERS: &[&str] = &["um", "umm", "uh", "uhh", "uhm", "erm", "ehm", "äh",
 /// Builds the clean transcript: one `Label: text` line per speaker turn, consecutive segments of
 /// one speaker merged, filler words removed, empty segments skipped.
 ///
-/// Labels are the diarization's own when they already read `Speaker00`, `Speaker01`, …; any
-/// other labelling is mapped to that form in order of first appearance. Segments without a
-/// speaker are `Speaker00` when nothing was diarized, `Unknown` otherwise.
+/// Labels are the segments' own: `Speaker00`, `Speaker01`, … or a known person's name. Other
+/// diarizers' machine labels (`SPEAKER_00`, `spk1`) are mapped to the `SpeakerNN` form in order
+/// of first appearance. Segments without a speaker are `Speaker00` when nothing was diarized,
+/// `Unknown` otherwise.
 pub fn clean_transcript(segments: &[Segment]) -> String {
     let labels = speaker_labels(segments);
     let mut lines: Vec<(String, String)> = Vec::new();
@@ -35,9 +36,9 @@ pub fn clean_transcript(segments: &[Segment]) -> String {
 }
 
 /// Returns the mapping from a segment's speaker to its clean-transcript label.
-fn speaker_labels(segments: &[Segment]) -> impl Fn(Option<&str>) -> String {
+pub(crate) fn speaker_labels(segments: &[Segment]) -> impl Fn(Option<&str>) -> String {
     let any_labelled = segments.iter().any(|s| s.speaker.is_some());
-    let canonical = segments.iter().filter_map(|s| s.speaker.as_deref()).all(is_canonical_label);
+    let canonical = segments.iter().filter_map(|s| s.speaker.as_deref()).all(|l| !is_machine_label(l));
     let mut map: HashMap<String, String> = HashMap::new();
     if !canonical {
         for name in segments.iter().filter_map(|s| s.speaker.as_deref()) {
@@ -51,6 +52,17 @@ fn speaker_labels(segments: &[Segment]) -> impl Fn(Option<&str>) -> String {
         Some(s) if canonical => s.to_string(),
         Some(s) => map.get(s).cloned().unwrap_or_else(|| "Unknown".to_string()),
     }
+}
+
+/// Whether `label` is another tool's speaker id (`SPEAKER_00`, `spk1`, `S2`): letters, an
+/// optional `_`, then digits, but not our own `SpeakerNN`.
+fn is_machine_label(label: &str) -> bool {
+    let digits = label.trim_end_matches(|c: char| c.is_ascii_digit());
+    let stem = digits.strip_suffix('_').unwrap_or(digits);
+    !is_canonical_label(label)
+        && digits.len() < label.len()
+        && !stem.is_empty()
+        && stem.chars().all(|c| c.is_ascii_alphabetic())
 }
 
 /// Whether `label` reads `Speaker` followed by two or more digits.
@@ -138,9 +150,12 @@ mod tests {
     }
 
     #[test]
-    fn relabels_non_canonical_in_order_of_first_appearance() {
-        let segs = [seg(Some("B"), "first"), seg(Some("A"), "second"), seg(Some("B"), "third")];
+    fn relabels_machine_labels_in_order_of_first_appearance_and_keeps_names() {
+        let segs =
+            [seg(Some("SPEAKER_1"), "first"), seg(Some("spk0"), "second"), seg(Some("SPEAKER_1"), "third")];
         assert_eq!(clean_transcript(&segs), "Speaker00: first\nSpeaker01: second\nSpeaker00: third");
+        let named = [seg(Some("Alice"), "hello"), seg(Some("Speaker01"), "hi"), seg(Some("Bob Lee"), "bye")];
+        assert_eq!(clean_transcript(&named), "Alice: hello\nSpeaker01: hi\nBob Lee: bye");
     }
 
     #[test]

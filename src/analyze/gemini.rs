@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
+use super::checks::{self, Scope};
+use super::facts::Facts;
 use super::schema::{self, Reply};
 use super::{checked_transcript, empty_analysis, random_unit};
 use crate::model::Analysis;
@@ -142,30 +144,35 @@ impl GeminiAnalyzer {
         Ok(client)
     }
 
-    /// Request body for `transcript`.
-    fn body(&self, transcript: &str, language: Option<&str>) -> Value {
+    /// Request body for `transcript`; `turns` (role `model` or `user`, text) follow the
+    /// transcript message (a correction round).
+    fn body(&self, facts: &Facts, transcript: &str, language: Option<&str>, turns: &[(&str, &str)]) -> Value {
         // The rewritten transcript is about as long as the input (~4 chars per token); leave
         // room for it, the other fields and the thinking budget.
         let output = transcript.len() / 3 + 2048;
         let max_tokens = (output as u64 + u64::from(self.opts.thinking_budget)).min(65_536);
         let mut generation = json!({
             "responseMimeType": "application/json",
-            "responseSchema": schema::gemini_response_schema(),
+            "responseSchema": schema::gemini_response_schema(facts),
             "temperature": 0.2,
             "maxOutputTokens": max_tokens,
         });
         if supports_thinking(&self.opts.model) {
             generation["thinkingConfig"] = json!({"thinkingBudget": self.opts.thinking_budget});
         }
+        let mut contents = vec![
+            json!({"role": "user", "parts": [{"text": schema::transcript_prompt(facts, transcript, language, None)}]}),
+        ];
+        contents.extend(turns.iter().map(|(role, text)| json!({"role": role, "parts": [{"text": text}]})));
         json!({
             "systemInstruction": {"parts": [{"text": schema::system_prompt(true)}]},
-            "contents": [{"role": "user", "parts": [{"text": schema::transcript_prompt(transcript, language, None)}]}],
+            "contents": contents,
             "generationConfig": generation,
         })
     }
 
     /// One HTTP attempt.
-    fn attempt(&mut self, body: &Value, attempt: u32) -> Result<Reply, Failure> {
+    fn attempt(&mut self, body: &Value, attempt: u32) -> Result<(Reply, String), Failure> {
         let key = self.key.clone().ok_or_else(|| Failure::Fatal("GEMINI_API_KEY is not set".into()))?;
         let client = self.client().map_err(Failure::Fatal)?;
         let url = format!("{}/v1beta/models/{}:generateContent", self.opts.base_url, self.opts.model);
@@ -239,21 +246,14 @@ fn backoff_delay(p: &RetryPolicy, attempt: u32) -> Duration {
     ceiling.mul_f64(random_unit())
 }
 
-impl Analyzer for GeminiAnalyzer {
-    fn analyze(&mut self, input: &AnalysisInput<'_>) -> Result<Analysis, StageError> {
-        if self.key.is_none() {
-            return Err(self.error("GEMINI_API_KEY is not set; set it or choose a local LLM_MODEL"));
-        }
-        let clean = super::clean::clean_transcript(input.segments);
-        if clean.is_empty() {
-            return Ok(empty_analysis());
-        }
-        let body = self.body(&clean, input.language);
+impl GeminiAnalyzer {
+    /// Sends `body`, retrying as the error contract asks; returns the reply and its raw text.
+    fn send(&mut self, body: &Value) -> Result<(Reply, String), StageError> {
         let max = self.opts.retry.max_attempts.max(1);
         let mut attempt = 1;
-        let reply = loop {
-            match self.attempt(&body, attempt) {
-                Ok(r) => break r,
+        loop {
+            match self.attempt(body, attempt) {
+                Ok(r) => return Ok(r),
                 Err(Failure::Fatal(m)) => return Err(self.error(m)),
                 Err(Failure::Retry { message, .. }) if attempt >= max => {
                     return Err(self.error(format!("{message} (gave up after {attempt} attempts)")));
@@ -270,15 +270,29 @@ impl Analyzer for GeminiAnalyzer {
                     attempt += 1;
                 }
             }
-        };
-        let transcript = checked_transcript(reply.clean_transcript.as_deref(), &clean);
-        Ok(Analysis {
-            conversation_type: Some(reply.conversation_type),
-            summary: Some(reply.summary),
-            keypoints: Some(reply.keypoints),
-            language: Some(reply.language),
-            clean_transcript: Some(transcript),
-        })
+        }
+    }
+}
+
+impl Analyzer for GeminiAnalyzer {
+    fn analyze(&mut self, input: &AnalysisInput<'_>) -> Result<Analysis, StageError> {
+        if self.key.is_none() {
+            return Err(self.error("GEMINI_API_KEY is not set; set it or choose a local LLM_MODEL"));
+        }
+        let clean = super::clean::clean_transcript(input.segments);
+        if clean.is_empty() {
+            return Ok(empty_analysis());
+        }
+        let facts = Facts::from_segments(input.segments, &clean);
+        let body = self.body(&facts, &clean, input.language, &[]);
+        let (first, text) = self.send(&body)?;
+        let reviewed = checks::review(first, &facts, Scope::All, |correction| {
+            let body =
+                self.body(&facts, &clean, input.language, &[("model", text.as_str()), ("user", correction)]);
+            self.send(&body).map(|(reply, _)| reply).map_err(|e| e.message)
+        });
+        let transcript = checked_transcript(reviewed.reply.clean_transcript.as_deref(), &clean);
+        Ok(reviewed.reply.into_analysis(transcript))
     }
 
     fn name(&self) -> String {
@@ -286,8 +300,9 @@ impl Analyzer for GeminiAnalyzer {
     }
 }
 
-/// Extracts and validates the analysis from a `generateContent` reply.
-fn parse_generate_response(text: &str) -> Result<Reply, String> {
+/// Extracts and validates the analysis from a `generateContent` reply; returns it with the
+/// model's answer text.
+fn parse_generate_response(text: &str) -> Result<(Reply, String), String> {
     let v: Value = serde_json::from_str(text).map_err(|e| format!("reply is not JSON: {e}"))?;
     let Some(cand) = v.get("candidates").and_then(|c| c.get(0)) else {
         let reason =
@@ -310,7 +325,7 @@ fn parse_generate_response(text: &str) -> Result<Reply, String> {
         let what = if answer.trim().is_empty() { "no text" } else { "incomplete text" };
         return Err(format!("generation stopped with finishReason {finish} ({what})"));
     }
-    schema::parse_reply(&answer, true)
+    Ok((schema::parse_reply(&answer, true)?, answer))
 }
 
 /// The useful bits of a Google API error body.

@@ -2,8 +2,11 @@
 //!
 //! The worker is started on the first job, spoken to in JSON lines over stdin/stdout, and
 //! restarted on the next job if it crashed, timed out or exited after being idle. Output is
-//! constrained by a grammar to the four fields; the clean transcript is built in Rust.
-//! Transcripts longer than the context are analysed in parts and merged (map-reduce).
+//! constrained by a grammar built for each transcript (types its speakers allow, 3–7 keypoints,
+//! owners among its labels); the reply is checked ([`super::checks`]), asked for once more with a
+//! correction, and repaired if still wrong. The clean transcript is built in Rust.
+//! Transcripts longer than the context are analysed in parts and merged (map-reduce): the model
+//! merges type and summary, the lists are combined from every part.
 
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Write};
@@ -15,6 +18,8 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
+use super::checks::{self, Reviewed, Scope};
+use super::facts::Facts;
 use super::schema::{self, Reply};
 use super::{clean_transcript, empty_analysis};
 use crate::config::Config;
@@ -109,6 +114,8 @@ pub fn worker_bin() -> PathBuf {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct CallStats {
     pub prompt_tokens: u64,
+    /// Prompt tokens already in the worker's cache from the previous call (not read again).
+    pub reused_tokens: u64,
     pub generated_tokens: u64,
     pub prompt_ms: f64,
     pub generate_ms: f64,
@@ -120,8 +127,12 @@ pub struct CallStats {
 pub struct LocalAnalyzer {
     opts: LocalOptions,
     worker: Option<Worker>,
-    /// Stats of every call of the last `analyze` (several for a map-reduce).
+    /// Stats of every call of the last `analyze` (several for a map-reduce or a retry).
     pub last_calls: Vec<CallStats>,
+    /// Transcript text of each part the last `analyze` split into (empty: one call).
+    pub last_parts: Vec<String>,
+    /// How the last final reply fared in review.
+    pub last_review: Option<Reviewed>,
     /// Whether `generate` uses the greedy-first grammar check (on by default; off for benches).
     pub greedy_first: bool,
 }
@@ -254,7 +265,14 @@ impl Drop for Worker {
 impl LocalAnalyzer {
     /// An analyzer that starts its worker on the first job.
     pub fn new(opts: LocalOptions) -> Self {
-        Self { opts, worker: None, last_calls: Vec::new(), greedy_first: true }
+        Self {
+            opts,
+            worker: None,
+            last_calls: Vec::new(),
+            last_parts: Vec::new(),
+            last_review: None,
+            greedy_first: true,
+        }
     }
 
     fn label(&self) -> String {
@@ -296,17 +314,22 @@ impl LocalAnalyzer {
         v["tokens"].as_u64().map(|n| n as u32).ok_or_else(|| "worker sent no token count".into())
     }
 
-    fn generate(&mut self, user: &str, one_speaker: bool) -> Result<Reply, String> {
+    /// One generation; `turns` follow the user message (a correction round). Returns the text.
+    fn generate(&mut self, user: &str, turns: &[(&str, &str)], grammar: &str) -> Result<String, String> {
+        let turns: Vec<Value> =
+            turns.iter().map(|(role, content)| json!({"role": role, "content": content})).collect();
         let v = self.call(&json!({
             "op": "generate",
             "system": schema::system_prompt(false),
             "user": user,
-            "grammar": schema::local_grammar(one_speaker),
+            "turns": turns,
+            "grammar": grammar,
             "max_tokens": self.opts.max_new_tokens,
             "greedy_first": self.greedy_first,
         }))?;
         let stats = CallStats {
             prompt_tokens: v["prompt_tokens"].as_u64().unwrap_or(0),
+            reused_tokens: v["reused_tokens"].as_u64().unwrap_or(0),
             generated_tokens: v["generated_tokens"].as_u64().unwrap_or(0),
             prompt_ms: v["prompt_ms"].as_f64().unwrap_or(0.0),
             generate_ms: v["generate_ms"].as_f64().unwrap_or(0.0),
@@ -314,13 +337,24 @@ impl LocalAnalyzer {
         };
         tracing::info!(backend = %self.label(), ?stats, "local LLM call");
         self.last_calls.push(stats);
-        let text = v["text"].as_str().ok_or("worker sent no text")?;
-        schema::parse_reply(text, false)
+        v["text"].as_str().map(String::from).ok_or_else(|| "worker sent no text".into())
+    }
+
+    /// Asks for a full analysis of `user` and reviews it (one correction round at most).
+    fn ask_reviewed(&mut self, user: &str, facts: &Facts) -> Result<Reviewed, String> {
+        let grammar = schema::local_grammar(facts);
+        let text = self.generate(user, &[], &grammar)?;
+        let first = schema::parse_reply(&text, false)?;
+        Ok(checks::review(first, facts, Scope::All, |correction| {
+            let again =
+                self.generate(user, &[("assistant", text.as_str()), ("user", correction)], &grammar)?;
+            schema::parse_reply(&again, false)
+        }))
     }
 
     /// Tokens one call can spend on transcript text.
-    fn budget(&mut self, language: Option<&str>) -> Result<u32, String> {
-        let overhead = self.count(&schema::transcript_prompt("", language, Some((99, 99))))?;
+    fn budget(&mut self, facts: &Facts, language: Option<&str>) -> Result<u32, String> {
+        let overhead = self.count(&schema::transcript_prompt(facts, "", language, Some((99, 99))))?;
         let budget = self.opts.max_context.saturating_sub(self.opts.max_new_tokens + overhead + 16);
         if budget < 128 {
             return Err(format!("max_context {} leaves no room for the transcript", self.opts.max_context));
@@ -329,50 +363,84 @@ impl LocalAnalyzer {
     }
 
     /// Analyses `transcript`, splitting it into parts when it does not fit one context.
-    fn run(&mut self, transcript: &str, language: Option<&str>) -> Result<Reply, String> {
-        let speakers: std::collections::BTreeSet<&str> =
-            transcript.lines().filter_map(|l| l.split_once(": ").map(|(label, _)| label)).collect();
-        let one = speakers.len() == 1;
-        let whole = schema::transcript_prompt(transcript, language, None);
+    fn run(&mut self, transcript: &str, facts: &Facts, language: Option<&str>) -> Result<Reply, String> {
+        let whole = schema::transcript_prompt(facts, transcript, language, None);
         let needed = self.count(&whole)?;
-        if needed + self.opts.max_new_tokens <= self.opts.max_context {
-            return self.generate(&whole, one);
-        }
-        let budget = self.budget(language)?;
-        let parts = self.split(transcript, budget)?;
-        tracing::info!(backend = %self.label(), parts = parts.len(), tokens = needed, "transcript exceeds the context; analysing in parts");
-        let n = parts.len();
-        let mut replies = Vec::with_capacity(n);
-        for (i, part) in parts.iter().enumerate() {
-            replies.push(self.generate(&schema::transcript_prompt(part, language, Some((i + 1, n))), one)?);
-        }
-        self.reduce(replies, budget, one)
+        let reviewed = if needed + self.opts.max_new_tokens <= self.opts.max_context {
+            self.ask_reviewed(&whole, facts)?
+        } else {
+            let budget = self.budget(facts, language)?;
+            let parts = self.split(transcript, budget)?;
+            tracing::info!(backend = %self.label(), parts = parts.len(), tokens = needed, "transcript exceeds the context; analysing in parts");
+            let n = parts.len();
+            let mut replies = Vec::with_capacity(n);
+            for (i, part) in parts.iter().enumerate() {
+                // Parts are repaired, not asked again: the merge reads only their gist.
+                let pf = Facts::from_text(part);
+                let prompt = schema::transcript_prompt(&pf, part, language, Some((i + 1, n)));
+                let text = self.generate(&prompt, &[], &schema::local_grammar(&pf))?;
+                replies.push(checks::repair(schema::parse_reply(&text, false)?, &pf, &[]));
+            }
+            self.last_parts = parts;
+            self.reduce(replies, budget, facts)?
+        };
+        let reply = reviewed.reply.clone();
+        self.last_review = Some(reviewed);
+        Ok(reply)
     }
 
-    /// Merges part analyses, in groups that fit the context, until one is left.
-    fn reduce(&mut self, mut replies: Vec<Reply>, budget: u32, one: bool) -> Result<Reply, String> {
-        while replies.len() > 1 {
-            let mut merged = Vec::new();
+    /// Merges part analyses, in groups that fit the context, until one is left; the last merge
+    /// is reviewed against the whole recording's facts.
+    fn reduce(&mut self, mut replies: Vec<Reply>, budget: u32, facts: &Facts) -> Result<Reviewed, String> {
+        loop {
+            let mut groups: Vec<Vec<Reply>> = Vec::new();
             let mut group: Vec<Reply> = Vec::new();
             for r in replies {
                 group.push(r);
-                if group.len() > 1 && self.count(&schema::merge_prompt(&group))? > budget {
+                if group.len() > 1 && self.count(&schema::merge_prompt(facts, &group))? > budget {
                     let last = group.pop().ok_or("empty group")?;
-                    merged.push(self.merge(&group, one)?);
-                    group = vec![last];
+                    groups.push(std::mem::replace(&mut group, vec![last]));
                 }
             }
-            merged.push(self.merge(&group, one)?);
-            replies = merged;
+            groups.push(group);
+            if groups.len() == 1 {
+                let group = groups.pop().unwrap_or_default();
+                return self.merge_last(&group, facts);
+            }
+            replies = Vec::with_capacity(groups.len());
+            for g in groups {
+                replies.push(match g.len() {
+                    1 => g.into_iter().next().ok_or("empty group")?,
+                    _ => {
+                        let text = self.generate(
+                            &schema::merge_prompt(facts, &g),
+                            &[],
+                            &schema::merge_grammar(facts),
+                        )?;
+                        checks::combine(&g, schema::parse_merge_reply(&text)?, false)
+                    }
+                });
+            }
         }
-        replies.pop().ok_or_else(|| "nothing to merge".into())
     }
 
-    fn merge(&mut self, group: &[Reply], one_speaker: bool) -> Result<Reply, String> {
-        match group {
-            [one] => Ok(one.clone()),
-            _ => self.generate(&schema::merge_prompt(group), one_speaker),
+    /// The final merge: the model writes type and summary of the whole, reviewed (one
+    /// correction round), the lists are combined from every part.
+    fn merge_last(&mut self, group: &[Reply], facts: &Facts) -> Result<Reviewed, String> {
+        if let [one] = group {
+            return Ok(checks::review(one.clone(), facts, Scope::TypeAndSummary, |_| {
+                Err("a single part has no merge to ask again".to_string())
+            }));
         }
+        let prompt = schema::merge_prompt(facts, group);
+        let grammar = schema::merge_grammar(facts);
+        let text = self.generate(&prompt, &[], &grammar)?;
+        let first = checks::combine(group, schema::parse_merge_reply(&text)?, true);
+        Ok(checks::review(first, facts, Scope::TypeAndSummary, |correction| {
+            let again =
+                self.generate(&prompt, &[("assistant", text.as_str()), ("user", correction)], &grammar)?;
+            Ok(checks::combine(group, schema::parse_merge_reply(&again)?, true))
+        }))
     }
 
     /// Splits the transcript at line (or, for very long lines, word) boundaries into parts of at
@@ -444,18 +512,15 @@ fn split_by_chars(text: &str, target: usize) -> Vec<String> {
 impl Analyzer for LocalAnalyzer {
     fn analyze(&mut self, input: &AnalysisInput<'_>) -> Result<Analysis, StageError> {
         self.last_calls.clear();
+        self.last_parts.clear();
+        self.last_review = None;
         let clean = clean_transcript(input.segments);
         if clean.is_empty() {
             return Ok(empty_analysis());
         }
-        let reply = self.run(&clean, input.language).map_err(|e| self.error(e))?;
-        Ok(Analysis {
-            conversation_type: Some(reply.conversation_type),
-            summary: Some(reply.summary),
-            keypoints: Some(reply.keypoints),
-            language: Some(reply.language),
-            clean_transcript: Some(clean),
-        })
+        let facts = Facts::from_segments(input.segments, &clean);
+        let reply = self.run(&clean, &facts, input.language).map_err(|e| self.error(e))?;
+        Ok(reply.into_analysis(clean))
     }
 
     fn name(&self) -> String {

@@ -1,11 +1,17 @@
-//! The analyze stage: conversation type, summary, keypoints and language from a diarized
-//! transcript, plus the deterministic clean transcript.
+//! The analyze stage: conversation type, summary, keypoints, action items, topics and language
+//! from a diarized transcript, plus the deterministic clean transcript.
+//!
+//! Both backends are told what the pipeline knows ([`facts::Facts`]: speakers, talk-time
+//! shares, duration), constrained to the types those speakers allow, and their replies pass the
+//! deterministic rules of [`checks`] (one correction round, then a repair) before they are stored.
 //!
 //! Backends, chosen by `LLM_MODEL`: `gemini-…` ([`gemini::GeminiAnalyzer`], REST),
 //! `qwen2.5-coder-1.5b` / `qwen2.5-coder-0.5b` ([`local::LocalAnalyzer`], llama.cpp in the
 //! `diarized-llm` worker process), `none` (no analysis).
 
+pub mod checks;
 pub mod clean;
+pub mod facts;
 pub mod gemini;
 pub mod local;
 pub mod schema;

@@ -109,7 +109,9 @@ impl Api {
         let chunked = request.headers().iter().any(|h| h.field.equiv("Transfer-Encoding"));
         let long = chunked
             || request.body_length().is_some_and(|n| n > SMALL_BODY)
-            || request.url().split_once('?').is_some_and(|(_, q)| q.contains("wait"));
+            || request.url().split_once('?').is_some_and(|(_, q)| q.contains("wait"))
+            // An OpenAI-compatible transcription waits for its job, however small its body.
+            || request.url().starts_with("/v1/audio/");
         if !long {
             return self.handle(request);
         }

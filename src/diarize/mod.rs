@@ -21,8 +21,8 @@ pub use assign::assign_speakers;
 pub use rttm::{parse_rttm, to_rttm};
 
 use crate::audio::Audio;
-use crate::model::{SpeakerHints, SpeakerTurn};
-use crate::pipeline::{Diarizer, StageError};
+use crate::model::{SpeakerHints, SpeakerTurn, SpeakerVoice};
+use crate::pipeline::{Diarization, Diarizer, StageError};
 use embedding::Embedder;
 use fbank::{FRAME_LEN, FRAME_SHIFT, Fbank, NUM_BINS};
 use reconstruct::Reconstructor;
@@ -223,8 +223,14 @@ impl PyannoteDiarizer {
         samples: &[f32],
         hints: SpeakerHints,
     ) -> Result<Vec<SpeakerTurn>, DiarizeError> {
+        Ok(self.diarize_voices(samples, hints)?.turns)
+    }
+
+    /// Diarizes 16 kHz mono samples and returns each speaker's voice (the normalised mean of
+    /// its window embeddings) with the turns.
+    pub fn diarize_voices(&self, samples: &[f32], hints: SpeakerHints) -> Result<Diarization, DiarizeError> {
         if samples.len() < FRAME_LEN {
-            return Ok(Vec::new());
+            return Ok(Diarization::default());
         }
         let starts = self.window_starts(samples.len());
         let mut windows: Vec<Option<WindowOut>> = (0..starts.len()).map(|_| None).collect();
@@ -359,7 +365,16 @@ impl PyannoteDiarizer {
         for (w, map) in windows.iter().zip(&maps) {
             rec.add_window(w.start, &w.masks, &vec![*map; FRAMES]);
         }
-        Ok(label_turns(rec.finish()))
+        let (turns, order) = label_turns(rec.finish());
+        let mut embeddings = speaker_voices(&windows, &maps, k);
+        let mut voices = Vec::new();
+        for (i, &c) in order.iter().enumerate() {
+            let embedding = std::mem::take(&mut embeddings[c]);
+            if embedding.iter().any(|&x| x != 0.0) {
+                voices.push(SpeakerVoice { label: speaker_label(i), embedding });
+            }
+        }
+        Ok(Diarization { turns, voices })
     }
 
     /// Cluster labels for the training embeddings, honouring the speaker-count hints.
@@ -399,10 +414,11 @@ impl PyannoteDiarizer {
     }
 }
 
-/// Names speakers `Speaker00`, `Speaker01`, … in order of their first turn.
-fn label_turns(turns: Vec<(f64, f64, usize)>) -> Vec<SpeakerTurn> {
+/// Names speakers `Speaker00`, `Speaker01`, … in order of their first turn; also returns the
+/// cluster of each label.
+fn label_turns(turns: Vec<(f64, f64, usize)>) -> (Vec<SpeakerTurn>, Vec<usize>) {
     let mut names: Vec<usize> = Vec::new();
-    turns
+    let turns = turns
         .into_iter()
         .filter(|t| t.1 > t.0)
         .map(|(s, e, c)| {
@@ -410,7 +426,43 @@ fn label_turns(turns: Vec<(f64, f64, usize)>) -> Vec<SpeakerTurn> {
                 names.push(c);
                 names.len() - 1
             });
-            SpeakerTurn { start_s: s, end_s: e, speaker: format!("Speaker{idx:02}") }
+            SpeakerTurn { start_s: s, end_s: e, speaker: speaker_label(idx) }
+        })
+        .collect();
+    (turns, names)
+}
+
+/// `Speaker00`, `Speaker01`, …
+fn speaker_label(i: usize) -> String {
+    format!("Speaker{i:02}")
+}
+
+/// Each global speaker's voice: the normalised mean of its clean (training) embeddings, or of
+/// all its embeddings when none is clean; all zeros for a speaker without any.
+fn speaker_voices(
+    windows: &[WindowOut],
+    maps: &[[Option<usize>; LOCAL_SPEAKERS]],
+    k: usize,
+) -> Vec<Vec<f32>> {
+    let mut clean = vec![vec![0f32; embedding::DIM]; k];
+    let mut all = vec![vec![0f32; embedding::DIM]; k];
+    for (w, map) in windows.iter().zip(maps) {
+        for (unit, c) in w.units.iter().zip(map) {
+            let (Some(u), Some(c)) = (unit, c) else { continue };
+            let add = |t: &mut Vec<f32>| t.iter_mut().zip(&u.emb).for_each(|(s, x)| *s += x);
+            add(&mut all[*c]);
+            if u.trains {
+                add(&mut clean[*c]);
+            }
+        }
+    }
+    clean
+        .into_iter()
+        .zip(all)
+        .map(|(c, a)| {
+            let mut v = if c.iter().any(|&x| x != 0.0) { c } else { a };
+            cluster::normalize(&mut v);
+            v
         })
         .collect()
 }
@@ -418,6 +470,10 @@ fn label_turns(turns: Vec<(f64, f64, usize)>) -> Vec<SpeakerTurn> {
 impl Diarizer for PyannoteDiarizer {
     fn diarize(&mut self, audio: &Audio, hints: SpeakerHints) -> Result<Vec<SpeakerTurn>, StageError> {
         Ok(self.diarize_samples(&audio.samples, hints)?)
+    }
+
+    fn diarize_voices(&mut self, audio: &Audio, hints: SpeakerHints) -> Result<Diarization, StageError> {
+        Ok(PyannoteDiarizer::diarize_voices(self, &audio.samples, hints)?)
     }
 
     fn name(&self) -> String {
@@ -447,7 +503,8 @@ mod tests {
 
     #[test]
     fn turns_are_labelled_by_first_appearance() {
-        let t = label_turns(vec![(0.0, 1.0, 3), (0.5, 2.0, 0), (2.0, 3.0, 3), (3.0, 3.0, 1)]);
+        let (t, order) = label_turns(vec![(0.0, 1.0, 3), (0.5, 2.0, 0), (2.0, 3.0, 3), (3.0, 3.0, 1)]);
+        assert_eq!(order, [3, 0]);
         let names: Vec<_> = t.iter().map(|t| t.speaker.as_str()).collect();
         assert_eq!(names, ["Speaker00", "Speaker01", "Speaker00"]);
     }

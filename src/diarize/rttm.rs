@@ -26,7 +26,7 @@ pub fn to_rttm(turns: &[SpeakerTurn], file_id: &str) -> String {
             "SPEAKER {file_id} 1 {:.3} {:.3} <NA> <NA> {} <NA> <NA>",
             t.start_s,
             (t.end_s - t.start_s).max(0.0),
-            t.speaker
+            t.speaker.replace(char::is_whitespace, "_")
         );
     }
     out

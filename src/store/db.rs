@@ -168,6 +168,14 @@ impl Row {
         }
     }
 
+    /// A blob column (NULL is an error).
+    pub fn blob(&self, i: usize) -> Result<Vec<u8>> {
+        match self.at(i)? {
+            Value::Blob(v) => Ok(v.clone()),
+            _ => Err(self.mismatch(i, "a blob")),
+        }
+    }
+
     /// A text column (NULL is an error).
     pub fn text(&self, i: usize) -> Result<String> {
         self.opt_text(i)?.ok_or_else(|| self.mismatch(i, "text"))

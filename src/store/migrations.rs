@@ -1,7 +1,9 @@
 //! Every schema change, in order, spelled for each dialect: adding a table means adding one
 //! entry here with its SQLite and PostgreSQL text. SQLite keeps the version in `user_version`,
 //! PostgreSQL in `schema_version`. Both accept `BIGINT`, `DOUBLE PRECISION` and `TEXT`, so most
-//! entries are one text for both; types differ where PostgreSQL is stricter (ids, floats).
+//! entries are one text for both; types differ where PostgreSQL is stricter (ids, floats,
+//! `BYTEA` blobs). v3–v6 came from the single-node line (SQLite files in use carry them at
+//! those numbers), so the multi-node change is v7.
 
 /// One schema change.
 pub struct Migration {
@@ -156,7 +158,21 @@ pub const MIGRATIONS: &[Migration] = &[
     );",
         postgres: PG_V2,
     },
-    // v3: several nodes: a lease per running job (database-clock milliseconds, renewed by the
+    // v3: analysis lists (JSON arrays).
+    Migration::both(
+        "ALTER TABLE jobs ADD COLUMN action_items TEXT;
+        ALTER TABLE jobs ADD COLUMN topics TEXT;",
+    ),
+    // v4: known speakers.
+    Migration { sqlite: super::speakers::MIGRATION_SQLITE, postgres: super::speakers::MIGRATION_POSTGRES },
+    // v5: per-job processing options (JSON of `JobOptions`; NULL = the configuration's).
+    Migration::both("ALTER TABLE jobs ADD COLUMN options TEXT;"),
+    // v6: webhook targets, deliveries and attempts.
+    Migration {
+        sqlite: super::integrations::MIGRATION_SQLITE,
+        postgres: super::integrations::MIGRATION_POSTGRES,
+    },
+    // v7: several nodes: a lease per running job (database-clock milliseconds, renewed by the
     // owner's heartbeat), the nodes and their heartbeats, an index for the next queue number,
     // and settings (whether audio paths were made relative to the upload folder).
     Migration::both(

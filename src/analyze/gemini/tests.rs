@@ -15,6 +15,9 @@ struct Seen {
     url: String,
     key: Option<String>,
     body: Value,
+    /// When the request arrived and when its reply was sent.
+    arrived: Instant,
+    answered: Instant,
 }
 
 /// Serves the scripted `(status, body)` replies in order, then stops.
@@ -25,6 +28,7 @@ fn serve(replies: Vec<(u16, String)>) -> (String, std::thread::JoinHandle<Vec<Se
         let mut seen = Vec::new();
         for (status, body) in replies {
             let Ok(Some(mut req)) = server.recv_timeout(Duration::from_secs(10)) else { break };
+            let arrived = Instant::now();
             let mut text = String::new();
             let _ = req.as_reader().read_to_string(&mut text);
             let key = req
@@ -32,14 +36,17 @@ fn serve(replies: Vec<(u16, String)>) -> (String, std::thread::JoinHandle<Vec<Se
                 .iter()
                 .find(|h| h.field.equiv("x-goog-api-key"))
                 .map(|h| h.value.as_str().to_string());
-            seen.push(Seen {
-                url: req.url().to_string(),
-                key,
-                body: serde_json::from_str(&text).unwrap_or(Value::Null),
-            });
+            let url = req.url().to_string();
             let header = tiny_http::Header::from_bytes("Content-Type", "application/json").expect("header");
             let _ = req
                 .respond(tiny_http::Response::from_string(body).with_status_code(status).with_header(header));
+            seen.push(Seen {
+                url,
+                key,
+                body: serde_json::from_str(&text).unwrap_or(Value::Null),
+                arrived,
+                answered: Instant::now(),
+            });
         }
         seen
     });
@@ -98,8 +105,10 @@ fn answer(fields: Value) -> String {
 fn good_fields() -> Value {
     json!({
         "conversation_type": "meeting",
-        "summary": "The team agrees to move the release to Friday because the tests need two more days.",
-        "keypoints": ["Release moves to Friday", "Tests need two more days"],
+        "topics": ["release date"],
+        "keypoints": ["Release date changes to Friday", "Two more days of testing are needed", "Nobody objects to the new date"],
+        "action_items": [{"owner": "Speaker01", "text": "Finish the tests"}],
+        "summary": "Speaker00 proposes moving the release to Friday. Speaker01 agrees because the tests need two more days.",
         "language": "en",
         "clean_transcript": "Speaker00: Shall we move the release to Friday?\nSpeaker01: Yes, Friday works. The tests need two more days."
     })
@@ -119,7 +128,10 @@ fn success_returns_the_analysis_and_sends_the_documented_request() {
     let a = run(&mut analyzer(&base)).unwrap();
     assert_eq!(a.conversation_type.as_deref(), Some("meeting"));
     assert!(a.summary.as_deref().unwrap().contains("Friday"));
-    assert_eq!(a.keypoints.as_ref().unwrap().len(), 2);
+    assert_eq!(a.keypoints.as_ref().unwrap().len(), 3);
+    assert_eq!(a.topics, Some(vec!["release date".to_string()]));
+    let item = crate::model::ActionItem { owner: Some("Speaker01".into()), text: "Finish the tests".into() };
+    assert_eq!(a.action_items, Some(vec![item]));
     assert_eq!(a.language.as_deref(), Some("en"));
     assert_eq!(a.clean_transcript.as_deref(), good_fields()["clean_transcript"].as_str());
 
@@ -132,7 +144,11 @@ fn success_returns_the_analysis_and_sends_the_documented_request() {
     assert_eq!(gen_cfg["responseMimeType"], "application/json");
     assert_eq!(gen_cfg["responseSchema"]["type"], "OBJECT");
     assert_eq!(gen_cfg["responseSchema"]["properties"]["keypoints"]["type"], "ARRAY");
-    assert_eq!(gen_cfg["responseSchema"]["required"].as_array().unwrap().len(), 5);
+    assert_eq!(gen_cfg["responseSchema"]["required"].as_array().unwrap().len(), 7);
+    // Two people take turns: the type enum has no monologue types.
+    let types = gen_cfg["responseSchema"]["properties"]["conversation_type"]["enum"].as_array().unwrap();
+    assert!(types.contains(&json!("meeting")) && !types.contains(&json!("speech")), "{types:?}");
+    assert!(!types.contains(&json!("voicemail")) && !types.contains(&json!("monologue")), "{types:?}");
     assert!(gen_cfg["temperature"].as_f64().unwrap() <= 0.3);
     let budget = gen_cfg["thinkingConfig"]["thinkingBudget"].as_u64().unwrap();
     assert!(budget > 0 && gen_cfg["maxOutputTokens"].as_u64().unwrap() > budget + 1000);
@@ -142,6 +158,55 @@ fn success_returns_the_analysis_and_sends_the_documented_request() {
     let prompt = req.body["contents"][0]["parts"][0]["text"].as_str().unwrap();
     assert!(prompt.contains("Speaker00: Shall we move the release to Friday?\n"), "{prompt}");
     assert!(prompt.contains("Speaker01: Yes, Friday works. The tests need two more days."), "{prompt}");
+    assert!(prompt.contains("2 people take part (Speaker01, Speaker00)"), "{prompt}");
+    assert_eq!(req.body["contents"].as_array().unwrap().len(), 1);
+}
+
+/// The failure of issue 13: a monologue type, "the speaker", keypoints copying the summary.
+fn monologue_fields() -> Value {
+    let mut f = good_fields();
+    f["conversation_type"] = json!("speech");
+    f["summary"] = json!("The speaker is discussing a technical issue. The release moves to Friday.");
+    f["keypoints"] = json!([
+        "The speaker is discussing a technical issue.",
+        "The release moves to Friday.",
+        "Two more days of testing are needed"
+    ]);
+    f
+}
+
+#[test]
+fn reply_breaking_the_rules_is_corrected_in_one_more_round() {
+    let (base, server) = serve(vec![(200, answer(monologue_fields())), (200, answer(good_fields()))]);
+    let a = run(&mut analyzer(&base)).unwrap();
+    assert_eq!(a.conversation_type.as_deref(), Some("meeting"));
+    assert_eq!(a.summary.as_deref(), good_fields()["summary"].as_str());
+    let seen = server.join().unwrap();
+    assert_eq!(seen.len(), 2);
+    // The second request is the first plus the model's answer and the correction.
+    let contents = seen[1].body["contents"].as_array().unwrap();
+    assert_eq!(contents.len(), 3);
+    assert_eq!(contents[1]["role"], "model");
+    assert_eq!(contents[1]["parts"][0]["text"], monologue_fields().to_string());
+    let correction = contents[2]["parts"][0]["text"].as_str().unwrap();
+    assert_eq!(contents[2]["role"], "user");
+    for rule in
+        ["\"speech\" is for one person", "\"the speaker\"", "keypoint 1 repeats", "keypoint 2 repeats"]
+    {
+        assert!(correction.contains(rule), "{rule} not in {correction}");
+    }
+}
+
+#[test]
+fn reply_still_wrong_after_the_correction_is_repaired_not_stored() {
+    let (base, server) = serve(vec![(200, answer(monologue_fields())), (200, answer(monologue_fields()))]);
+    let a = run(&mut analyzer(&base)).unwrap();
+    assert_eq!(server.join().unwrap().len(), 2);
+    assert_eq!(a.conversation_type.as_deref(), Some("discussion"));
+    let summary = a.summary.unwrap();
+    assert!(!summary.to_lowercase().contains("the speaker "), "{summary}");
+    assert!(summary.contains("Speaker00") && summary.contains("Speaker01"), "{summary}");
+    assert_eq!(a.keypoints, Some(vec!["Two more days of testing are needed".to_string()]));
 }
 
 #[test]
@@ -190,12 +255,16 @@ fn rate_limit_honours_retry_delay_then_succeeds() {
     ]);
     let limited = api_error(429, "RESOURCE_EXHAUSTED", "You exceeded your current quota.", details);
     let (base, server) = serve(vec![(429, limited), (200, answer(good_fields()))]);
-    let start = Instant::now();
-    let a = run(&mut analyzer(&base)).unwrap();
-    // 38.5 s scaled by 0.001 in tests: the client waited at least that long.
-    assert!(start.elapsed() >= Duration::from_micros(38_500));
-    assert_eq!(a.conversation_type.as_deref(), Some("meeting"));
-    assert_eq!(server.join().unwrap().len(), 2);
+    let mut a = analyzer(&base);
+    a.opts.retry.server_delay_scale = 0.02; // 38.5 s → 770 ms
+    let result = run(&mut a).unwrap();
+    assert_eq!(result.conversation_type.as_deref(), Some("meeting"));
+    let seen = server.join().unwrap();
+    assert_eq!(seen.len(), 2);
+    // Measured at the server, from the 429 reply to the next request: a client that ignored
+    // `retryDelay` would be back within a loopback round trip (well under a millisecond).
+    let gap = seen[1].arrived - seen[0].answered;
+    assert!(gap >= Duration::from_millis(770), "retried after {gap:?}");
 }
 
 #[test]

@@ -1,0 +1,570 @@
+//! Deterministic checks of a model's analysis against what the pipeline knows, the short
+//! correction prompt for a reply that breaks them, and the repair applied when the one retry
+//! does not fix it: nothing that breaks the rules is stored.
+//!
+//! Rules (issue 13): `conversation_type` fits the number of participants; the summary has 2–5
+//! sentences and, for several participants, names at least two of them and never says "the
+//! speaker"; 3–7 keypoints, none a copy of a summary sentence (content-word overlap < 60 %), no
+//! two alike; 1–5 short topics; action-item owners are speakers of the transcript, names it
+//! contains, or null.
+
+use std::collections::BTreeSet;
+use std::fmt;
+
+use super::facts::Facts;
+use super::schema::{
+    ACTION_ITEMS_MAX, KEYPOINTS_MAX, KEYPOINTS_MIN, MONOLOGUE_TYPES, MULTI_PARTY_TYPES, MergeReply, Reply,
+    SUMMARY_SENTENCES_MAX, SUMMARY_SENTENCES_MIN, TOPIC_MAX_WORDS, TOPICS_MAX, TOPICS_MIN, allowed_types,
+};
+use crate::model::ActionItem;
+
+/// A keypoint sharing this share of its content words with a summary sentence (or another
+/// keypoint) repeats it.
+pub const MAX_OVERLAP: f64 = 0.6;
+
+/// Words that carry no fact (English and German function words).
+const STOPWORDS: &[&str] = &[
+    "a", "an", "the", "and", "or", "but", "of", "to", "in", "on", "at", "for", "with", "by", "from", "as",
+    "is", "are", "was", "were", "be", "been", "being", "it", "its", "this", "that", "these", "those", "they",
+    "them", "their", "he", "she", "his", "her", "we", "our", "you", "your", "i", "my", "me", "will", "would",
+    "should", "can", "could", "has", "have", "had", "do", "does", "did", "not", "no", "so", "also", "about",
+    "into", "than", "then", "there", "which", "who", "what", "when", "how", "all", "any", "some", "more",
+    "very", "if", "up", "out", "one", "der", "die", "das", "und", "ist", "ein", "eine", "zu", "den", "mit",
+    "von", "nicht", "es", "sie", "wir", "auf", "für", "im", "dem", "des",
+];
+
+/// Lower-cased content words of `text` (stop words dropped, a plural `s` cut).
+pub fn content_words(text: &str) -> BTreeSet<String> {
+    text.split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(str::to_lowercase)
+        .filter(|w| !STOPWORDS.contains(&w.as_str()))
+        .map(|w| match w.strip_suffix('s') {
+            Some(stem) if stem.chars().count() >= 3 && !stem.ends_with('s') => stem.to_string(),
+            _ => w,
+        })
+        .collect()
+}
+
+/// Share of `a`'s content words that also occur in `b` (0 when `a` has none).
+pub fn overlap(a: &str, b: &str) -> f64 {
+    let (a, b) = (content_words(a), content_words(b));
+    if a.is_empty() {
+        return 0.0;
+    }
+    a.intersection(&b).count() as f64 / a.len() as f64
+}
+
+/// The sentences of `text`: split after `.`, `!` or `?` followed by a space and an upper-case
+/// letter, a digit or a quote (so "e.g. this" and "2.5" stay whole).
+pub fn sentences(text: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    let chars: Vec<(usize, char)> = text.char_indices().collect();
+    for i in 0..chars.len() {
+        let (pos, c) = chars[i];
+        if !matches!(c, '.' | '!' | '?') {
+            continue;
+        }
+        let next = chars.get(i + 1).map(|x| x.1);
+        let after = chars.get(i + 2).map(|x| x.1);
+        let boundary = match next {
+            None => true,
+            Some(n) if n.is_whitespace() => {
+                after.is_none_or(|a| a.is_uppercase() || a.is_ascii_digit() || matches!(a, '"' | '\''))
+            }
+            _ => false,
+        };
+        if boundary {
+            let s = text[start..pos + c.len_utf8()].trim();
+            if !s.is_empty() {
+                out.push(s);
+            }
+            start = pos + c.len_utf8();
+        }
+    }
+    let rest = text[start..].trim();
+    if !rest.is_empty() {
+        out.push(rest);
+    }
+    out
+}
+
+/// Whether `summary` calls someone "the speaker" (singular).
+fn says_the_speaker(summary: &str) -> bool {
+    let lower = summary.to_lowercase();
+    lower.match_indices("the speaker").any(|(i, m)| {
+        let before_ok = i == 0 || !lower[..i].ends_with(char::is_alphanumeric);
+        let after = lower[i + m.len()..].chars().next();
+        before_ok && after.is_none_or(|c| !c.is_alphanumeric())
+    })
+}
+
+/// Participant labels the summary names.
+fn named<'a>(summary: &str, facts: &'a Facts) -> Vec<&'a str> {
+    facts.labels().into_iter().filter(|l| summary.contains(l)).collect()
+}
+
+/// Whether `summary` shares a content word with the transcript (always, when the facts carry no
+/// vocabulary).
+fn grounded(summary: &str, facts: &Facts) -> bool {
+    facts.vocabulary.is_empty()
+        || content_words(summary)
+            .iter()
+            .any(|w| facts.vocabulary.contains(w) || facts.vocabulary.contains(&format!("{w}s")))
+}
+
+/// How many participants a multi-party summary must name.
+fn names_needed(facts: &Facts) -> usize {
+    if facts.is_multi_party() { 2 } else { 0 }
+}
+
+/// One broken rule.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Problem {
+    TypeForbidden {
+        ty: String,
+        multi_party: bool,
+    },
+    SummarySentences(usize),
+    SummarySaysTheSpeaker,
+    SummaryNamesTooFew {
+        named: usize,
+        needed: usize,
+    },
+    /// The summary shares no content word with the transcript (a reply about the rules, or in
+    /// another language).
+    SummaryUngrounded,
+    KeypointCount(usize),
+    KeypointCopiesSummary {
+        index: usize,
+        overlap: f64,
+    },
+    DuplicateKeypoint {
+        index: usize,
+        of: usize,
+    },
+    TopicCount(usize),
+    TopicTooLong(usize),
+    ActionItemOwner {
+        index: usize,
+        owner: String,
+    },
+    ActionItemCount(usize),
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Problem::TypeForbidden { ty, multi_party: true } => write!(
+                f,
+                "conversation_type \"{ty}\" is for one person talking, but several people take turns here"
+            ),
+            Problem::TypeForbidden { ty, multi_party: false } => {
+                write!(f, "conversation_type \"{ty}\" needs several people, but only one person talks here")
+            }
+            Problem::SummarySentences(n) => write!(
+                f,
+                "the summary has {n} sentences; write {SUMMARY_SENTENCES_MIN} to {SUMMARY_SENTENCES_MAX}"
+            ),
+            Problem::SummarySaysTheSpeaker => {
+                write!(f, "the summary says \"the speaker\"; name each participant by label instead")
+            }
+            Problem::SummaryNamesTooFew { named, needed } => write!(
+                f,
+                "the summary names {named} participant(s); name at least {needed} and say what each raised, proposed or decided"
+            ),
+            Problem::SummaryUngrounded => write!(
+                f,
+                "the summary uses none of the transcript's words; summarise what is said, in its language"
+            ),
+            Problem::KeypointCount(n) => {
+                write!(f, "there are {n} keypoints; give {KEYPOINTS_MIN} to {KEYPOINTS_MAX}")
+            }
+            Problem::KeypointCopiesSummary { index, overlap } => write!(
+                f,
+                "keypoint {} repeats a summary sentence ({:.0} % the same words); give a different fact instead",
+                index + 1,
+                overlap * 100.0
+            ),
+            Problem::DuplicateKeypoint { index, of } => {
+                write!(f, "keypoint {} says the same as keypoint {}", index + 1, of + 1)
+            }
+            Problem::TopicCount(n) => write!(f, "there are {n} topics; give {TOPICS_MIN} to {TOPICS_MAX}"),
+            Problem::TopicTooLong(i) => {
+                write!(f, "topic {} is longer than {TOPIC_MAX_WORDS} words", i + 1)
+            }
+            Problem::ActionItemOwner { index, owner } => write!(
+                f,
+                "action item {} has owner \"{owner}\", who is not in the transcript; use a speaker label or null",
+                index + 1
+            ),
+            Problem::ActionItemCount(n) => {
+                write!(f, "there are {n} action items; give at most {ACTION_ITEMS_MAX}")
+            }
+        }
+    }
+}
+
+/// Whether an action-item owner is a speaker label of the transcript or a name it contains.
+fn owner_known(owner: &str, facts: &Facts) -> bool {
+    let owner = owner.trim();
+    facts.labels().contains(&owner)
+        || (!owner.starts_with("Speaker")
+            && !owner.is_empty()
+            && owner.split_whitespace().all(|w| facts.vocabulary.contains(&w.to_lowercase())))
+}
+
+/// Every rule `reply` breaks.
+pub fn check(reply: &Reply, facts: &Facts) -> Vec<Problem> {
+    let mut out = Vec::new();
+    let multi_party = facts.is_multi_party();
+    if !allowed_types(multi_party).contains(&reply.conversation_type.as_str()) {
+        out.push(Problem::TypeForbidden { ty: reply.conversation_type.clone(), multi_party });
+    }
+    out.extend(check_summary(&reply.summary, facts));
+    out.extend(check_keypoints(&reply.keypoints, &reply.summary));
+    let n = reply.topics.len();
+    if !(TOPICS_MIN..=TOPICS_MAX).contains(&n) {
+        out.push(Problem::TopicCount(n));
+    }
+    for (i, t) in reply.topics.iter().enumerate() {
+        if t.split_whitespace().count() > TOPIC_MAX_WORDS {
+            out.push(Problem::TopicTooLong(i));
+        }
+    }
+    if reply.action_items.len() > ACTION_ITEMS_MAX {
+        out.push(Problem::ActionItemCount(reply.action_items.len()));
+    }
+    for (i, a) in reply.action_items.iter().enumerate() {
+        if let Some(o) = a.owner.as_deref().filter(|o| !owner_known(o, facts)) {
+            out.push(Problem::ActionItemOwner { index: i, owner: o.to_string() });
+        }
+    }
+    out
+}
+
+/// The summary's problems: sentence count, "the speaker", participants named.
+pub fn check_summary(summary: &str, facts: &Facts) -> Vec<Problem> {
+    let mut out = Vec::new();
+    let n = sentences(summary).len();
+    if !(SUMMARY_SENTENCES_MIN..=SUMMARY_SENTENCES_MAX).contains(&n) {
+        out.push(Problem::SummarySentences(n));
+    }
+    if !grounded(summary, facts) {
+        out.push(Problem::SummaryUngrounded);
+    }
+    let needed = names_needed(facts);
+    if needed > 0 {
+        if says_the_speaker(summary) {
+            out.push(Problem::SummarySaysTheSpeaker);
+        }
+        let named = named(summary, facts).len();
+        if named < needed {
+            out.push(Problem::SummaryNamesTooFew { named, needed });
+        }
+    }
+    out
+}
+
+/// The keypoints' problems: count, copies of summary sentences, duplicates.
+pub fn check_keypoints(keypoints: &[String], summary: &str) -> Vec<Problem> {
+    let mut out = Vec::new();
+    if !(KEYPOINTS_MIN..=KEYPOINTS_MAX).contains(&keypoints.len()) {
+        out.push(Problem::KeypointCount(keypoints.len()));
+    }
+    let sents = sentences(summary);
+    for (i, k) in keypoints.iter().enumerate() {
+        let worst = sents.iter().map(|s| overlap(k, s)).fold(0.0, f64::max);
+        if worst >= MAX_OVERLAP {
+            out.push(Problem::KeypointCopiesSummary { index: i, overlap: worst });
+        }
+        if let Some(of) = (0..i).find(|&j| alike(&keypoints[j], k)) {
+            out.push(Problem::DuplicateKeypoint { index: i, of });
+        }
+    }
+    out
+}
+
+/// Two items say the same: equal ignoring case, or one shares ≥ `MAX_OVERLAP` of its content
+/// words with the other.
+fn alike(a: &str, b: &str) -> bool {
+    a.trim().eq_ignore_ascii_case(b.trim()) || overlap(a, b) >= MAX_OVERLAP || overlap(b, a) >= MAX_OVERLAP
+}
+
+/// The message asking the model to fix `problems` in the reply it just gave, in a conversation
+/// in `language` (ISO 639-1; the fields stay in it, and nothing about the rules goes into them).
+pub fn correction_prompt(problems: &[Problem], language: &str) -> String {
+    let mut s = String::from("Your reply breaks these rules:\n");
+    for p in problems {
+        s.push_str(&format!("- {p}\n"));
+    }
+    s.push_str(
+        "Write the whole JSON object again with these fixed and everything else kept. The fields \
+         describe the conversation, never these rules",
+    );
+    match language.trim() {
+        "" => s.push('.'),
+        lang => s.push_str(&format!("; write them in the conversation's language ({lang}).")),
+    }
+    s
+}
+
+/// The monologue or multi-party type closest to `ty` that the facts allow.
+fn allowed_type(ty: &str, facts: &Facts) -> String {
+    let multi = facts.is_multi_party();
+    if allowed_types(multi).contains(&ty) {
+        return ty.to_string();
+    }
+    let mapped = if multi {
+        match ty {
+            "voicemail" | "dictation" => "phone_call",
+            _ if facts.participants().len() >= 3 => "meeting",
+            _ => "discussion",
+        }
+    } else {
+        match ty {
+            "phone_call" | "customer_support" => "voicemail",
+            _ => "monologue",
+        }
+    };
+    debug_assert!(MULTI_PARTY_TYPES.contains(&mapped) || MONOLOGUE_TYPES.contains(&mapped));
+    mapped.to_string()
+}
+
+/// A sentence naming the participants and their share of the talk, from the facts alone.
+fn participants_sentence(facts: &Facts) -> String {
+    let mut parts: Vec<String> = facts
+        .speakers
+        .iter()
+        .filter(|s| facts.participants().contains(&s.label.as_str()))
+        .map(|s| format!("{} ({:.0} % of the talk)", s.label, 100.0 * facts.share(s)))
+        .collect();
+    match parts.len() {
+        0 => String::new(),
+        1 => format!("{} speaks throughout.", parts.remove(0)),
+        _ => {
+            let last = parts.pop().unwrap_or_default();
+            format!("{} and {last} take part.", parts.join(", "))
+        }
+    }
+}
+
+/// Replaces every "the speaker" (not "the speakers") by "one participant".
+fn replace_the_speaker(summary: &str) -> String {
+    let mut out = String::new();
+    let mut rest = summary;
+    while let Some(i) = rest.to_ascii_lowercase().find("the speaker") {
+        let (head, tail) = rest.split_at(i);
+        let after = &tail["the speaker".len()..];
+        let whole_word = after.chars().next().is_none_or(|c| !c.is_alphanumeric())
+            && !head.ends_with(char::is_alphanumeric);
+        out.push_str(head);
+        if whole_word {
+            out.push_str(if tail.starts_with('T') { "One participant" } else { "one participant" });
+        } else {
+            out.push_str(&tail[.."the speaker".len()]);
+        }
+        rest = after;
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Makes `reply` obey the rules without asking the model again: allowed type, summary cut to
+/// five sentences and completed from the facts, offending keypoints dropped (and refilled from
+/// `spare` ones that pass), topics and action items cleaned.
+pub fn repair(mut reply: Reply, facts: &Facts, spare: &[String]) -> Reply {
+    reply.conversation_type = allowed_type(&reply.conversation_type, facts);
+
+    let mut summary =
+        if facts.is_multi_party() { replace_the_speaker(&reply.summary) } else { reply.summary };
+    let sents = sentences(&summary);
+    if sents.len() > SUMMARY_SENTENCES_MAX {
+        summary = sents[..SUMMARY_SENTENCES_MAX].join(" ");
+    }
+    let short = sentences(&summary).len() < SUMMARY_SENTENCES_MIN;
+    if short || named(&summary, facts).len() < names_needed(facts) {
+        let extra = participants_sentence(facts);
+        if !extra.is_empty() && sentences(&summary).len() < SUMMARY_SENTENCES_MAX {
+            summary = format!("{} {extra}", summary.trim()).trim().to_string();
+        } else if !extra.is_empty() {
+            let mut s = sentences(&summary)[..SUMMARY_SENTENCES_MAX - 1].to_vec();
+            s.push(&extra);
+            summary = s.join(" ");
+        }
+    }
+    reply.summary = summary;
+
+    let sents = sentences(&reply.summary);
+    let mut kept: Vec<String> = Vec::new();
+    for k in reply.keypoints.iter().chain(spare) {
+        let copies = sents.iter().any(|s| overlap(k, s) >= MAX_OVERLAP);
+        if !copies && !k.trim().is_empty() && !kept.iter().any(|x| alike(x, k)) && kept.len() < KEYPOINTS_MAX
+        {
+            kept.push(k.clone());
+        }
+    }
+    if kept.is_empty() {
+        // Every keypoint restates the summary (a one-sentence recording does that): keep the one
+        // that adds the most rather than store none.
+        let least = |k: &String| sents.iter().map(|s| overlap(k, s)).fold(0.0, f64::max);
+        kept.extend(
+            reply
+                .keypoints
+                .iter()
+                .chain(spare)
+                .filter(|k| !k.trim().is_empty())
+                .min_by(|a, b| least(a).total_cmp(&least(b)))
+                .cloned(),
+        );
+    }
+    reply.keypoints = kept;
+
+    let mut topics: Vec<String> = Vec::new();
+    for t in &reply.topics {
+        let t: String = t.split_whitespace().take(TOPIC_MAX_WORDS).collect::<Vec<_>>().join(" ");
+        if !t.is_empty() && !topics.iter().any(|x| x.eq_ignore_ascii_case(&t)) && topics.len() < TOPICS_MAX {
+            topics.push(t);
+        }
+    }
+    reply.topics = topics;
+
+    let mut items: Vec<ActionItem> = Vec::new();
+    for a in &reply.action_items {
+        let owner = a.owner.clone().filter(|o| owner_known(o, facts));
+        let text = a.text.trim().to_string();
+        if !text.is_empty() && !items.iter().any(|x| alike(&x.text, &text)) && items.len() < ACTION_ITEMS_MAX
+        {
+            items.push(ActionItem { owner, text });
+        }
+    }
+    reply.action_items = items;
+    reply
+}
+
+/// Which rules a review enforces by asking again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// Every rule.
+    All,
+    /// Type and summary only: the merge step's lists are combined without the model, so
+    /// asking it again cannot change them.
+    TypeAndSummary,
+}
+
+impl Problem {
+    fn in_scope(&self, scope: Scope) -> bool {
+        scope == Scope::All
+            || matches!(
+                self,
+                Problem::TypeForbidden { .. }
+                    | Problem::SummarySentences(_)
+                    | Problem::SummarySaysTheSpeaker
+                    | Problem::SummaryNamesTooFew { .. }
+                    | Problem::SummaryUngrounded
+            )
+    }
+}
+
+/// One analysis from the analyses of consecutive parts and the merge step's type, summary and
+/// language: keypoints taken in turn from every part (first of each part, then second, …),
+/// topics ranked by how many parts name them, action items in order; duplicates dropped. With
+/// `last` the lists are cut to their limits, keypoints repeating the summary left out.
+pub fn combine(parts: &[Reply], merged: MergeReply, last: bool) -> Reply {
+    let sents = sentences(&merged.summary);
+    let mut keypoints: Vec<String> = Vec::new();
+    let rounds = parts.iter().map(|p| p.keypoints.len()).max().unwrap_or(0);
+    for k in (0..rounds).flat_map(|i| parts.iter().filter_map(move |p| p.keypoints.get(i))) {
+        let copies = last && sents.iter().any(|s| overlap(k, s) >= MAX_OVERLAP);
+        if !copies && !keypoints.iter().any(|x| alike(x, k)) && (!last || keypoints.len() < KEYPOINTS_MAX) {
+            keypoints.push(k.clone());
+        }
+    }
+    let mut topics: Vec<(String, usize)> = Vec::new();
+    for t in parts.iter().flat_map(|p| &p.topics) {
+        match topics.iter_mut().find(|(x, _)| x.eq_ignore_ascii_case(t)) {
+            Some((_, n)) => *n += 1,
+            None => topics.push((t.clone(), 1)),
+        }
+    }
+    topics.sort_by_key(|t| std::cmp::Reverse(t.1)); // stable: first mention first among equals
+    let mut action_items: Vec<ActionItem> = Vec::new();
+    for a in parts.iter().flat_map(|p| &p.action_items) {
+        if !action_items.iter().any(|x| alike(&x.text, &a.text)) {
+            action_items.push(a.clone());
+        }
+    }
+    if last {
+        topics.truncate(TOPICS_MAX);
+        action_items.truncate(ACTION_ITEMS_MAX);
+    }
+    Reply {
+        conversation_type: merged.conversation_type,
+        summary: merged.summary,
+        keypoints,
+        language: merged.language,
+        topics: topics.into_iter().map(|(t, _)| t).collect(),
+        action_items,
+        clean_transcript: None,
+    }
+}
+
+/// What happened to a reply on its way to the store.
+#[derive(Debug, Clone)]
+pub struct Reviewed {
+    pub reply: Reply,
+    /// Problems of the first reply.
+    pub first_problems: Vec<Problem>,
+    /// Whether the model was asked again.
+    pub retried: bool,
+    /// Whether the stored reply was repaired deterministically.
+    pub repaired: bool,
+}
+
+/// Checks `first`; if it breaks a rule in `scope`, asks once more through `retry` with the
+/// correction prompt, and if that fails too (or the retry errs) repairs the reply with fewer
+/// problems (keypoints of the other reply may fill in for dropped ones). Rules out of scope
+/// are repaired without asking.
+pub fn review(
+    first: Reply,
+    facts: &Facts,
+    scope: Scope,
+    retry: impl FnOnce(&str) -> Result<Reply, String>,
+) -> Reviewed {
+    let problems =
+        |r: &Reply| -> Vec<Problem> { check(r, facts).into_iter().filter(|p| p.in_scope(scope)).collect() };
+    let first_problems = problems(&first);
+    if first_problems.is_empty() {
+        let repaired = !check(&first, facts).is_empty();
+        let reply = if repaired { repair(first, facts, &[]) } else { first };
+        return Reviewed { reply, first_problems, retried: false, repaired };
+    }
+    tracing::info!(problems = ?first_problems, "analysis breaks the rules; asking once more");
+    let (best, spare) = match retry(&correction_prompt(&first_problems, &first.language)) {
+        Ok(second) => {
+            let second_problems = problems(&second);
+            if second_problems.is_empty() {
+                let repaired = !check(&second, facts).is_empty();
+                let reply = if repaired { repair(second, facts, &first.keypoints) } else { second };
+                return Reviewed { reply, first_problems, retried: true, repaired };
+            }
+            tracing::info!(problems = ?second_problems, "retry still breaks the rules; repairing");
+            // A summary about something else is the worst break: the other reply wins then.
+            let weight = |ps: &[Problem]| (ps.contains(&Problem::SummaryUngrounded), ps.len());
+            if weight(&second_problems) <= weight(&first_problems) {
+                (second, first.keypoints)
+            } else {
+                (first, second.keypoints)
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "retry failed; repairing the first reply");
+            (first, Vec::new())
+        }
+    };
+    Reviewed { reply: repair(best, facts, &spare), first_problems, retried: true, repaired: true }
+}
+
+#[cfg(test)]
+mod tests;

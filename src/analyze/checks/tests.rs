@@ -1,0 +1,328 @@
+//! The deterministic rules on hand-made replies: each check fires on the reply that breaks it
+//! and stays quiet on one that keeps it; repair and review leave nothing that breaks a rule.
+
+use super::*;
+
+const MEETING: &str = "Speaker00: Good morning, let us decide on the release date for the mobile app today.\n\
+    Speaker01: The login crash on older Android phones still needs two days of work.\n\
+    Speaker02: Marketing can send the newsletter on Friday afternoon if the release moves.\n\
+    Speaker00: Then we move the release from Wednesday to Friday. Maria reviews the payment code tomorrow.";
+
+const SPEECH: &str = "Speaker00: And so my fellow Americans, ask not what your country can do for you, \
+    ask what you can do for your country.";
+
+fn facts(text: &str) -> Facts {
+    Facts::from_text(text)
+}
+
+fn good() -> Reply {
+    Reply {
+        conversation_type: "meeting".into(),
+        summary: "Speaker00 opens the planning meeting and sets a new release date. \
+                  Speaker01 reports that the Android login crash needs two more days. \
+                  Speaker02 confirms that marketing can follow the new date."
+            .into(),
+        keypoints: vec![
+            "Release moves from Wednesday to Friday".into(),
+            "Maria reviews the payment code tomorrow".into(),
+            "Newsletter goes out on Friday afternoon".into(),
+        ],
+        language: "en".into(),
+        topics: vec!["release date".into(), "Android login crash".into()],
+        action_items: vec![ActionItem {
+            owner: Some("Speaker01".into()),
+            text: "Fix the login crash".into(),
+        }],
+        clean_transcript: None,
+    }
+}
+
+#[test]
+fn overlap_counts_content_words_of_the_first_text() {
+    assert_eq!(overlap("The release moves to Friday", "the RELEASE moves to friday!"), 1.0);
+    // release, friday of release, moves, friday: 2 of 3.
+    assert!((overlap("The release moves to Friday", "We release on Friday") - 2.0 / 3.0).abs() < 1e-9);
+    assert_eq!(overlap("the and of", "anything"), 0.0);
+    assert_eq!(content_words("Phones days"), content_words("phone day"));
+}
+
+#[test]
+fn sentences_split_at_real_ends_only() {
+    assert_eq!(sentences("One. Two? Three! Four"), vec!["One.", "Two?", "Three!", "Four"]);
+    assert_eq!(
+        sentences("Costs rose 2.5 times, e.g. for servers. Done."),
+        vec!["Costs rose 2.5 times, e.g. for servers.", "Done."]
+    );
+    assert!(sentences("  ").is_empty());
+}
+
+#[test]
+fn a_good_reply_passes() {
+    assert_eq!(check(&good(), &facts(MEETING)), vec![]);
+}
+
+#[test]
+fn type_must_fit_the_number_of_participants() {
+    let mut r = good();
+    r.conversation_type = "speech".into();
+    assert_eq!(
+        check(&r, &facts(MEETING)),
+        vec![Problem::TypeForbidden { ty: "speech".into(), multi_party: true }]
+    );
+    let mut r = good();
+    r.summary = "John Kennedy asks Americans to serve their country. It is a famous line.".into();
+    r.action_items.clear();
+    let p = check(&r, &facts(SPEECH));
+    assert_eq!(p, vec![Problem::TypeForbidden { ty: "meeting".into(), multi_party: false }]);
+    assert_eq!(repair(r, &facts(SPEECH), &[]).conversation_type, "monologue");
+    let mut r = good();
+    r.conversation_type = "voicemail".into();
+    assert_eq!(repair(r, &facts(MEETING), &[]).conversation_type, "phone_call");
+}
+
+#[test]
+fn summary_rules() {
+    let f = facts(MEETING);
+    let mut r = good();
+    r.summary = "The speaker is discussing a technical issue with the release.".into();
+    let p = check(&r, &f);
+    assert!(p.contains(&Problem::SummarySentences(1)), "{p:?}");
+    assert!(p.contains(&Problem::SummarySaysTheSpeaker), "{p:?}");
+    assert!(p.contains(&Problem::SummaryNamesTooFew { named: 0, needed: 2 }), "{p:?}");
+    // "the speakers" is not "the speaker"; a monologue may say "the speaker".
+    r.summary = "The speakers agree on Friday. Speaker00 and Speaker02 plan the newsletter.".into();
+    assert_eq!(check_summary(&r.summary, &f), vec![]);
+    assert_eq!(check_summary("The speaker asks a question. It is short.", &facts(SPEECH)), vec![]);
+    let six = "Speaker00 moves the release. Speaker01 works. Friday. Android. Maria. Marketing.";
+    assert_eq!(check_summary(six, &f), vec![Problem::SummarySentences(6)]);
+}
+
+#[test]
+fn keypoint_copying_a_summary_sentence_is_caught() {
+    let mut r = good();
+    r.keypoints[1] = "Speaker01 reports that the Android login crash needs two more days.".into();
+    assert_eq!(
+        check_keypoints(&r.keypoints, &r.summary),
+        vec![Problem::KeypointCopiesSummary { index: 1, overlap: 1.0 }]
+    );
+    // Half the words of a sentence, not a copy.
+    r.keypoints[1] = "Android login crash affects only phones with little memory".into();
+    assert_eq!(check_keypoints(&r.keypoints, &r.summary), vec![]);
+}
+
+#[test]
+fn duplicates_and_counts_are_caught() {
+    let summary = "Speaker00 and Speaker01 meet. They agree.";
+    let kp = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let p = check_keypoints(
+        &kp(&["Budget is fifty euros", "budget is fifty euros!", "Tests on Thursday"]),
+        summary,
+    );
+    assert_eq!(p, vec![Problem::DuplicateKeypoint { index: 1, of: 0 }]);
+    assert_eq!(
+        check_keypoints(&kp(&["One fact", "Another thing"]), summary),
+        vec![Problem::KeypointCount(2)]
+    );
+    let eight: Vec<String> = (0..8).map(|i| format!("Fact{i} costs {i}00 euros for team{i}")).collect();
+    assert_eq!(check_keypoints(&eight, summary), vec![Problem::KeypointCount(8)]);
+}
+
+#[test]
+fn action_item_owners_must_be_in_the_transcript() {
+    let f = facts(MEETING);
+    let mut r = good();
+    r.action_items = vec![
+        ActionItem { owner: Some("Maria".into()), text: "Review the payment code".into() },
+        ActionItem { owner: Some("Speaker07".into()), text: "Send the newsletter".into() },
+        ActionItem { owner: Some("Bob".into()), text: "Book a room".into() },
+        ActionItem { owner: None, text: "Invite five users".into() },
+    ];
+    let p = check(&r, &f);
+    assert_eq!(
+        p,
+        vec![
+            Problem::ActionItemOwner { index: 1, owner: "Speaker07".into() },
+            Problem::ActionItemOwner { index: 2, owner: "Bob".into() }
+        ]
+    );
+    let fixed = repair(r, &f, &[]);
+    let owners: Vec<Option<&str>> = fixed.action_items.iter().map(|a| a.owner.as_deref()).collect();
+    assert_eq!(owners, vec![Some("Maria"), None, None, None]);
+}
+
+#[test]
+fn repair_leaves_nothing_that_breaks_a_rule() {
+    let f = facts(MEETING);
+    let bad = Reply {
+        conversation_type: "speech".into(),
+        summary: "The speaker is discussing a technical issue. The release moves to Friday. \
+                  It is late. Really late. Very late. Too late."
+            .into(),
+        keypoints: vec![
+            "The speaker is discussing a technical issue.".into(),
+            "The release moves to Friday.".into(),
+            "Login crash needs two days".into(),
+            "login crash needs two days".into(),
+        ],
+        language: "en".into(),
+        topics: vec!["release".into(), "Release".into(), "a topic that is far too long to be a topic".into()],
+        action_items: vec![],
+        clean_transcript: None,
+    };
+    let spare =
+        vec!["Newsletter goes out on Friday afternoon".into(), "Maria reviews the payment code".into()];
+    let fixed = repair(bad, &f, &spare);
+    assert_eq!(check(&fixed, &f), vec![], "{fixed:#?}");
+    assert_eq!(fixed.conversation_type, "meeting");
+    assert!(fixed.summary.starts_with("One participant is discussing"), "{}", fixed.summary);
+    assert!(fixed.summary.contains("Speaker00") && fixed.summary.contains("Speaker01"), "{}", fixed.summary);
+    assert_eq!(fixed.keypoints.len(), 3, "{:?}", fixed.keypoints);
+}
+
+fn bad_meeting_reply() -> Reply {
+    let mut r = good();
+    r.conversation_type = "lecture".into();
+    let copy = r.summary.split(". ").next().unwrap().to_string();
+    r.keypoints.insert(0, copy);
+    r
+}
+
+#[test]
+fn review_retries_once_and_takes_a_good_second_reply() {
+    let f = facts(MEETING);
+    let mut asked = Vec::new();
+    let out = review(bad_meeting_reply(), &f, Scope::All, |c| {
+        asked.push(c.to_string());
+        Ok(good())
+    });
+    assert_eq!(asked.len(), 1);
+    assert!(
+        asked[0].contains("\"lecture\" is for one person") && asked[0].contains("keypoint 1 repeats"),
+        "{}",
+        asked[0]
+    );
+    assert!(out.retried && !out.repaired);
+    assert_eq!(out.reply, good());
+    assert_eq!(out.first_problems.len(), 2);
+}
+
+#[test]
+fn review_repairs_when_the_retry_fails_too() {
+    let f = facts(MEETING);
+    for second in [Ok(bad_meeting_reply()), Err("worker crashed".to_string())] {
+        let out = review(bad_meeting_reply(), &f, Scope::All, |_| second.clone());
+        assert!(out.retried && out.repaired);
+        assert_eq!(check(&out.reply, &f), vec![], "{:#?}", out.reply);
+        assert_eq!(out.reply.conversation_type, "meeting");
+    }
+    // Nothing to fix: no retry.
+    let out = review(good(), &f, Scope::All, |_| panic!("asked again"));
+    assert!(!out.retried && !out.repaired);
+}
+
+#[test]
+fn review_in_type_and_summary_scope_does_not_ask_about_lists() {
+    let f = facts(MEETING);
+    let mut r = good();
+    r.keypoints.truncate(1);
+    r.topics.clear();
+    let out = review(r, &f, Scope::TypeAndSummary, |_| panic!("asked again"));
+    assert!(!out.retried && out.repaired && out.first_problems.is_empty());
+}
+
+#[test]
+fn combine_takes_keypoints_from_every_part() {
+    let part = |kp: &[&str], topics: &[&str]| Reply {
+        keypoints: kp.iter().map(|s| s.to_string()).collect(),
+        topics: topics.iter().map(|s| s.to_string()).collect(),
+        ..good()
+    };
+    let parts = [
+        part(
+            &["Budget is fifty euros", "Tests start Thursday", "Server costs rose twenty percent"],
+            &["release", "budget"],
+        ),
+        part(&["Login crash fixed by Friday", "budget is FIFTY euros"], &["budget"]),
+        part(&["Maria reviews payment code", "Newsletter goes out Friday afternoon"], &["hiring"]),
+    ];
+    let merged = MergeReply {
+        conversation_type: "meeting".into(),
+        summary: "Speaker00 and Speaker01 talk. The newsletter goes out Friday afternoon.".into(),
+        language: "en".into(),
+    };
+    let r = combine(&parts, merged, true);
+    assert_eq!(
+        r.keypoints,
+        vec![
+            "Budget is fifty euros",
+            "Login crash fixed by Friday",
+            "Maria reviews payment code",
+            "Tests start Thursday",
+            "Server costs rose twenty percent"
+        ]
+    );
+    assert_eq!(r.topics, vec!["budget", "release", "hiring"]);
+    assert_eq!(r.action_items.len(), 1);
+}
+
+#[test]
+fn repair_keeps_the_keypoint_adding_most_when_all_restate_the_summary() {
+    let f = facts(SPEECH);
+    let reply = Reply {
+        conversation_type: "speech".into(),
+        summary: "Kennedy asks his fellow Americans what they can do for their country. \
+                  He turns the question of service around."
+            .into(),
+        keypoints: vec![
+            "Kennedy asks his fellow Americans what they can do for their country".into(),
+            "Asks what Americans can do for their country, not the reverse".into(),
+        ],
+        language: "en".into(),
+        topics: vec![],
+        action_items: vec![],
+        clean_transcript: None,
+    };
+    let fixed = repair(reply, &f, &[]);
+    assert_eq!(
+        fixed.keypoints,
+        vec!["Asks what Americans can do for their country, not the reverse".to_string()]
+    );
+}
+
+#[test]
+fn summary_about_the_rules_or_in_another_language_is_caught() {
+    // What the 0.5B model wrote for a German sentence after an English correction prompt.
+    let de = facts("Speaker00: Die Werbung vermittelt einen falschen Eindruck.");
+    let meta = "Keypoint 2 says the same as keypoint 1. Keypoint 3 is new.";
+    assert!(check_summary(meta, &de).contains(&Problem::SummaryUngrounded));
+    let ok = "Speaker00 kritisiert die Werbung. Sie vermittelt einen falschen Eindruck.";
+    assert!(!check_summary(ok, &de).contains(&Problem::SummaryUngrounded));
+    // A plural in the summary counts for a singular in the transcript and back.
+    assert!(
+        !check_summary("Ads mislead. The ad is wrong.", &facts("Speaker00: This ad misleads."))
+            .contains(&Problem::SummaryUngrounded)
+    );
+}
+
+#[test]
+fn correction_prompt_keeps_the_language_and_review_prefers_a_grounded_summary() {
+    let de = facts("Speaker00: Die Werbung vermittelt einen falschen Eindruck. Das sagt der Sprecher.");
+    assert!(correction_prompt(&[Problem::KeypointCount(1)], "de").contains("(de)"));
+    let first = Reply {
+        conversation_type: "monologue".into(),
+        summary: "Speaker00 kritisiert die Werbung. Sie vermittelt einen falschen Eindruck.".into(),
+        keypoints: vec!["Werbung".into()],
+        language: "de".into(),
+        topics: vec!["Werbung".into()],
+        action_items: vec![],
+        clean_transcript: None,
+    };
+    let mut asked = String::new();
+    let r = review(first.clone(), &de, Scope::All, |c| {
+        asked = c.to_string();
+        Ok(Reply { summary: "Keypoint 2 says the same as keypoint 1. It is fixed.".into(), ..first.clone() })
+    });
+    assert!(asked.contains("(de)"), "{asked}");
+    assert!(r.retried);
+    assert!(r.reply.summary.contains("Werbung"), "{:?}", r.reply);
+}
