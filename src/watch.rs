@@ -76,6 +76,10 @@ pub fn register(path: &Path, cfg: &Config, store: &Store, queue: &Queue) -> Resu
         return Ok(Registered::Deleted);
     }
     if let Some(existing) = store.job_by_sha256(&sha)? {
+        if existing.audio_path == audio_path {
+            // Another node sharing the folder registered it meanwhile.
+            return Ok(Registered::Known);
+        }
         tracing::info!(path = %path.display(), job = existing.id, "same content as an existing job; skipped");
         return Ok(Registered::Duplicate(existing.id));
     }
