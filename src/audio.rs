@@ -3,6 +3,7 @@
 use std::fs::File;
 use std::path::Path;
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use rubato::{FftFixedIn, Resampler};
 use symphonia::core::codecs::audio::{AudioDecoder, AudioDecoderOptions};
@@ -48,6 +49,21 @@ pub enum AudioError {
     Decode(String),
     #[error("audio is {seconds:.0} s long; the limit is {limit:.0} s (MAX_AUDIO_SECONDS)")]
     TooLong { seconds: f64, limit: f64 },
+    #[error(
+        "audio runs past the limit of {limit:.0} s (MAX_AUDIO_SECONDS) although its header said otherwise"
+    )]
+    LongerThanDeclared { limit: f64 },
+}
+
+/// Most seconds [`decode_file`] decodes (`MAX_AUDIO_SECONDS`; the daemon and `transcribe` set
+/// it from the configuration). The upload check trusts the container's stated length, which a
+/// file may lie about or lack; this bounds the decoded buffer (16 kHz f32: 230 MB per hour)
+/// whatever the header says.
+static MAX_DECODE_SECONDS: AtomicU64 = AtomicU64::new(14_400);
+
+/// Sets the limit [`decode_file`] applies.
+pub fn set_max_decode_seconds(seconds: u64) {
+    MAX_DECODE_SECONDS.store(seconds, Ordering::Relaxed);
 }
 
 /// Rejects a sample rate or channel count no real recording has.
@@ -189,15 +205,29 @@ pub fn probe_file(path: &Path) -> Result<ProbeInfo, AudioError> {
     Err(AudioError::Unsupported(format!("{}: no decodable audio", path.display())))
 }
 
-/// Decodes, down-mixes and resamples a whole file. Resampling streams, so only the 16 kHz
-/// result is held whole in memory.
+/// Decodes, down-mixes and resamples a whole file, at most the configured limit
+/// ([`set_max_decode_seconds`]). Resampling streams, so only the 16 kHz result is held whole
+/// in memory.
 pub fn decode_file(path: &Path) -> Result<Audio, AudioError> {
+    decode_file_limited(path, MAX_DECODE_SECONDS.load(Ordering::Relaxed) as f64)
+}
+
+/// [`decode_file`] with an explicit limit: audio running past `max_seconds` is an error
+/// ([`AudioError::LongerThanDeclared`]), so the result holds at most `max_seconds` of samples.
+pub fn decode_file_limited(path: &Path, max_seconds: f64) -> Result<Audio, AudioError> {
     let mut src = Source::open(path)?;
     let mut pending = Vec::new();
     let mut scratch = Vec::new();
     let mut out = Vec::new();
     let mut resampler: Option<StreamResampler> = None;
-    while let Some(rate) = src.next_mono(&mut pending, &mut scratch)? {
+    let mut seconds = 0.0;
+    loop {
+        let before = pending.len();
+        let Some(rate) = src.next_mono(&mut pending, &mut scratch)? else { break };
+        seconds += (pending.len() - before) as f64 / f64::from(rate);
+        if seconds > max_seconds {
+            return Err(AudioError::LongerThanDeclared { limit: max_seconds });
+        }
         let rs = match &mut resampler {
             Some(rs) if rs.rate_in == rate => rs,
             _ => {
@@ -402,6 +432,24 @@ mod tests {
             matches!(e, AudioError::TooLong { .. }) && e.to_string().contains("MAX_AUDIO_SECONDS"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn decoding_stops_at_the_limit_whatever_the_header_says() {
+        // An MP3 repeated four times: its header still states one copy's length (or none),
+        // so the upload check passes, yet the frames go on for 44 s.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("repeated.mp3");
+        std::fs::write(&path, std::fs::read(fixture("jfk.mp3")).unwrap().repeat(4)).unwrap();
+        let stated = probe_file(&path).unwrap().duration_s;
+        assert!(stated.is_none_or(|d| d < 20.0), "the header states {stated:?} s");
+        let err = decode_file_limited(&path, 20.0).unwrap_err();
+        assert!(matches!(err, AudioError::LongerThanDeclared { .. }), "{err}");
+        assert!(err.to_string().contains("MAX_AUDIO_SECONDS"), "{err}");
+        let all = decode_file_limited(&path, 60.0).unwrap();
+        assert!(all.duration_s() > 40.0, "{} s", all.duration_s());
+        let one = decode_file_limited(&fixture("jfk.wav"), 11.5).unwrap();
+        assert!(one.duration_s() > 10.9 && one.duration_s() <= 11.5, "{} s", one.duration_s());
     }
 
     fn rms(s: &[f32]) -> f32 {

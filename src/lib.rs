@@ -11,6 +11,7 @@ pub mod diarize;
 pub mod files;
 pub mod model;
 pub mod models;
+pub mod notify;
 pub mod pipeline;
 pub mod queue;
 pub mod render;

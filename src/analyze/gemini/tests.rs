@@ -12,6 +12,8 @@ const KEY: &str = "AIzaTEST-secret-key-0123456789";
 
 /// What the test server saw.
 struct Seen {
+    /// When the request arrived.
+    at: Instant,
     url: String,
     key: Option<String>,
     body: Value,
@@ -25,6 +27,7 @@ fn serve(replies: Vec<(u16, String)>) -> (String, std::thread::JoinHandle<Vec<Se
         let mut seen = Vec::new();
         for (status, body) in replies {
             let Ok(Some(mut req)) = server.recv_timeout(Duration::from_secs(10)) else { break };
+            let at = Instant::now();
             let mut text = String::new();
             let _ = req.as_reader().read_to_string(&mut text);
             let key = req
@@ -33,6 +36,7 @@ fn serve(replies: Vec<(u16, String)>) -> (String, std::thread::JoinHandle<Vec<Se
                 .find(|h| h.field.equiv("x-goog-api-key"))
                 .map(|h| h.value.as_str().to_string());
             seen.push(Seen {
+                at,
                 url: req.url().to_string(),
                 key,
                 body: serde_json::from_str(&text).unwrap_or(Value::Null),
@@ -190,12 +194,16 @@ fn rate_limit_honours_retry_delay_then_succeeds() {
     ]);
     let limited = api_error(429, "RESOURCE_EXHAUSTED", "You exceeded your current quota.", details);
     let (base, server) = serve(vec![(429, limited), (200, answer(good_fields()))]);
-    let start = Instant::now();
-    let a = run(&mut analyzer(&base)).unwrap();
-    // 38.5 s scaled by 0.001 in tests: the client waited at least that long.
-    assert!(start.elapsed() >= Duration::from_micros(38_500));
+    let mut client = analyzer(&base);
+    // 38.5 s scaled to 385 ms: far above the 20 ms backoff ceiling, so only honouring the
+    // server's delay passes.
+    client.opts.retry.server_delay_scale = 0.01;
+    let a = run(&mut client).unwrap();
     assert_eq!(a.conversation_type.as_deref(), Some("meeting"));
-    assert_eq!(server.join().unwrap().len(), 2);
+    let seen = server.join().unwrap();
+    assert_eq!(seen.len(), 2);
+    let gap = seen[1].at - seen[0].at;
+    assert!(gap >= Duration::from_millis(385), "retried after {gap:?}");
 }
 
 #[test]
