@@ -121,7 +121,8 @@ pub fn probe_http(addr: SocketAddr, timeout: Duration) -> Result<u16, String> {
     let mut conn = TcpStream::connect_timeout(&target, timeout).map_err(fail)?;
     conn.set_read_timeout(Some(timeout)).map_err(fail)?;
     conn.set_write_timeout(Some(timeout)).map_err(fail)?;
-    write!(conn, "GET /healthz HTTP/1.1\r\nHost: {target}\r\nConnection: close\r\n\r\n").map_err(fail)?;
+    let request = format!("GET /healthz HTTP/1.1\r\nHost: {target}\r\nConnection: close\r\n\r\n");
+    conn.write_all(request.as_bytes()).map_err(fail)?;
     // "HTTP/1.1 200 OK": the status code ends at byte 12.
     let mut head = [0u8; 12];
     conn.read_exact(&mut head).map_err(fail)?;
@@ -228,8 +229,13 @@ mod tests {
             for reply in ["HTTP/1.1 503 Service Unavailable\r\n\r\n", "HTTP/1.1 200 OK\r\n\r\n", ""] {
                 let (mut conn, _) = listener.accept().unwrap();
                 let mut buf = [0u8; 1024];
-                let n = conn.read(&mut buf).unwrap();
-                assert!(String::from_utf8_lossy(&buf[..n]).starts_with("GET /healthz HTTP/1.1\r\n"));
+                let mut request = Vec::new();
+                while !request.ends_with(b"\r\n\r\n") {
+                    let n = conn.read(&mut buf).unwrap();
+                    assert!(n > 0, "request cut short: {:?}", String::from_utf8_lossy(&request));
+                    request.extend_from_slice(&buf[..n]);
+                }
+                assert!(request.starts_with(b"GET /healthz HTTP/1.1\r\n"));
                 if reply.is_empty() {
                     // Silent: hold the connection until the client gives up.
                     let _ = conn.read(&mut buf);
