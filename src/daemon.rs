@@ -14,6 +14,7 @@ use tracing_subscriber::prelude::*;
 use crate::api::{Api, HttpServer};
 use crate::config::{Config, ConfigHandle};
 use crate::control::{ControlPlane, SignalAction};
+use crate::notify::Notifier;
 use crate::pipeline::Stages;
 use crate::queue::Queue;
 use crate::store::Store;
@@ -53,6 +54,7 @@ pub fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<()> {
         Err(e) => tracing::error!(error = %e, "retention sweep failed"),
     }
     let mut control = ControlPlane::start(Arc::clone(&store), Arc::clone(&config))?;
+    crate::audio::set_max_decode_seconds(cfg.max_audio_seconds);
     let queue = Queue::new(Arc::clone(&store), Arc::clone(&config))?;
 
     let mut http_server = HttpServer::bind(Arc::clone(&config))
@@ -79,16 +81,39 @@ pub fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<()> {
     // A plain line for scripts and tests that start us on port 0.
     println!("diarized listening on http://{addr}");
 
-    while control.next_signal() == SignalAction::Reload {
-        match config.reload() {
-            Ok(()) => tracing::info!("configuration reloaded"),
-            Err(e) => tracing::error!(error = %e, "configuration not reloaded; keeping the running one"),
+    // The store is open and the API answers: tell systemd (Type=notify), then ping its watchdog
+    // while the service is healthy, until a stop signal.
+    let notifier = Notifier::from_env();
+    notifier.notify("READY=1");
+    let (stop_watchdog, watchdog_stopped) = crossbeam_channel::bounded::<()>(0);
+    std::thread::scope(|s| {
+        if let Some(timeout) = crate::notify::watchdog_timeout() {
+            let (queue, http, notifier, stopped) = (&queue, &http, &notifier, &watchdog_stopped);
+            std::thread::Builder::new()
+                .name("watchdog".into())
+                .spawn_scoped(s, move || {
+                    crate::notify::watchdog(notifier, timeout, stopped, |budget| {
+                        healthy(queue, http, addr, budget)
+                    })
+                })
+                .expect("spawning the watchdog thread");
         }
-        if let Some(f) = &log_file {
-            f.reopen();
+        while control.next_signal() == SignalAction::Reload {
+            match config.reload() {
+                Ok(()) => {
+                    crate::audio::set_max_decode_seconds(config.get().max_audio_seconds);
+                    tracing::info!("configuration reloaded")
+                }
+                Err(e) => tracing::error!(error = %e, "configuration not reloaded; keeping the running one"),
+            }
+            if let Some(f) = &log_file {
+                f.reopen();
+            }
         }
-    }
-    tracing::info!("shutting down");
+        tracing::info!("shutting down");
+        drop(stop_watchdog);
+    });
+    notifier.notify("STOPPING=1");
     // No new connections, no new jobs; open waits end with 503 at once.
     http_server.stop_accepting();
     queue.stop_claiming();
@@ -108,6 +133,25 @@ pub fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<()> {
     control.shutdown();
     tracing::info!(requeued = requeued.len(), "stopped");
     Ok(())
+}
+
+/// What the watchdog pings for: every worker alive (as `/healthz` reports), every request
+/// thread running, and the API answering within `budget`.
+fn healthy(
+    queue: &Queue,
+    http: &[std::thread::JoinHandle<()>],
+    addr: std::net::SocketAddr,
+    budget: Duration,
+) -> Result<(), String> {
+    match queue.dead_workers() {
+        0 => {}
+        dead => return Err(format!("{dead} worker thread(s) died")),
+    }
+    if http.iter().any(|h| h.is_finished()) {
+        return Err("an HTTP request thread ended".into());
+    }
+    // Any answer will do: the front answers 503 by itself when all connections are taken.
+    crate::notify::probe_http(addr, budget).map(|_| ())
 }
 
 /// The daily-rolling log file, reopened on SIGHUP (after logrotate moved it, say).

@@ -14,6 +14,7 @@ pub mod exports;
 pub mod files;
 pub mod model;
 pub mod models;
+pub mod notify;
 pub mod pipeline;
 pub mod queue;
 pub mod render;
