@@ -4,8 +4,8 @@
 mod auth;
 mod front;
 mod limits;
-mod speakers;
 mod openai;
+mod speakers;
 
 pub use front::HttpServer;
 pub use limits::Slots;

@@ -3,6 +3,7 @@
 use std::fs::File;
 use std::path::Path;
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use rubato::{FftFixedIn, Resampler};
 use symphonia::core::codecs::audio::{AudioDecoder, AudioDecoderOptions};
@@ -48,6 +49,21 @@ pub enum AudioError {
     Decode(String),
     #[error("audio is {seconds:.0} s long; the limit is {limit:.0} s (MAX_AUDIO_SECONDS)")]
     TooLong { seconds: f64, limit: f64 },
+    #[error(
+        "audio runs past the limit of {limit:.0} s (MAX_AUDIO_SECONDS) although its header said otherwise"
+    )]
+    LongerThanDeclared { limit: f64 },
+}
+
+/// Most seconds [`decode_file`] decodes (`MAX_AUDIO_SECONDS`; the daemon and `transcribe` set
+/// it from the configuration). The upload check trusts the container's stated length, which a
+/// file may lie about or lack; this bounds the decoded buffer (16 kHz f32: 230 MB per hour)
+/// whatever the header says.
+static MAX_DECODE_SECONDS: AtomicU64 = AtomicU64::new(14_400);
+
+/// Sets the limit [`decode_file`] applies.
+pub fn set_max_decode_seconds(seconds: u64) {
+    MAX_DECODE_SECONDS.store(seconds, Ordering::Relaxed);
 }
 
 /// Rejects a sample rate or channel count no real recording has.
@@ -189,21 +205,29 @@ pub fn probe_file(path: &Path) -> Result<ProbeInfo, AudioError> {
     Err(AudioError::Unsupported(format!("{}: no decodable audio", path.display())))
 }
 
-/// Decodes, down-mixes and resamples a whole file. Resampling streams, so only the 16 kHz
-/// result is held whole in memory.
+/// Decodes, down-mixes and resamples a whole file, at most the configured limit
+/// ([`set_max_decode_seconds`]). Resampling streams, so only the 16 kHz result is held whole
+/// in memory.
 pub fn decode_file(path: &Path) -> Result<Audio, AudioError> {
-    decode_file_at_most(path, f64::INFINITY)
+    decode_file_limited(path, MAX_DECODE_SECONDS.load(Ordering::Relaxed) as f64)
 }
 
-/// [`decode_file`] that stops with [`AudioError::TooLong`] once more than `limit` seconds are
-/// decoded, so a file whose container states no length cannot fill memory.
-pub fn decode_file_at_most(path: &Path, limit: f64) -> Result<Audio, AudioError> {
+/// [`decode_file`] with an explicit limit: audio running past `max_seconds` is an error
+/// ([`AudioError::LongerThanDeclared`]), so the result holds at most `max_seconds` of samples.
+pub fn decode_file_limited(path: &Path, max_seconds: f64) -> Result<Audio, AudioError> {
     let mut src = Source::open(path)?;
     let mut pending = Vec::new();
     let mut scratch = Vec::new();
     let mut out = Vec::new();
     let mut resampler: Option<StreamResampler> = None;
-    while let Some(rate) = src.next_mono(&mut pending, &mut scratch)? {
+    let mut seconds = 0.0;
+    loop {
+        let before = pending.len();
+        let Some(rate) = src.next_mono(&mut pending, &mut scratch)? else { break };
+        seconds += (pending.len() - before) as f64 / f64::from(rate);
+        if seconds > max_seconds {
+            return Err(AudioError::LongerThanDeclared { limit: max_seconds });
+        }
         let rs = match &mut resampler {
             Some(rs) if rs.rate_in == rate => rs,
             _ => {
@@ -214,10 +238,6 @@ pub fn decode_file_at_most(path: &Path, limit: f64) -> Result<Audio, AudioError>
             }
         };
         rs.push(&mut pending, &mut out)?;
-        let seconds = out.len() as f64 / SAMPLE_RATE as f64;
-        if seconds > limit {
-            return Err(AudioError::TooLong { seconds, limit });
-        }
     }
     if let Some(rs) = resampler {
         rs.finish(&mut pending, &mut out)?;
@@ -415,11 +435,16 @@ mod tests {
     }
 
     #[test]
-    fn decoding_stops_past_a_limit() {
-        // The MP3 copy is decoded without trusting a stated length.
-        let e = decode_file_at_most(&fixture("jfk.mp3"), 5.0).unwrap_err();
-        assert!(matches!(e, AudioError::TooLong { seconds, .. } if (5.0..6.0).contains(&seconds)), "{e}");
-        assert!(decode_file_at_most(&fixture("jfk.mp3"), 12.0).is_ok());
+    fn decoding_stops_at_the_limit_in_every_format() {
+        // The upload check trusts the stated length, which a stream may lack (a live WebM or
+        // Ogg recording); the decoder's own limit holds whatever the container says.
+        for name in ["jfk.wav", "jfk.mp3", "jfk.m4a", "jfk.ogg", "jfk.opus.ogg", "jfk.webm"] {
+            let err = decode_file_limited(&fixture(name), 5.0).unwrap_err();
+            assert!(matches!(err, AudioError::LongerThanDeclared { .. }), "{name}: {err}");
+            assert!(err.to_string().contains("MAX_AUDIO_SECONDS"), "{err}");
+            let all = decode_file_limited(&fixture(name), 12.0).unwrap();
+            assert!(all.duration_s() > 10.9 && all.duration_s() <= 12.0, "{name}: {} s", all.duration_s());
+        }
     }
 
     fn rms(s: &[f32]) -> f32 {

@@ -56,6 +56,7 @@ impl ResultSink for OneShot {
 /// `diarized transcribe FILE --format F`.
 pub fn transcribe(cfg: &Config, file: &Path, format: &str) -> anyhow::Result<()> {
     let format = Format::parse(format).context("unknown format")?;
+    crate::audio::set_max_decode_seconds(cfg.max_audio_seconds);
     let mut stages = Stages::from_config(cfg);
     let mut out = OneShot::default();
     let hints = SpeakerHints {
@@ -75,7 +76,10 @@ pub fn transcribe(cfg: &Config, file: &Path, format: &str) -> anyhow::Result<()>
 /// `diarized models install NAME…`.
 pub fn install_models(cfg: &Config, names: &[String]) -> anyhow::Result<()> {
     anyhow::ensure!(!names.is_empty(), "name at least one model; `diarized models list` shows them");
-    for path in crate::models::install(&cfg.models_dir, names)? {
+    for (i, name) in names.iter().enumerate() {
+        // Progress on stderr (downloads can take minutes); the installed path on stdout.
+        eprintln!("[{}/{}] {name}: installing into {}", i + 1, names.len(), cfg.models_dir.display());
+        let path = crate::models::install(&cfg.models_dir, std::slice::from_ref(name))?.remove(0);
         println!("{}", path.display());
     }
     Ok(())

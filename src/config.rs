@@ -520,7 +520,11 @@ impl Config {
 
 /// The variables of a `.env` file; a missing file is empty.
 fn read_dotenv(path: &Path) -> Result<std::collections::HashMap<String, String>, ConfigError> {
-    let parse = |e: dotenvy::Error| ConfigError::Parse { path: path.to_owned(), message: e.to_string() };
+    // One line: dotenvy quotes the bad line with its newline.
+    let parse = |e: dotenvy::Error| ConfigError::Parse {
+        path: path.to_owned(),
+        message: e.to_string().trim_end().replace('\n', "\\n"),
+    };
     match dotenvy::from_path_iter(path) {
         Ok(iter) => iter.map(|item| item.map_err(parse)).collect(),
         Err(dotenvy::Error::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => Ok(Default::default()),

@@ -14,6 +14,7 @@ use tracing_subscriber::prelude::*;
 use crate::api::{Api, HttpServer};
 use crate::config::{Config, ConfigHandle};
 use crate::control::{ControlPlane, SignalAction};
+use crate::notify::Notifier;
 use crate::pipeline::Stages;
 use crate::queue::Queue;
 use crate::store::Store;
@@ -80,6 +81,7 @@ pub fn run(config: Config, config_path: Option<PathBuf>, role: Role) -> anyhow::
         Err(e) => tracing::error!(error = %e, "retention sweep failed"),
     }
     let mut control = ControlPlane::start(Arc::clone(&store), Arc::clone(&config))?;
+    crate::audio::set_max_decode_seconds(cfg.max_audio_seconds);
     let queue = Queue::new(Arc::clone(&store), Arc::clone(&config))?;
     let workers = if role == Role::ServeNoWorkers { 0 } else { cfg.workers };
     store.register_node(role.name(), workers as u32)?;
@@ -117,16 +119,39 @@ pub fn run(config: Config, config_path: Option<PathBuf>, role: Role) -> anyhow::
         println!("diarized worker running as node {}", store.node_id());
     }
 
-    while control.next_signal() == SignalAction::Reload {
-        match config.reload() {
-            Ok(()) => tracing::info!("configuration reloaded"),
-            Err(e) => tracing::error!(error = %e, "configuration not reloaded; keeping the running one"),
+    // The store is open and the API answers: tell systemd (Type=notify), then ping its watchdog
+    // while the service is healthy, until a stop signal.
+    let notifier = Notifier::from_env();
+    notifier.notify("READY=1");
+    let (stop_watchdog, watchdog_stopped) = crossbeam_channel::bounded::<()>(0);
+    std::thread::scope(|s| {
+        if let Some(timeout) = crate::notify::watchdog_timeout() {
+            let (queue, notifier, stopped) = (&queue, &notifier, &watchdog_stopped);
+            // A worker node has no HTTP front to probe.
+            let http = front.as_ref().map(|(server, http, _)| (http.as_slice(), server.addr));
+            std::thread::Builder::new()
+                .name("watchdog".into())
+                .spawn_scoped(s, move || {
+                    crate::notify::watchdog(notifier, timeout, stopped, |budget| healthy(queue, http, budget))
+                })
+                .expect("spawning the watchdog thread");
         }
-        if let Some(f) = &log_file {
-            f.reopen();
+        while control.next_signal() == SignalAction::Reload {
+            match config.reload() {
+                Ok(()) => {
+                    crate::audio::set_max_decode_seconds(config.get().max_audio_seconds);
+                    tracing::info!("configuration reloaded")
+                }
+                Err(e) => tracing::error!(error = %e, "configuration not reloaded; keeping the running one"),
+            }
+            if let Some(f) = &log_file {
+                f.reopen();
+            }
         }
-    }
-    tracing::info!("shutting down");
+        tracing::info!("shutting down");
+        drop(stop_watchdog);
+    });
+    notifier.notify("STOPPING=1");
     queue.stop_claiming();
     if let Some((mut http_server, http, watcher)) = front {
         // No new connections, no new jobs; open waits end with 503 at once.
@@ -148,6 +173,25 @@ pub fn run(config: Config, config_path: Option<PathBuf>, role: Role) -> anyhow::
     control.shutdown();
     tracing::info!(requeued = requeued.len(), "stopped");
     Ok(())
+}
+
+/// What the watchdog pings for: every worker alive (as `/healthz` reports), every request
+/// thread running, and the API answering within `budget`.
+fn healthy(
+    queue: &Queue,
+    http: Option<(&[std::thread::JoinHandle<()>], std::net::SocketAddr)>,
+    budget: Duration,
+) -> Result<(), String> {
+    match queue.dead_workers() {
+        0 => {}
+        dead => return Err(format!("{dead} worker thread(s) died")),
+    }
+    let Some((http, addr)) = http else { return Ok(()) };
+    if http.iter().any(|h| h.is_finished()) {
+        return Err("an HTTP request thread ended".into());
+    }
+    // Any answer will do: the front answers 503 by itself when all connections are taken.
+    crate::notify::probe_http(addr, budget).map(|_| ())
 }
 
 /// The daily-rolling log file, reopened on SIGHUP (after logrotate moved it, say).

@@ -3,8 +3,8 @@
 
 use crate::audio::Audio;
 use crate::model::{
-    Analysis, DecodeOptions, JobOptions, JobSpeaker, KnownVoice, Segment, SpeakerHints, SpeakerTurn, SpeakerVoice,
-    Transcript,
+    Analysis, DecodeOptions, JobOptions, JobSpeaker, KnownVoice, Segment, SpeakerHints, SpeakerTurn,
+    SpeakerVoice, Transcript,
 };
 
 /// Error raised by a pipeline stage; the message ends up in the job's `error_message`.

@@ -344,9 +344,9 @@ impl Api {
                     }
                     Err(e) => Err(SpeakerError::Audio(e.to_string())),
                     Ok(()) => {
-                        crate::audio::decode_file_at_most(path, MAX_CLIP_S + 1.0).map_err(|e| match e {
-                            crate::audio::AudioError::TooLong { seconds, .. } => {
-                                SpeakerError::Length(seconds)
+                        crate::audio::decode_file_limited(path, MAX_CLIP_S + 1.0).map_err(|e| match e {
+                            crate::audio::AudioError::LongerThanDeclared { limit } => {
+                                SpeakerError::Length(limit)
                             }
                             e => SpeakerError::Audio(e.to_string()),
                         })

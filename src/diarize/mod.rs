@@ -10,7 +10,6 @@ pub mod cluster;
 pub mod der;
 pub mod embedding;
 pub mod fbank;
-pub mod install;
 pub mod reconstruct;
 pub mod rttm;
 pub mod segmentation;
@@ -120,7 +119,7 @@ impl PyannoteDiarizer {
     /// `diarized models install diarization` copies them) or a folder holding the files directly
     /// (such as the repository's `models/`). `threads` ≥ 1 windows run in parallel.
     pub fn load(dir: &Path, threads: usize) -> Result<Self, StageError> {
-        let sub = install::install_dir(dir);
+        let sub = crate::models::diarization::install_dir(dir);
         let dir = if sub.join(SEGMENTATION_FILE).is_file() { sub } else { dir.to_owned() };
         Self::load_files(&dir.join(SEGMENTATION_FILE), &dir.join(EMBEDDING_FILE), threads)
     }

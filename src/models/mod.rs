@@ -4,6 +4,7 @@
 //! and found there at run time. Nothing is fetched from a model hub.
 
 pub mod ct2;
+pub mod diarization;
 pub mod ggml_whisper;
 pub mod llm;
 pub mod pip;
@@ -52,10 +53,10 @@ pub fn catalogue() -> Vec<ModelEntry> {
     let mut all = Vec::new();
     all.extend(whisper::entries());
     all.push(ModelEntry {
-        name: crate::diarize::install::NAME,
+        name: diarization::NAME,
         description: "speaker diarization: pyannote segmentation-3.0 + CAM++ 192-d + silero VAD (ONNX, ~34 MB)",
-        path: crate::diarize::install::installed_marker,
-        install: crate::diarize::install::install,
+        path: diarization::installed_marker,
+        install: diarization::install,
     });
     all.extend(llm::entries());
     all
