@@ -89,6 +89,8 @@ pub fn run(config: Config, config_path: Option<PathBuf>, role: Role) -> anyhow::
 
     let mut front = None;
     if role != Role::Worker {
+        // Event streams also show the jobs other nodes run (PostgreSQL LISTEN).
+        store.relay_remote_events()?;
         let http_server = HttpServer::bind(Arc::clone(&config)).map_err(|e| {
             StartupError(format!("invalid value for BIND: cannot listen on {}: {e}", cfg.bind))
         })?;

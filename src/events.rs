@@ -71,6 +71,12 @@ impl Bus {
         let _ = self.durable.send(event);
     }
 
+    /// Publishes an event of another node to live subscribers only: that node's own durable
+    /// consumer makes its webhooks and exports.
+    pub fn publish_live(&self, event: Event) {
+        let _ = self.live.send(Arc::new(event));
+    }
+
     /// A live subscription, from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
         self.live.subscribe()

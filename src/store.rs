@@ -255,8 +255,56 @@ impl Store {
 
     /// Publishes a job's stored state as a status event; returns it.
     fn published(&self, job: Job) -> Job {
-        self.events.publish(Event::Status { job: Box::new(job.clone()) });
+        self.publish(Event::Status { job: Box::new(job.clone()) });
         job
+    }
+
+    /// Publishes an event on this node's bus and, with PostgreSQL, announces it to the other
+    /// nodes (their event streams relay it, see [`Store::relay_remote_events`]).
+    fn publish(&self, event: Event) {
+        if let Backend::Postgres(db) = &self.backend {
+            let (kind, progress) = match &event {
+                Event::Status { .. } => ("status", None),
+                Event::Progress { progress, .. } => ("progress", Some(*progress)),
+                Event::Deleted { .. } => ("deleted", None),
+            };
+            let payload = serde_json::json!({
+                "node": self.node.id, "event": kind, "id": event.job_id(), "progress": progress,
+            });
+            if let Err(e) = db.announce(&payload.to_string()) {
+                tracing::warn!(job = event.job_id(), error = %e, "cannot announce a job event to other nodes");
+            }
+        }
+        self.events.publish(event);
+    }
+
+    /// With PostgreSQL: relays the job events other nodes announce (jobs their workers run) to
+    /// this node's live subscribers (event streams), the job as stored. Webhooks and exports
+    /// are made by the node that wrote the change. Listening when this returns; SQLite (one
+    /// node) has nothing to relay.
+    pub fn relay_remote_events(self: &std::sync::Arc<Self>) -> Result<()> {
+        let Backend::Postgres(db) = &self.backend else { return Ok(()) };
+        let store = std::sync::Arc::downgrade(self);
+        db.relay_events(move |payload| {
+            let Some(store) = store.upgrade() else { return };
+            let Ok(note) = serde_json::from_str::<serde_json::Value>(payload) else { return };
+            let Some(id) = note["id"].as_i64() else { return };
+            if note["node"].as_str() == Some(store.node.id.as_str()) {
+                return;
+            }
+            let event = match note["event"].as_str() {
+                Some("status") => match store.job(id) {
+                    Ok(job) => Event::Status { job: Box::new(job) },
+                    Err(_) => return,
+                },
+                Some("progress") => {
+                    Event::Progress { id, progress: note["progress"].as_f64().unwrap_or(0.0) as f32 }
+                }
+                Some("deleted") => Event::Deleted { id },
+                _ => return,
+            };
+            store.events.publish_live(event);
+        })
     }
 
     /// Runs `f` in one transaction.
@@ -527,8 +575,11 @@ impl Store {
             }
             Ok((requeued as usize, failed))
         })?;
-        let failed = failed.into_iter().map(|job| self.published(job)).count();
-        Ok((requeued, failed))
+        let count = failed.len();
+        for job in failed {
+            self.published(job);
+        }
+        Ok((requeued, count))
     }
 
     /// Puts one processing job back in the queue (shutdown grace period ran out). A deliberate
@@ -593,7 +644,7 @@ impl Store {
         self.write(|c| {
             c.execute("UPDATE jobs SET progress = ?2 WHERE id = ?1", params![id, percent]).map(drop)
         })?;
-        self.events.publish(Event::Progress { id, progress: percent });
+        self.publish(Event::Progress { id, progress: percent });
         Ok(())
     }
 
@@ -718,7 +769,7 @@ impl Store {
             }
             Ok(job)
         })?;
-        self.events.publish(Event::Deleted { id });
+        self.publish(Event::Deleted { id });
         Ok(job)
     }
 
@@ -739,7 +790,7 @@ impl Store {
             Ok(jobs)
         })?;
         for job in &jobs {
-            self.events.publish(Event::Deleted { id: job.id });
+            self.publish(Event::Deleted { id: job.id });
         }
         Ok(jobs)
     }
@@ -1367,6 +1418,40 @@ mod tests {
     }
 
     #[test]
+    fn on_postgres_events_of_another_node_reach_this_nodes_streams() {
+        let Some(store) = TestStore::postgres() else { return };
+        let api = Arc::new(store.another_node());
+        api.relay_remote_events().unwrap();
+        let mut live = api.events().subscribe();
+        let mut next = || {
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            loop {
+                match live.try_recv() {
+                    Ok(e) => return e,
+                    Err(_) if std::time::Instant::now() < deadline => {
+                        std::thread::sleep(Duration::from_millis(10))
+                    }
+                    Err(e) => panic!("no event relayed within 30 s: {e:?}"),
+                }
+            }
+        };
+        let id = insert(&store, "a", "a");
+        match &*next() {
+            Event::Status { job } => assert_eq!((job.id, job.status), (id, Status::Uploaded)),
+            other => panic!("{other:?}"),
+        }
+        store.set_progress(id, 25.0).unwrap();
+        assert_eq!(*next(), Event::Progress { id, progress: 25.0 });
+        store.delete_job(id, false).unwrap();
+        assert_eq!(*next(), Event::Deleted { id });
+        // Its own events are published once, not relayed back to it.
+        let own = insert(&api, "b", "b");
+        assert_eq!(next().job_id(), own);
+        let other = insert(&store, "c", "c");
+        assert_eq!(next().job_id(), other, "nothing in between");
+    }
+
+    #[test]
     fn without_postgres_the_sqlite_wait_is_only_a_timer() {
         let store = TestStore::sqlite();
         assert!(!store.wait_for_queued(Duration::from_millis(10)).unwrap());
@@ -1448,7 +1533,8 @@ mod tests {
                 [],
             )
             .unwrap();
-            conn.execute("INSERT INTO people (name, created_at, updated_at) VALUES ('Ann', 't', 't')", []).unwrap();
+            conn.execute("INSERT INTO people (name, created_at, updated_at) VALUES ('Ann', 't', 't')", [])
+                .unwrap();
         }
         let store = Store::open(&path).unwrap();
         assert!(store.job_options(1).unwrap().skip_analysis);

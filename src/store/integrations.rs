@@ -265,16 +265,21 @@ impl Store {
     /// Attempts made for a delivery so far.
     pub fn attempt_count(&self, delivery_id: i64) -> Result<u32> {
         self.read(|c| {
-            Ok(c.query_one("SELECT COUNT(*) FROM webhook_attempts WHERE delivery_id = ?1", params![delivery_id])?
-                .int(0)? as u32)
+            Ok(c.query_one(
+                "SELECT COUNT(*) FROM webhook_attempts WHERE delivery_id = ?1",
+                params![delivery_id],
+            )?
+            .int(0)? as u32)
         })
     }
 
     /// A job's deliveries, oldest first, each with its attempts.
     pub fn deliveries(&self, job_id: i64) -> Result<Vec<Delivery>> {
         self.read(|c| {
-            let sql = format!("SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries WHERE job_id = ?1 ORDER BY id");
-            let mut list = c.query(&sql, params![job_id])?.iter().map(delivery_from_row).collect::<Result<Vec<_>>>()?;
+            let sql =
+                format!("SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries WHERE job_id = ?1 ORDER BY id");
+            let mut list =
+                c.query(&sql, params![job_id])?.iter().map(delivery_from_row).collect::<Result<Vec<_>>>()?;
             for d in &mut list {
                 d.attempts = c
                     .query(

@@ -17,6 +17,8 @@ use super::{Result, StoreError};
 
 /// Channel on which enqueues are announced.
 const CHANNEL: &str = "diarized_jobs";
+/// Channel on which job events are announced to the other nodes.
+const EVENTS: &str = "diarized_events";
 /// Connections kept at most (workers, HTTP threads, watcher and the node's heartbeat share them).
 const MAX_CONNECTIONS: usize = 16;
 /// Serialises migrations of nodes starting together.
@@ -224,6 +226,53 @@ impl Postgres {
     pub fn read<T>(&self, f: impl FnOnce(&mut dyn Conn) -> Result<T>) -> Result<T> {
         let mut pooled = self.get()?;
         f(pooled.conn.as_mut().expect("a pooled connection"))
+    }
+
+    /// Announces a job event (`payload`, JSON) to the other nodes.
+    pub fn announce(&self, payload: &str) -> Result<()> {
+        let mut pooled = self.get()?;
+        let conn = pooled.conn.as_mut().expect("a pooled connection");
+        conn.client.execute("SELECT pg_notify($1, $2)", &[&EVENTS, &payload])?;
+        Ok(())
+    }
+
+    /// Calls `on` with the payload of every job event announced from now on, on a thread of
+    /// its own (listening before this returns); a lost connection is made again.
+    pub fn relay_events(&self, mut on: impl FnMut(&str) + Send + 'static) -> Result<()> {
+        let listen = |config: &postgres::Config| -> Result<Client> {
+            let mut client = config.connect(NoTls)?;
+            client.batch_execute(&format!("LISTEN {EVENTS}"))?;
+            Ok(client)
+        };
+        let mut client = listen(&self.config)?;
+        let config = self.config.clone();
+        std::thread::Builder::new()
+            .name("pg-events".into())
+            .spawn(move || {
+                loop {
+                    let mut notes = client.notifications();
+                    let mut iter = notes.blocking_iter();
+                    let failed = loop {
+                        match iter.next() {
+                            Ok(Some(n)) => on(n.payload()),
+                            Ok(None) => break None,
+                            Err(e) => break Some(e),
+                        }
+                    };
+                    drop(iter);
+                    drop(notes);
+                    tracing::warn!(error = ?failed, "lost the event listener connection; reconnecting");
+                    client = loop {
+                        std::thread::sleep(Duration::from_secs(1));
+                        match listen(&config) {
+                            Ok(c) => break c,
+                            Err(e) => tracing::warn!(error = %e, "cannot listen for job events"),
+                        }
+                    };
+                }
+            })
+            .map_err(|e| StoreError::Decode(format!("cannot start the event listener: {e}")))?;
+        Ok(())
     }
 
     /// Sleeps until another node (or this one) queues a job, or `timeout`; true if woken.

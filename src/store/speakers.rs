@@ -145,7 +145,8 @@ impl Store {
 
     /// The person with this name (case-insensitive), if any.
     pub fn person_by_name(&self, name: &str) -> Result<Option<Person>> {
-        let id = self.read(|c| c.query_opt("SELECT id FROM people WHERE lower(name) = lower(?1)", params![name]))?;
+        let id =
+            self.read(|c| c.query_opt("SELECT id FROM people WHERE lower(name) = lower(?1)", params![name]))?;
         id.map(|r| self.person(r.int(0)?)).transpose()
     }
 
@@ -159,7 +160,10 @@ impl Store {
     pub fn rename_person(&self, id: i64, name: &str) -> Result<Person> {
         let n = self
             .write(|c| {
-                c.execute("UPDATE people SET name = ?2, updated_at = ?3 WHERE id = ?1", params![id, name, now()])
+                c.execute(
+                    "UPDATE people SET name = ?2, updated_at = ?3 WHERE id = ?1",
+                    params![id, name, now()],
+                )
             })
             .map_err(|e| conflict_on_name(e, name))?;
         if n == 0 {
@@ -260,7 +264,10 @@ impl Store {
     /// The stored voice of one speaker (by diarization label) of job `id`.
     pub fn job_voice(&self, id: i64, label: &str) -> Result<Option<Vec<f32>>> {
         let row = self.read(|c| {
-            c.query_opt("SELECT embedding FROM job_voices WHERE job_id = ?1 AND label = ?2", params![id, label])
+            c.query_opt(
+                "SELECT embedding FROM job_voices WHERE job_id = ?1 AND label = ?2",
+                params![id, label],
+            )
         })?;
         Ok(row.map(|r| r.blob(0)).transpose()?.and_then(|b| decode(&b)))
     }
