@@ -12,7 +12,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use common::{Daemon, fixture, json_reply};
+use common::{Daemon, Stream, fixture, json_reply};
 use hmac::{Hmac, Mac};
 use serde_json::Value;
 use sha2::Sha256;
@@ -296,49 +296,6 @@ fn a_restart_mid_retry_still_delivers_once_per_event_id() {
     assert!(hits.iter().all(signature_ok));
 }
 
-/// An open SSE connection: the raw socket after the response head.
-struct Stream {
-    reader: BufReader<TcpStream>,
-}
-
-impl Stream {
-    fn open(d: &Daemon, path: &str) -> Stream {
-        let addr = d.base.trim_start_matches("http://");
-        let mut conn = TcpStream::connect(addr).unwrap();
-        conn.set_read_timeout(Some(LONG)).unwrap();
-        write!(conn, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n\r\n").unwrap();
-        let mut reader = BufReader::new(conn);
-        let mut head = String::new();
-        while !head.ends_with("\r\n\r\n") {
-            assert!(reader.read_line(&mut head).unwrap() > 0, "closed in the head: {head}");
-        }
-        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-        assert!(head.to_ascii_lowercase().contains("content-type: text/event-stream"), "{head}");
-        Stream { reader }
-    }
-
-    /// The next event as (name, data); `None` at the end of the stream. Comments are skipped.
-    fn next(&mut self) -> Option<(String, Value)> {
-        let (mut name, mut data) = (None, None);
-        loop {
-            let mut line = String::new();
-            if self.reader.read_line(&mut line).unwrap() == 0 {
-                return None;
-            }
-            let line = line.trim_end_matches('\n');
-            if line.is_empty() {
-                if let (Some(n), Some(d)) = (name.take(), data.take()) {
-                    return Some((n, d));
-                }
-            } else if let Some(n) = line.strip_prefix("event: ") {
-                name = Some(n.to_string());
-            } else if let Some(d) = line.strip_prefix("data: ") {
-                data = Some(serde_json::from_str(d).unwrap());
-            }
-        }
-    }
-}
-
 #[test]
 fn sse_streams_a_job_to_done_beside_100_subscribers_and_the_api_still_answers() {
     let d = Daemon::start(&[]);
@@ -359,11 +316,11 @@ fn sse_streams_a_job_to_done_beside_100_subscribers_and_the_api_still_answers() 
         );
     };
     timings("no subscriber");
-    let mut all: Vec<Stream> = (0..100).map(|_| Stream::open(&d, "/api/events")).collect();
+    let mut all: Vec<Stream> = (0..100).map(|_| Stream::open(&d, "/api/events", LONG)).collect();
     timings("100 SSE subscribers connected");
 
     let id = upload(&d, "")["id"].as_i64().unwrap();
-    let mut one = Stream::open(&d, &format!("/api/jobs/{id}/events"));
+    let mut one = Stream::open(&d, &format!("/api/jobs/{id}/events"), LONG);
     let (name, first) = one.next().unwrap();
     assert_eq!((name.as_str(), first["status"].as_str()), ("status", Some("uploaded")));
     let reader = std::thread::spawn(move || {
@@ -407,7 +364,7 @@ fn sse_streams_a_job_to_done_beside_100_subscribers_and_the_api_still_answers() 
 #[test]
 fn event_streams_are_capped_at_half_of_max_connections() {
     let d = Daemon::start(&[("MAX_CONNECTIONS", "8")]);
-    let _open: Vec<Stream> = (0..4).map(|_| Stream::open(&d, "/api/events")).collect();
+    let _open: Vec<Stream> = (0..4).map(|_| Stream::open(&d, "/api/events", LONG)).collect();
     let (status, body) = d.get("/api/events");
     assert_eq!(status, 503, "{body}");
     assert!(body["error"].as_str().unwrap().contains("event streams"), "{body}");

@@ -1,5 +1,6 @@
 //! Several processes on one PostgreSQL database and one shared upload folder: one `serve` and
-//! two `worker` nodes drain a queue; a worker killed mid-job loses nothing.
+//! two `worker` nodes drain a queue; a worker killed mid-job loses nothing; the serve node's
+//! event streams follow the jobs the workers run.
 //! Needs `DIARIZED_TEST_PG_URL` (`make test` starts a throwaway cluster).
 
 mod common;
@@ -7,7 +8,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::Daemon;
+use common::{Daemon, Stream};
 use diarized::store::test_support::{ScratchDatabase, postgres_url};
 
 const JOBS: usize = 30;
@@ -65,6 +66,24 @@ fn a_serve_and_two_workers_run_every_job_once_and_take_over_a_killed_workers_job
             job["id"].as_i64().unwrap()
         })
         .collect();
+    // One event stream per job on the serve node; each ends when its job ends, wherever it ran.
+    let streams: Vec<_> = ids
+        .iter()
+        .map(|id| {
+            let mut stream = Stream::open(&serve, &format!("/api/jobs/{id}/events"), WAIT);
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                let mut statuses = Vec::new();
+                while let Some((name, data)) = stream.next() {
+                    if name == "status" {
+                        statuses.push(data["status"].as_str().unwrap_or_default().to_owned());
+                    }
+                }
+                let _ = tx.send(statuses);
+            });
+            rx
+        })
+        .collect();
 
     // Worker A: killed with SIGKILL as soon as it starts its first job (its models are still
     // loading then, so the job is certainly unfinished).
@@ -103,6 +122,13 @@ fn a_serve_and_two_workers_run_every_job_once_and_take_over_a_killed_workers_job
         .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().ends_with(".json"))
         .count();
     assert_eq!(sidecars, JOBS);
+    // The streams of the jobs worker B ran saw them end too (relayed over NOTIFY).
+    for (id, stream) in ids.iter().zip(streams) {
+        let statuses = stream
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|e| panic!("job {id} is done but its event stream did not end: {e}"));
+        assert_eq!(statuses.last().map(String::as_str), Some("done"), "job {id}: {statuses:?}");
+    }
     // The status page lists the nodes with their workers and heartbeat age.
     let (_, status) = serve.get("/api/status");
     let nodes = status["nodes"].as_array().unwrap();

@@ -1,7 +1,8 @@
 //! Test harness: starts the real `diarized` binary on a free port with its own folders.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -239,3 +240,47 @@ pub fn wer(reference: &str, hyp: &str) -> f64 {
 }
 
 pub const JFK: &str = "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country.";
+
+/// An open SSE connection: the raw socket after the response head.
+pub struct Stream {
+    reader: BufReader<TcpStream>,
+}
+
+impl Stream {
+    /// Opens `path` on `d`; a read waits at most `timeout`.
+    pub fn open(d: &Daemon, path: &str, timeout: Duration) -> Stream {
+        let addr = d.base.trim_start_matches("http://");
+        let mut conn = TcpStream::connect(addr).unwrap();
+        conn.set_read_timeout(Some(timeout)).unwrap();
+        write!(conn, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n\r\n").unwrap();
+        let mut reader = BufReader::new(conn);
+        let mut head = String::new();
+        while !head.ends_with("\r\n\r\n") {
+            assert!(reader.read_line(&mut head).unwrap() > 0, "closed in the head: {head}");
+        }
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        assert!(head.to_ascii_lowercase().contains("content-type: text/event-stream"), "{head}");
+        Stream { reader }
+    }
+
+    /// The next event as (name, data); `None` at the end of the stream. Comments are skipped.
+    pub fn next(&mut self) -> Option<(String, Value)> {
+        let (mut name, mut data) = (None, None);
+        loop {
+            let mut line = String::new();
+            if self.reader.read_line(&mut line).unwrap() == 0 {
+                return None;
+            }
+            let line = line.trim_end_matches('\n');
+            if line.is_empty() {
+                if let (Some(n), Some(d)) = (name.take(), data.take()) {
+                    return Some((n, d));
+                }
+            } else if let Some(n) = line.strip_prefix("event: ") {
+                name = Some(n.to_string());
+            } else if let Some(d) = line.strip_prefix("data: ") {
+                data = Some(serde_json::from_str(d).unwrap());
+            }
+        }
+    }
+}
