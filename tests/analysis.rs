@@ -32,7 +32,7 @@ fn gemini_server(analysis: Value, requests: usize) -> (String, std::thread::Join
 }
 
 fn sidecar(d: &Daemon, uuid: &str) -> Value {
-    serde_json::from_slice(&std::fs::read(d.uploads().join(format!("{uuid}.wav.json"))).unwrap()).unwrap()
+    d.sidecar(&format!("{uuid}.wav.json"))
 }
 
 #[test]

@@ -189,9 +189,7 @@ fn run_transcribes_and_conflicts_while_busy() {
     assert!(vtt.starts_with("WEBVTT") && vtt.contains(" --> "), "{vtt}");
     assert_eq!(d.get(&format!("/api/jobs/{id}/transcript?format=doc")).0, 400);
 
-    let sidecar: Value =
-        serde_json::from_slice(&std::fs::read(d.uploads().join(format!("{uuid}.wav.json"))).unwrap())
-            .unwrap();
+    let sidecar = d.sidecar(&format!("{uuid}.wav.json"));
     assert_eq!(sidecar["job"]["status"], "done");
     assert_eq!(sidecar["segments"].as_array().unwrap().len(), segs.len());
 

@@ -140,6 +140,20 @@ impl Daemon {
         self.dir.path().join("uploads")
     }
 
+    /// The sidecar `name` in the upload folder. A job's status turns `done` when its results
+    /// are stored and the sidecar follows, so this waits for it (panics after 30 s).
+    pub fn sidecar(&self, name: &str) -> serde_json::Value {
+        let path = self.uploads().join(name);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(v) = std::fs::read(&path).ok().and_then(|b| serde_json::from_slice(&b).ok()) {
+                return v;
+            }
+            assert!(Instant::now() < deadline, "no sidecar {}\n{}", path.display(), self.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.base, path)
     }
