@@ -25,24 +25,28 @@ pub const MONOLOGUE_TYPES: &[&str] =
 /// Types that fit either.
 pub const EITHER_TYPES: &[&str] = &["podcast", "other"];
 
-/// Every value `conversation_type` takes: the three lists above.
-pub const CONVERSATION_TYPES: &[&str] = &[
-    "meeting",
-    "interview",
-    "phone_call",
-    "debate",
-    "discussion",
-    "casual_conversation",
-    "customer_support",
-    "speech",
-    "lecture",
-    "presentation",
-    "monologue",
-    "voicemail",
-    "dictation",
-    "podcast",
-    "other",
-];
+/// Every value `conversation_type` takes: the three lists above, in order.
+pub const CONVERSATION_TYPES: &[&str] = &ALL_TYPES;
+
+const ALL_TYPES: [&str; MULTI_PARTY_TYPES.len() + MONOLOGUE_TYPES.len() + EITHER_TYPES.len()] =
+    concat_types([MULTI_PARTY_TYPES, MONOLOGUE_TYPES, EITHER_TYPES]);
+
+/// The lists one after the other, at compile time.
+const fn concat_types<const N: usize>(lists: [&[&'static str]; 3]) -> [&'static str; N] {
+    let mut out = [""; N];
+    let (mut i, mut l) = (0, 0);
+    while l < lists.len() {
+        let mut j = 0;
+        while j < lists[l].len() {
+            out[i] = lists[l][j];
+            i += 1;
+            j += 1;
+        }
+        l += 1;
+    }
+    assert!(i == N, "the type lists do not fill the array");
+    out
+}
 
 /// The types a transcript with (`multi_party`) or without several participants may get.
 pub fn allowed_types(multi_party: bool) -> Vec<&'static str> {
