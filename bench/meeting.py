@@ -18,9 +18,11 @@ Setup: `make build` and the `base` model installed (`target/release/diarized mod
 faster-whisper in a virtualenv (FW_PYTHON, default /tmp/fwenv/bin/python: `python3 -m venv
 /tmp/fwenv && /tmp/fwenv/bin/pip install faster-whisper`), which loads the CTranslate2 model that
 `models install base` downloaded (assembled into models-cache/ct2/base); whisper-cli
-built from whisper.cpp v1.8.3, the version whisper-rs-sys bundles (WHISPER_CLI=path).
+built from whisper.cpp v1.8.3, the version whisper-rs-sys bundles, with the build options of
+.cargo/config.toml (`cmake -B build -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON -DGGML_LLAMAFILE=ON
+&& cmake --build build --target whisper-cli`; WHISPER_CLI=path).
 
-Usage: bench/meeting.py [--minutes 5,60] [--threads 2] [--model base]
+Usage: bench/meeting.py [--minutes 5,60] [--threads 2] [--model base] [--repeat 3]
 """
 
 import argparse
@@ -28,6 +30,7 @@ import json
 import os
 import random
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -104,13 +107,20 @@ def meeting(minutes):
     return out
 
 
+REPEAT = 1
+
+
 def timed(cmd, env=None):
-    t0 = time.time()
-    p = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, env=env)
-    wall = time.time() - t0
-    if p.returncode != 0:
-        sys.exit(f"failed: {' '.join(map(str, cmd))}\n{p.stderr[-2000:]}")
-    return wall, p.stdout
+    """Median wall time of REPEAT runs (one run varies by ±15 % on this 2-core machine) and the
+    last run's output."""
+    walls = []
+    for _ in range(REPEAT):
+        t0 = time.time()
+        p = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, env=env)
+        walls.append(time.time() - t0)
+        if p.returncode != 0:
+            sys.exit(f"failed: {' '.join(map(str, cmd))}\n{p.stderr[-2000:]}")
+    return statistics.median(walls), p.stdout
 
 
 def ours(audio, model, threads, **env):
@@ -158,9 +168,12 @@ def main():
     ap.add_argument("--minutes", default="5,60")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--model", default="base")
+    ap.add_argument("--repeat", type=int, default=3, help="runs per row; the median is shown")
     a = ap.parse_args()
+    global REPEAT
+    REPEAT = a.repeat
     t, m = a.threads, a.model
-    print(f"model {m}, {t} threads, load average {os.getloadavg()[0]:.2f}, {os.cpu_count()} CPUs\n")
+    print(f"model {m}, {t} threads, median of {REPEAT} runs per row, load average {os.getloadavg()[0]:.2f}, {os.cpu_count()} CPUs\n")
     for minutes in [int(x) for x in a.minutes.split(",")]:
         audio = meeting(minutes)
         dur = minutes * 60.0
