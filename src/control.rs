@@ -116,7 +116,7 @@ async fn consume(
                     Err(e) => tracing::error!(job = job.id, error = %e, "cannot write exports"),
                 }
             }
-            webhooks.job_changed(&job);
+            webhooks.drain();
         })
         .await;
         if let Err(e) = handled {

@@ -1018,7 +1018,10 @@ mod tests {
 
     use super::*;
 
-    use super::integrations::tests::deliveries_are_scheduled_logged_and_deleted_with_their_job;
+    use super::integrations::tests::{
+        a_job_end_waits_in_the_outbox_until_it_becomes_a_delivery,
+        deliveries_are_scheduled_logged_and_deleted_with_their_job,
+    };
     use super::speakers::tests::people_keep_several_prints_and_lose_them_with_the_person;
 
     /// A store on a fresh database of the backend under test, and how to open it again as
@@ -1085,6 +1088,7 @@ mod tests {
         action_items_and_topics_are_saved_and_patched,
         people_keep_several_prints_and_lose_them_with_the_person,
         deliveries_are_scheduled_logged_and_deleted_with_their_job,
+        a_job_end_waits_in_the_outbox_until_it_becomes_a_delivery,
         a_due_delivery_is_handed_to_one_node_only,
         writes_are_published_after_they_are_stored,
     );

@@ -1,4 +1,5 @@
-//! Signed webhooks (Standard Webhooks): a job's end becomes a delivery row in the store, which
+//! Signed webhooks (Standard Webhooks): a job's end, recorded in the store's outbox in the
+//! transaction that ends it, becomes a delivery row in the store, which
 //! the dispatcher sends with async reqwest, retrying with backoff and jitter until a 2xx, a
 //! final answer or the last attempt. A restart resumes pending deliveries; the `webhook-id`
 //! (the event id) is the same on every attempt, so receivers can drop repeats.
@@ -33,6 +34,8 @@ const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 const CONCURRENCY: usize = 16;
 /// Longest `Retry-After` honoured.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
+/// Status changes turned into deliveries per store transaction.
+const OUTBOX_BATCH: usize = 100;
 /// Longest webhook URL accepted.
 const MAX_URL: usize = 2048;
 
@@ -247,41 +250,53 @@ impl Webhooks {
         }))
     }
 
-    /// Stores a delivery for a job's status change if it has a webhook and the event is
-    /// subscribed (blocking: store access).
-    pub fn job_changed(&self, job: &Job) {
+    /// Turns every recorded status change into a delivery where the job has a webhook (its own,
+    /// or the default for watched-folder jobs) and the event is subscribed; the others are
+    /// dropped. Called for each job event and at start, so changes recorded while no daemon was
+    /// there to see them (a crash right after a job ended) are delivered too. Blocking: store
+    /// access.
+    pub fn drain(&self) {
         let cfg = self.config.get();
-        let Some(kind) = event_type(job.status).filter(|k| cfg.webhook_events.iter().any(|e| e == k)) else {
-            return;
+        let deliver = |job: &Job, status: Status, own_url: Option<&str>| {
+            let kind = event_type(status).filter(|k| cfg.webhook_events.iter().any(|e| e == k))?;
+            let url = match own_url {
+                Some(url) => url.to_string(),
+                None if job.source == Source::Watch => cfg.webhook_url.clone()?,
+                None => return None,
+            };
+            // The job as it is now, with the status this event announces.
+            let job = Job { status, ..job.clone() };
+            Some(NewDelivery {
+                job_id: job.id,
+                event_id: format!("msg_{}", uuid::Uuid::new_v4().simple()),
+                event_type: kind.into(),
+                url,
+                payload: payload(kind, &job),
+            })
         };
-        let url = match self.store.webhook_url(job.id) {
-            Ok(Some(url)) => url,
-            Ok(None) if job.source == Source::Watch => match &cfg.webhook_url {
-                Some(url) => url.clone(),
-                None => return,
-            },
-            Ok(None) => return,
-            Err(e) => return tracing::error!(job = job.id, error = %e, "cannot read the job's webhook"),
-        };
-        let new = NewDelivery {
-            job_id: job.id,
-            event_id: format!("msg_{}", uuid::Uuid::new_v4().simple()),
-            event_type: kind.into(),
-            url,
-            payload: payload(kind, job),
-        };
-        match self.store.insert_delivery(&new) {
-            Ok(Some(_)) => {
-                tracing::debug!(job = job.id, event = kind, id = %new.event_id, "webhook queued");
-                self.wake.notify_one();
+        loop {
+            match self.store.drain_outbox(OUTBOX_BATCH, deliver) {
+                Ok((taken, stored)) => {
+                    if stored > 0 {
+                        tracing::debug!(stored, "webhooks queued");
+                        self.wake.notify_one();
+                    }
+                    if taken < OUTBOX_BATCH {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    return tracing::error!(error = %e, "cannot turn job events into webhook deliveries");
+                }
             }
-            Ok(None) => {}
-            Err(e) => tracing::error!(job = job.id, error = %e, "cannot store a webhook delivery"),
         }
     }
 
     /// Sends due deliveries until the runtime stops.
     pub async fn run(self: Arc<Self>) {
+        // Job ends recorded while no daemon was running (or before it crashed) come first.
+        let this = Arc::clone(&self);
+        let _ = tokio::task::spawn_blocking(move || this.drain()).await;
         loop {
             let this = Arc::clone(&self);
             let polled = tokio::task::spawn_blocking(move || {

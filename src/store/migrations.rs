@@ -190,6 +190,9 @@ pub const MIGRATIONS: &[Migration] = &[
         );
         CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);",
     ),
+    // v8: the job-event outbox (status changes a webhook may announce, written by a trigger in
+    // the same transaction as the change).
+    Migration { sqlite: super::integrations::OUTBOX_SQLITE, postgres: super::integrations::OUTBOX_POSTGRES },
 ];
 
 /// The v2 schema for PostgreSQL (integer ids from an identity column).
