@@ -264,7 +264,7 @@ impl Store {
                 let Some(status) = Status::parse(status) else { continue };
                 let job = self.job_in(c, *job_id)?;
                 let url = c
-                    .query_opt("SELECT url FROM job_webhooks WHERE job_id = ?1", params![job_id])?
+                    .query_opt("SELECT url FROM job_webhooks WHERE job_id = ?1", params![*job_id])?
                     .map(|r| r.text(0))
                     .transpose()?;
                 if let Some(new) = deliver(&job, status, url.as_deref()) {
