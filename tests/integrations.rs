@@ -438,3 +438,24 @@ fn watched_folder_jobs_use_the_configured_default_webhook() {
     assert!(webhook_log(&d, uploaded).is_empty(), "the upload had no webhook");
     assert_eq!(rx.hits().len(), 1, "{:#?}", rx.hits());
 }
+
+#[test]
+fn a_job_that_ended_while_no_daemon_handled_it_still_gets_its_webhook() {
+    let rx = Receiver::start(|_, _| 200);
+    let mut d = Daemon::start(&hooks_env(&[]));
+    let id = upload(&d, &format!("?webhook_url={}", rx.url("/hook")))["id"].as_i64().unwrap();
+    d.signal("TERM");
+    assert_eq!(d.wait_exit(LONG), Some(0), "{}", d.log());
+    // The job's end as a daemon killed right after committing it leaves it: the row is written,
+    // no event handler ever ran (before the outbox this webhook was lost for good).
+    let store = diarized::store::Store::connect(&d.dir.path().join("jobs.db").to_string_lossy()).unwrap();
+    store.finish(id, &diarized::store::Outcome::Done).unwrap();
+    drop(store);
+    let d = d.restart();
+    let hits = rx.wait(LONG, "the job.done delivery after the restart", |h| !h.is_empty());
+    assert_eq!(hits[0].json()["type"], "job.done");
+    assert_eq!(hits[0].json()["job"]["id"], id);
+    assert!(signature_ok(&hits[0]));
+    let log = wait_log(&d, id, |l| l.first().is_some_and(|x| x["state"] == "delivered"));
+    assert_eq!(log.len(), 1, "{log:#?}");
+}
