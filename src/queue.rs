@@ -482,7 +482,7 @@ impl ResultSink for StoreSink<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Source, SpeakerHints};
+    use crate::model::Source;
     use crate::pipeline::{AnalysisInput, Analyzer, Cancelled, Progress, Slot, Transcriber};
     use crate::store::NewJob;
 
@@ -559,17 +559,8 @@ mod tests {
     }
 
     fn add_job(store: &Store, audio: &Path, text: Option<&str>) -> i64 {
-        let job = store
-            .insert_job(&NewJob {
-                uuid: uuid::Uuid::new_v4().to_string(),
-                audio_path: audio.to_string_lossy().into_owned(),
-                original_filename: None,
-                sha256: "x".into(),
-                source: Source::Upload,
-                speakers: SpeakerHints::default(),
-            })
-            .unwrap()
-            .unwrap();
+        let job =
+            store.insert_job(&NewJob::for_test(audio.to_string_lossy(), Source::Upload)).unwrap().unwrap();
         if let Some(text) = text {
             let seg = Segment { start_s: 0.0, end_s: 1.0, text: text.into(), speaker: None, words: vec![] };
             store.save_transcript(job.id, &Transcript { segments: vec![seg], ..Default::default() }).unwrap();

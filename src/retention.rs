@@ -58,7 +58,7 @@ pub async fn run(store: Arc<Store>, config: Arc<ConfigHandle>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Source, SpeakerHints};
+    use crate::model::Source;
     use crate::store::{NewJob, Outcome};
 
     #[test]
@@ -70,18 +70,7 @@ mod tests {
         std::fs::write(dir.path().join("a.wav.json"), b"{}").unwrap();
         std::fs::write(dir.path().join("a.wav.srt"), b"1").unwrap();
         let add = |path: &std::path::Path| {
-            store
-                .insert_job(&NewJob {
-                    uuid: uuid::Uuid::new_v4().to_string(),
-                    audio_path: path.to_string_lossy().into_owned(),
-                    original_filename: None,
-                    sha256: "x".into(),
-                    source: Source::Watch,
-                    speakers: SpeakerHints::default(),
-                })
-                .unwrap()
-                .unwrap()
-                .id
+            store.insert_job(&NewJob::for_test(path.to_string_lossy(), Source::Watch)).unwrap().unwrap().id
         };
         let ended = add(&audio);
         let waiting = add(&dir.path().join("b.wav"));

@@ -95,6 +95,21 @@ pub struct NewJob {
     pub speakers: SpeakerHints,
 }
 
+#[cfg(test)]
+impl NewJob {
+    /// A test job for `audio_path`: a fresh uuid, placeholder hash, no original name or hints.
+    pub(crate) fn for_test(audio_path: impl Into<String>, source: Source) -> Self {
+        NewJob {
+            uuid: uuid::Uuid::new_v4().to_string(),
+            audio_path: audio_path.into(),
+            original_filename: None,
+            sha256: "x".into(),
+            source,
+            speakers: SpeakerHints::default(),
+        }
+    }
+}
+
 /// User edits to a finished job (`PUT /api/jobs/<id>`); `None` leaves a field alone.
 #[derive(Debug, Clone, Default)]
 pub struct JobPatch {

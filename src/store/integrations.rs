@@ -389,20 +389,13 @@ impl Store {
 #[cfg(test)]
 pub(super) mod tests {
     use super::*;
-    use crate::model::{Source, SpeakerHints};
+    use crate::model::Source;
     use crate::store::tests::TestStore;
     use crate::store::{NewJob, Outcome, RunStage};
 
     fn job(store: &Store) -> i64 {
         store
-            .insert_job(&NewJob {
-                uuid: uuid::Uuid::new_v4().to_string(),
-                audio_path: format!("/tmp/{}.wav", uuid::Uuid::new_v4()),
-                original_filename: None,
-                sha256: "x".into(),
-                source: Source::Upload,
-                speakers: SpeakerHints::default(),
-            })
+            .insert_job(&NewJob::for_test(format!("/tmp/{}.wav", uuid::Uuid::new_v4()), Source::Upload))
             .unwrap()
             .unwrap()
             .id

@@ -306,7 +306,7 @@ impl Store {
 #[cfg(test)]
 pub(super) mod tests {
     use super::*;
-    use crate::model::{Source, SpeakerHints};
+    use crate::model::Source;
     use crate::store::NewJob;
     use crate::store::tests::TestStore;
 
@@ -324,17 +324,7 @@ pub(super) mod tests {
         assert!(matches!(store.create_person("alice", &[]), Err(StoreError::Conflict(_))));
         let bob = store.enroll("Bob", &[print(&[0.6, 0.8], "job 1 Speaker01")]).unwrap();
         assert_eq!(store.enroll("bob", &[print(&[0.8, 0.6], "c.wav")]).unwrap().samples.len(), 2);
-        let job = store
-            .insert_job(&NewJob {
-                uuid: "u".into(),
-                audio_path: "uploads/u.wav".into(),
-                original_filename: None,
-                sha256: "s".into(),
-                source: Source::Upload,
-                speakers: SpeakerHints::default(),
-            })
-            .unwrap()
-            .unwrap();
+        let job = store.insert_job(&NewJob::for_test("uploads/u.wav", Source::Upload)).unwrap().unwrap();
         store
             .save_job_references(
                 job.id,
