@@ -199,6 +199,12 @@ fn delivery_from_row(r: &Row) -> Result<Delivery> {
     })
 }
 
+fn webhook_url_in(c: &mut dyn Conn, job_id: i64) -> Result<Option<String>> {
+    c.query_opt("SELECT url FROM job_webhooks WHERE job_id = ?1", params![job_id])?
+        .map(|r| r.text(0))
+        .transpose()
+}
+
 fn insert_delivery_in(c: &mut dyn Conn, new: &NewDelivery) -> Result<Option<i64>> {
     c.query_opt(
         "INSERT INTO webhook_deliveries (job_id, event_id, event_type, url, payload, state,
@@ -228,13 +234,14 @@ impl Store {
     }
 
     /// The webhook target of one job, if it has its own.
+    #[cfg(test)]
     pub fn webhook_url(&self, job_id: i64) -> Result<Option<String>> {
-        self.read(|c| c.query_opt("SELECT url FROM job_webhooks WHERE job_id = ?1", params![job_id]))?
-            .map(|r| r.text(0))
-            .transpose()
+        self.read(|c| webhook_url_in(c, job_id))
     }
 
-    /// Stores a delivery, due at once; `None` if the job is gone.
+    /// Stores a delivery, due at once; `None` if the job is gone. (Deliveries are made by
+    /// [`Store::drain_outbox`]; this stores one directly for tests.)
+    #[cfg(test)]
     pub fn insert_delivery(&self, new: &NewDelivery) -> Result<Option<i64>> {
         self.write(|c| insert_delivery_in(c, new))
     }
@@ -263,10 +270,7 @@ impl Store {
             for (_, job_id, status) in &taken {
                 let Some(status) = Status::parse(status) else { continue };
                 let job = self.job_in(c, *job_id)?;
-                let url = c
-                    .query_opt("SELECT url FROM job_webhooks WHERE job_id = ?1", params![*job_id])?
-                    .map(|r| r.text(0))
-                    .transpose()?;
+                let url = webhook_url_in(c, *job_id)?;
                 if let Some(new) = deliver(&job, status, url.as_deref()) {
                     stored += usize::from(insert_delivery_in(c, &new)?.is_some());
                 }
