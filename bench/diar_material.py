@@ -7,6 +7,7 @@ target/diar-material):
   heldout/  HELD-OUT set: built from other source segments (second half of every AMI excerpt,
             other single-speaker clips or clip halves) and another random seed; never tune on it
   long/     a 60-minute concatenation of the four AMI voices (speaker-count check)
+  longheld/ 30 minutes of the held-out AMI halves and single voices, another seed (never tuned on)
   calib.list, heldout.list, long.list: `wav=rttm` lines for examples/diarize_eval.rs
 
 Item kinds: AMI excerpts at other offsets, concatenations of 1-4 speakers with pauses and gains,
@@ -197,10 +198,10 @@ def build_split(out, name, ami, singles, seed, n_each):
         f.write("\n".join(lines) + "\n")
 
 
-def build_long(out, ami, seed, minutes=60):
-    """Pieces of the four AMI voices (both halves), random order, gains and pauses."""
+def build_long(out, ami, seed, minutes=60, name="long"):
+    """Pieces of the given sources, random order, gains and pauses."""
     rng = random.Random(seed)
-    d = os.path.join(out, "long")
+    d = os.path.join(out, name)
     os.makedirs(d, exist_ok=True)
     gains = {}
     x, turns = array.array("h"), []
@@ -217,9 +218,9 @@ def build_long(out, ami, seed, minutes=60):
         x.extend(seg)
         turns += [(a + t, e + t, w) for a, e, w in tt]
         x.extend(noise(int(rng.uniform(0.3, 2.0) * SR), rng))
-    path = os.path.join(d, f"long{minutes}")
-    write(path, x, turns, "long")
-    with open(os.path.join(out, "long.list"), "w") as f:
+    path = os.path.join(d, f"{name}{minutes}")
+    write(path, x, turns, name)
+    with open(os.path.join(out, f"{name}.list"), "w") as f:
         f.write(f"{path}.wav={path}.rttm\n")
 
 
@@ -258,7 +259,9 @@ def main():
     minutes = int(os.environ.get("LONG_MINUTES", "60"))
     if minutes > 0:
         build_long(out, calib_ami + held_ami, seed=3, minutes=minutes)
-    print(f"material in {out}: calib.list, heldout.list, long.list")
+        # Held out of calibration: other voices too, another order, half the length.
+        build_long(out, held_ami + held_single, seed=4, minutes=minutes // 2, name="longheld")
+    print(f"material in {out}: calib.list, heldout.list, long.list, longheld.list")
 
 
 if __name__ == "__main__":

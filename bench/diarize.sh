@@ -9,7 +9,9 @@ FX=../shared/fixtures
 MAT=${MATERIAL:-target/diar-material}
 cargo build --release --example diarize_eval -q
 BIN=target/release/examples/diarize_eval
-[ -f "$MAT/long.list" ] || python3 bench/diar_material.py "$MAT"
+[ -f "$MAT/longheld.list" ] || python3 bench/diar_material.py "$MAT"
+echo "== 30-minute held-out file (7 voices), 2 threads"
+"$BIN" --threads 2 "$@" "@$MAT/longheld.list"
 echo "== load average: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "== calibration set, 2 threads"
 "$BIN" --threads 2 "$@" "@$MAT/calib.list"
@@ -21,4 +23,6 @@ AMI=("$FX/ami_sample.wav=$FX/ami_sample.rttm" "$FX/ami_dev00.wav=$FX/ami_dev00.r
 "$BIN" --threads 2 "$@" "${AMI[@]}" | tail -1
 echo "== 60-minute file (4 AMI voices), 2 threads: speakers, DER, time, peak RSS"
 /usr/bin/time -f "peak_rss_kb %M  wall_s %e" "$BIN" --threads 2 "$@" "@$MAT/long.list"
+echo "== 30-minute held-out file (7 voices), 2 threads"
+"$BIN" --threads 2 "$@" "@$MAT/longheld.list"
 echo "== load average: $(cut -d' ' -f1-3 /proc/loadavg)"

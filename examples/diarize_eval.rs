@@ -48,6 +48,10 @@ fn cpu_seconds() -> f64 {
 }
 
 fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .init();
     let mut args = std::env::args().skip(1);
     let mut threads = 1;
     let mut models = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/models"));
@@ -61,6 +65,7 @@ fn main() {
             "--step" => params.step_frames = val().parse().unwrap(),
             "--threshold" => params.threshold = val().parse().unwrap(),
             "--min-cluster" => params.min_cluster_size = val().parse().unwrap(),
+            "--min-cluster-share" => params.min_cluster_share = val().parse().unwrap(),
             "--new-speaker" => params.new_speaker_distance = val().parse().unwrap(),
             "--min-train" => params.min_train_s = val().parse().unwrap(),
             "--min-embed" => params.min_embed_s = val().parse().unwrap(),

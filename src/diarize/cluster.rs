@@ -138,6 +138,18 @@ pub fn centroids(x: &[Vec<f32>], labels: &[usize]) -> Vec<Vec<f32>> {
     c
 }
 
+/// Renumbers labels `0..k` in order of first occurrence.
+pub fn first_occurrence(labels: &[usize]) -> Vec<usize> {
+    let mut ids: std::collections::HashMap<usize, usize> = std::collections::HashMap::new();
+    labels
+        .iter()
+        .map(|&l| {
+            let next = ids.len();
+            *ids.entry(l).or_insert(next)
+        })
+        .collect()
+}
+
 /// Index of the most similar centroid.
 pub fn nearest(centroids: &[Vec<f32>], v: &[f32]) -> usize {
     let mut best = 0;

@@ -15,6 +15,7 @@ pub mod rttm;
 pub mod segmentation;
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, Weak};
 
 pub use assign::assign_speakers;
 pub use rttm::{parse_rttm, to_rttm};
@@ -63,6 +64,10 @@ pub struct Params {
     pub min_embed_s: f32,
     /// Clusters with fewer members than this are folded into the nearest larger one.
     pub min_cluster_size: usize,
+    /// …and clusters with fewer than this share of the training embeddings too (the size grows
+    /// with the recording: on an hour-long one, clusters of a few dozen embeddings are the same
+    /// voices in rare conditions, not other people).
+    pub min_cluster_share: f32,
     /// A unit farther than this (cosine distance) from every cluster starts a new speaker.
     pub new_speaker_distance: f32,
     /// Upper bound on the number of speakers when no hint is given.
@@ -80,6 +85,7 @@ impl Default for Params {
             min_train_s: 0.8,
             min_embed_s: 0.3,
             min_cluster_size: 2,
+            min_cluster_share: 0.03,
             new_speaker_distance: 0.9,
             max_speakers: 20,
             max_embed_frames: 250,
@@ -87,10 +93,16 @@ impl Default for Params {
     }
 }
 
-/// The pyannote-style diarizer (segmentation-3.0 + CAM++ + agglomerative clustering).
-pub struct PyannoteDiarizer {
+/// The two ONNX models with their prepared plans (read-only once loaded).
+struct Models {
     seg: Segmenter,
     emb: Embedder,
+}
+
+/// The pyannote-style diarizer (segmentation-3.0 + CAM++ + agglomerative clustering).
+pub struct PyannoteDiarizer {
+    /// Shared by every diarizer of the process loaded from the same files (see [`shared_models`]).
+    models: Arc<Models>,
     fbank: Fbank,
     threads: usize,
     /// Tunables; public so benchmarks can sweep them.
@@ -132,8 +144,7 @@ impl PyannoteDiarizer {
             }
         }
         Ok(Self {
-            seg: Segmenter::load(segmentation)?,
-            emb: Embedder::load(embedding)?,
+            models: shared_models(segmentation, embedding)?,
             fbank: Fbank::new(),
             threads: threads.max(1),
             params: Params::default(),
@@ -162,7 +173,7 @@ impl PyannoteDiarizer {
     fn process_window(&self, samples: &[f32], start: usize) -> Result<WindowOut, DiarizeError> {
         let end = (start + WINDOW).min(samples.len());
         let audio = &samples[start..end];
-        let mut masks = self.seg.run(audio)?;
+        let mut masks = self.models.seg.run(audio)?;
         // Frames centred past the end of the audio are padding.
         for (i, m) in masks.iter_mut().enumerate() {
             if FRAME_CENTER + i * FRAME_STEP >= audio.len() {
@@ -209,7 +220,7 @@ impl PyannoteDiarizer {
                 x.extend_from_slice(&feats[j * NUM_BINS..(j + 1) * NUM_BINS]);
             }
             fbank::subtract_mean(&mut x);
-            let mut e = self.emb.embed(&x)?;
+            let mut e = self.models.emb.embed(&x)?;
             cluster::normalize(&mut e);
             *unit = Some(Unit { emb: e, trains: clean && frames.len() >= min_train });
         }
@@ -272,6 +283,7 @@ impl PyannoteDiarizer {
         }
         let labels = self.cluster(&train, hints);
         let mut cents = cluster::centroids(&train, &labels);
+        let clustered = cents.len();
         // A unit unlike every cluster (e.g. a voice heard only in overlap) is a new speaker,
         // unless the speaker count is fixed or at its maximum.
         let max_k = hints.num_speakers.or(hints.max_speakers).unwrap_or(self.params.max_speakers);
@@ -317,6 +329,7 @@ impl PyannoteDiarizer {
             }
             maps.push(map);
         }
+        tracing::debug!(training = train.len(), clustered, speakers = cents.len(), "diarization speakers");
         let k = cents.len().max(1);
         // Active local speakers without an embedding (too little speech): the global speaker of
         // the neighbouring window's local speaker they share most active frames with; failing
@@ -390,27 +403,37 @@ impl PyannoteDiarizer {
             let k = labels.iter().max().map_or(0, |m| m + 1);
             let mut size = vec![0usize; k];
             labels.iter().for_each(|&l| size[l] += 1);
-            let big: Vec<usize> = (0..k).filter(|&c| size[c] >= p.min_cluster_size).collect();
+            let min_size = p.min_cluster_size.max((x.len() as f32 * p.min_cluster_share).ceil() as usize);
+            let big: Vec<usize> = (0..k).filter(|&c| size[c] >= min_size).collect();
             if !big.is_empty() && big.len() < k && big.len() >= min_k {
                 let cents = cluster::centroids(x, &labels);
                 let big_cents: Vec<Vec<f32>> = big.iter().map(|&c| cents[c].clone()).collect();
                 for (l, v) in labels.iter_mut().zip(x) {
-                    if size[*l] < p.min_cluster_size {
+                    if size[*l] < min_size {
                         *l = big[cluster::nearest(&big_cents, v)];
                     }
                 }
-                let mut ids: Vec<Option<usize>> = vec![None; k];
-                let mut next = 0;
-                for l in labels.iter_mut() {
-                    *l = *ids[*l].get_or_insert_with(|| {
-                        next += 1;
-                        next - 1
-                    });
-                }
+                labels = cluster::first_occurrence(&labels);
             }
         }
         labels
     }
+}
+
+/// The models for these files, shared by every diarizer alive in the process: with several
+/// workers the plans (about 90 MB) are in memory once.
+fn shared_models(segmentation: &Path, embedding: &Path) -> Result<Arc<Models>, DiarizeError> {
+    type Loaded = Vec<((PathBuf, PathBuf), Weak<Models>)>;
+    static LOADED: Mutex<Loaded> = Mutex::new(Vec::new());
+    let key = (segmentation.to_path_buf(), embedding.to_path_buf());
+    let mut loaded = LOADED.lock().unwrap_or_else(|e| e.into_inner());
+    loaded.retain(|(_, m)| m.strong_count() > 0);
+    if let Some(models) = loaded.iter().find(|(k, _)| *k == key).and_then(|(_, m)| m.upgrade()) {
+        return Ok(models);
+    }
+    let models = Arc::new(Models { seg: Segmenter::load(segmentation)?, emb: Embedder::load(embedding)? });
+    loaded.push((key, Arc::downgrade(&models)));
+    Ok(models)
 }
 
 /// Names speakers `Speaker00`, `Speaker01`, … in order of their first turn; also returns the
@@ -483,6 +506,17 @@ impl Diarizer for PyannoteDiarizer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn diarizers_of_the_same_files_share_their_models_while_alive() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
+        let a = PyannoteDiarizer::load(&dir, 1).unwrap();
+        let b = PyannoteDiarizer::load(&dir, 2).unwrap();
+        assert!(Arc::ptr_eq(&a.models, &b.models));
+        let weak = Arc::downgrade(&a.models);
+        drop((a, b));
+        assert!(weak.upgrade().is_none(), "the models are freed with the last diarizer");
+    }
 
     #[test]
     fn fbank_matches_kaldi_reference() {
