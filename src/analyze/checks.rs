@@ -510,6 +510,18 @@ pub fn combine(parts: &[Reply], merged: MergeReply, last: bool) -> Reply {
     }
 }
 
+/// The part of a reply a merge reads, shortened: the summary's first two sentences and the first
+/// [`KEYPOINTS_MIN`] keypoints (topics and action items, which the merge prompt does not show,
+/// are kept whole).
+pub fn gist(reply: &Reply) -> Reply {
+    let summary = sentences(&reply.summary).into_iter().take(2).collect::<Vec<_>>().join(" ");
+    Reply {
+        summary,
+        keypoints: reply.keypoints.iter().take(KEYPOINTS_MIN).cloned().collect(),
+        ..reply.clone()
+    }
+}
+
 /// What happened to a reply on its way to the store.
 #[derive(Debug, Clone)]
 pub struct Reviewed {

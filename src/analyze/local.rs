@@ -382,7 +382,7 @@ impl LocalAnalyzer {
                 replies.push(checks::repair(schema::parse_reply(&text, false)?, &pf, &[]));
             }
             self.last_parts = parts;
-            self.reduce(replies, budget, facts)?
+            self.reduce(replies, facts)?
         };
         let reply = reviewed.reply.clone();
         self.last_review = Some(reviewed);
@@ -390,22 +390,31 @@ impl LocalAnalyzer {
     }
 
     /// Merges part analyses, in groups that fit the context, until one is left; the last merge
-    /// is reviewed against the whole recording's facts.
-    fn reduce(&mut self, mut replies: Vec<Reply>, budget: u32, facts: &Facts) -> Result<Reviewed, String> {
+    /// is reviewed against the whole recording's facts. When no two analyses fit one merge
+    /// prompt, their gist (see [`checks::gist`]) is merged instead; if even that does not fit,
+    /// the context is too small and the analysis fails (it never loops without progress).
+    fn reduce(&mut self, mut replies: Vec<Reply>, facts: &Facts) -> Result<Reviewed, String> {
+        // A merge prompt (its instructions included) and the reply must fit the context.
+        let limit = self.opts.max_context.saturating_sub(self.opts.max_new_tokens + 16);
+        let mut shortened = false;
         loop {
-            let mut groups: Vec<Vec<Reply>> = Vec::new();
-            let mut group: Vec<Reply> = Vec::new();
-            for r in replies {
-                group.push(r);
-                if group.len() > 1 && self.count(&schema::merge_prompt(facts, &group))? > budget {
-                    let last = group.pop().ok_or("empty group")?;
-                    groups.push(std::mem::replace(&mut group, vec![last]));
-                }
-            }
-            groups.push(group);
+            let mut groups =
+                group_by_budget(replies, limit, |g| self.count(&schema::merge_prompt(facts, g)))?;
             if groups.len() == 1 {
                 let group = groups.pop().unwrap_or_default();
                 return self.merge_last(&group, facts);
+            }
+            if groups.iter().all(|g| g.len() == 1) {
+                if shortened {
+                    return Err(format!(
+                        "max_context {} is too small to merge the analyses of the transcript's parts",
+                        self.opts.max_context
+                    ));
+                }
+                tracing::info!(backend = %self.label(), parts = groups.len(), "part analyses too long to merge; merging their gist");
+                shortened = true;
+                replies = groups.into_iter().flatten().map(|r| checks::gist(&r)).collect();
+                continue;
             }
             replies = Vec::with_capacity(groups.len());
             for g in groups {
@@ -468,6 +477,26 @@ impl LocalAnalyzer {
             target = target * 3 / 4;
         }
     }
+}
+
+/// Consecutive groups of `replies` whose merge prompt (`count` tokens) fits `budget`; a reply
+/// that fits with no other forms a group alone.
+fn group_by_budget(
+    replies: Vec<Reply>,
+    budget: u32,
+    mut count: impl FnMut(&[Reply]) -> Result<u32, String>,
+) -> Result<Vec<Vec<Reply>>, String> {
+    let mut groups: Vec<Vec<Reply>> = Vec::new();
+    let mut group: Vec<Reply> = Vec::new();
+    for r in replies {
+        group.push(r);
+        if group.len() > 1 && count(&group)? > budget {
+            let last = group.pop().ok_or("empty group")?;
+            groups.push(std::mem::replace(&mut group, vec![last]));
+        }
+    }
+    groups.push(group);
+    Ok(groups)
 }
 
 /// Groups lines into parts of at most `target` characters; a longer line is cut between words

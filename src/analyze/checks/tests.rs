@@ -326,3 +326,14 @@ fn correction_prompt_keeps_the_language_and_review_prefers_a_grounded_summary() 
     assert!(r.retried);
     assert!(r.reply.summary.contains("Werbung"), "{:?}", r.reply);
 }
+
+#[test]
+fn gist_keeps_two_summary_sentences_and_the_first_keypoints() {
+    let mut r = good();
+    r.summary = "Speaker00 opened. Speaker01 proposed a date. Speaker00 agreed. They left.".into();
+    r.keypoints = (1..=6).map(|i| format!("Point number {i} of the meeting")).collect();
+    let g = gist(&r);
+    assert_eq!(g.summary, "Speaker00 opened. Speaker01 proposed a date.");
+    assert_eq!(g.keypoints, r.keypoints[..KEYPOINTS_MIN]);
+    assert_eq!((g.topics, g.action_items), (r.topics, r.action_items));
+}

@@ -275,3 +275,28 @@ fn splitting_keeps_every_word_and_labels() {
         |s: &str| s.split_whitespace().filter(|w| !w.starts_with("Speaker")).collect::<Vec<_>>().join(" ");
     assert_eq!(words(&parts.join("\n")), words(text));
 }
+
+/// Issue 13 (found by `long_transcript_is_analysed_in_parts_and_merged`): when no two part
+/// analyses fit one merge prompt, every group held one reply and `reduce` looped forever. The
+/// grouping itself is what decides progress.
+#[test]
+fn grouping_for_the_merge_respects_the_budget() {
+    let reply = |s: &str| schema::Reply {
+        conversation_type: "meeting".into(),
+        summary: s.into(),
+        keypoints: vec![],
+        language: "en".into(),
+        topics: vec![],
+        action_items: vec![],
+        clean_transcript: None,
+    };
+    let replies = || ["a", "b", "c", "d", "e"].map(reply).to_vec();
+    let sizes = |g: &Vec<Vec<schema::Reply>>| g.iter().map(Vec::len).collect::<Vec<_>>();
+    // Each reply costs 10 tokens: a budget of 25 takes pairs.
+    let pairs = group_by_budget(replies(), 25, |g| Ok(10 * g.len() as u32)).unwrap();
+    assert_eq!(sizes(&pairs), [2, 2, 1]);
+    // No pair fits: one group per reply, which `reduce` must not loop on.
+    let singles = group_by_budget(replies(), 15, |g| Ok(10 * g.len() as u32)).unwrap();
+    assert!(singles.iter().all(|g| g.len() == 1) && singles.len() == 5);
+    assert!(group_by_budget(replies(), 25, |_| Err("worker gone".into())).is_err());
+}
