@@ -39,6 +39,9 @@ const LANGUAGE_VOTES: usize = 3;
 /// it is at least this sure.
 const SWITCH_P: f32 = 0.8;
 
+/// A stretch of the speech stream this long without any decoded segment is decoded again.
+const REPAIR_GAP_S: f64 = 10.0;
+
 /// Recognition settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AsrOptions {
@@ -196,6 +199,7 @@ impl WhisperTranscriber {
             let probe = self.detects_language();
             let (mut found, windows) = self.run_whisper(&pcm, &language, probe, report, cancelled)?;
             let spans = self.switch_languages(&pcm, &language, windows, &mut found, cancelled)?;
+            self.fill_gaps(&pcm, &language, &mut found, cancelled)?;
             languages.extend(spans.into_iter().map(|(range, language, probability)| ChunkLanguage {
                 start_s: block.map_time(range.start),
                 end_s: block.map_time(range.end),
@@ -319,6 +323,39 @@ impl WhisperTranscriber {
             i = j;
         }
         Ok(spans)
+    }
+
+    /// Gap repair: whisper.cpp sometimes skips a whole window of real speech (a no-speech verdict
+    /// on far-field audio, or a timestamp jumping to the window's end), and which windows it skips
+    /// changes with the smallest numeric difference. The stream holds speech only (the energy gate
+    /// cut the pauses), so a stretch of at least [`REPAIR_GAP_S`] without any segment is decoded
+    /// once more on its own, starting at the gap, without the previous text as context. Bounded:
+    /// one extra pass per gap, at most the gaps' length of audio.
+    fn fill_gaps(
+        &mut self,
+        pcm: &[f32],
+        language: &str,
+        found: &mut Vec<Segment>,
+        cancelled: Cancelled<'_>,
+    ) -> Result<(), StageError> {
+        let len_s = pcm.len() as f64 / SAMPLE_RATE as f64;
+        for gap in gaps(found, len_s, REPAIR_GAP_S) {
+            let sr = SAMPLE_RATE as f64;
+            let slice = &pcm[(gap.start * sr) as usize..((gap.end * sr) as usize).min(pcm.len())];
+            let (again, _) = self.run_whisper(slice, language, false, |_| {}, cancelled)?;
+            let again: Vec<Segment> = again
+                .into_iter()
+                .map(|mut seg| {
+                    retime(&mut seg, |t| (t + gap.start).min(gap.end));
+                    seg
+                })
+                .filter(|seg| seg.start_s < gap.end)
+                .collect();
+            tracing::debug!(start = gap.start, end = gap.end, repaired = again.len(), "gap repair");
+            let at = found.partition_point(|s| s.start_s < gap.start);
+            found.splice(at..at, again);
+        }
+        Ok(())
     }
 
     /// Runs whisper.cpp over `pcm` (seeking continuously); times are relative to `pcm`. With
@@ -637,6 +674,22 @@ fn language_probs(logits: &[f32], sot: WhisperTokenId) -> Vec<f32> {
     exp.into_iter().map(|e| e / sum).collect()
 }
 
+/// Stretches of `0..len_s` of at least `min_s` that no segment covers.
+fn gaps(segments: &[Segment], len_s: f64, min_s: f64) -> Vec<Range<f64>> {
+    let mut out = Vec::new();
+    let mut covered = 0.0f64;
+    for seg in segments {
+        if seg.start_s - covered >= min_s {
+            out.push(covered..seg.start_s);
+        }
+        covered = covered.max(seg.end_s);
+    }
+    if len_s - covered >= min_s {
+        out.push(covered..len_s);
+    }
+    out
+}
+
 /// Maps the times of a segment and its words through `to` (an end never before its start).
 fn retime(seg: &mut Segment, to: impl Fn(f64) -> f64) {
     seg.start_s = to(seg.start_s);
@@ -753,6 +806,20 @@ mod tests {
 
     fn tone(seconds: f64, amp: f32) -> Vec<f32> {
         (0..(seconds * 16_000.0) as usize).map(|i| amp * (i as f32 * 0.05).sin()).collect()
+    }
+
+    fn seg(start_s: f64, end_s: f64) -> Segment {
+        Segment { start_s, end_s, text: "x".into(), speaker: None, words: Vec::new() }
+    }
+
+    #[test]
+    fn gaps_are_the_long_uncovered_stretches() {
+        let segs = [seg(0.0, 5.0), seg(4.0, 10.0), seg(12.0, 20.0), seg(40.0, 50.0)];
+        assert_eq!(gaps(&segs, 60.0, 6.0), vec![20.0..40.0, 50.0..60.0]);
+        assert_eq!(gaps(&segs, 55.0, 6.0), vec![20.0..40.0]);
+        assert_eq!(gaps(&segs, 60.0, 10.0), vec![20.0..40.0, 50.0..60.0]);
+        assert_eq!(gaps(&[], 8.0, 6.0), vec![0.0..8.0]);
+        assert!(gaps(&[], 5.0, 6.0).is_empty());
     }
 
     #[test]
