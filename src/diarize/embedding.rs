@@ -1,10 +1,12 @@
 //! CAM++ speaker embeddings from Kaldi fbank features, with fixed-shape plans per length bucket.
 //!
 //! The features of one speaker are tiled (repeated) up to the nearest bucket length, which keeps
-//! the frame statistics that the pooling layer sees, so each bucket needs only one plan.
+//! the frame statistics that the pooling layer sees, so each bucket needs only one plan. Plans
+//! are built when a bucket is first used (the smallest at load, which also checks the model):
+//! with embeddings capped at 250 frames the largest is never needed.
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use tract_onnx::prelude::*;
 
@@ -18,15 +20,22 @@ pub const DIM: usize = 192;
 /// Frames of one segment of CAM++'s segment pooling (after its stride-2 layer).
 const SEG_LEN: usize = 100;
 
-struct Bucket {
-    frames: usize,
+/// The runnable model for one input length.
+struct Plan {
     plan: Arc<TypedSimplePlan>,
     seg_avg: Tensor,
     seg_expand: Tensor,
 }
 
+struct Bucket {
+    frames: usize,
+    /// Built on first use; a failure is kept (as its message) and reported on every use.
+    plan: OnceLock<Result<Plan, String>>,
+}
+
 /// A loaded CAM++ model.
 pub struct Embedder {
+    proto: InferenceModel,
     buckets: Vec<Bucket>,
 }
 
@@ -47,30 +56,40 @@ fn seg_matrices(t: usize) -> (usize, usize, Vec<f32>, Vec<f32>) {
 }
 
 impl Embedder {
-    /// Loads the ONNX export and builds one fixed-shape plan per bucket.
+    /// Loads the ONNX export and builds the smallest bucket's plan.
     pub fn load(path: &Path) -> Result<Self, DiarizeError> {
-        let err = |e: TractError| DiarizeError::Model(format!("{}: {e:#}", path.display()));
-        let proto = tract_onnx::onnx().model_for_path(path).map_err(err)?;
-        let mut buckets = Vec::new();
-        for &frames in &BUCKETS {
+        let proto = tract_onnx::onnx()
+            .model_for_path(path)
+            .map_err(|e| DiarizeError::Model(format!("{}: {e:#}", path.display())))?;
+        let buckets = BUCKETS.iter().map(|&frames| Bucket { frames, plan: OnceLock::new() }).collect();
+        let embedder = Self { proto, buckets };
+        embedder
+            .plan(&embedder.buckets[0])
+            .map_err(|e| DiarizeError::Model(format!("{}: {e}", path.display())))?;
+        Ok(embedder)
+    }
+
+    /// The bucket's plan, built on first use.
+    fn plan<'a>(&'a self, bucket: &'a Bucket) -> Result<&'a Plan, DiarizeError> {
+        let built = bucket.plan.get_or_init(|| {
+            let frames = bucket.frames;
             let (t2, s, avg, expand) = seg_matrices(frames);
-            let plan = proto
-                .clone()
-                .with_input_fact(0, f32::fact([1, frames, NUM_BINS]).into())
-                .map_err(err)?
-                .with_input_fact(1, f32::fact([t2, s]).into())
-                .map_err(err)?
-                .with_input_fact(2, f32::fact([s, t2]).into())
-                .map_err(err)?
-                .into_optimized()
-                .map_err(err)?
-                .into_runnable()
-                .map_err(err)?;
-            let seg_avg = Tensor::from_shape(&[t2, s], &avg).map_err(err)?;
-            let seg_expand = Tensor::from_shape(&[s, t2], &expand).map_err(err)?;
-            buckets.push(Bucket { frames, plan, seg_avg, seg_expand });
-        }
-        Ok(Self { buckets })
+            let build = || -> TractResult<Plan> {
+                let plan = self
+                    .proto
+                    .clone()
+                    .with_input_fact(0, f32::fact([1, frames, NUM_BINS]).into())?
+                    .with_input_fact(1, f32::fact([t2, s]).into())?
+                    .with_input_fact(2, f32::fact([s, t2]).into())?
+                    .into_optimized()?
+                    .into_runnable()?;
+                let seg_avg = Tensor::from_shape(&[t2, s], &avg)?;
+                let seg_expand = Tensor::from_shape(&[s, t2], &expand)?;
+                Ok(Plan { plan, seg_avg, seg_expand })
+            };
+            build().map_err(|e| format!("{frames}-frame plan: {e:#}"))
+        });
+        built.as_ref().map_err(|e| DiarizeError::Model(e.clone()))
     }
 
     /// Embeds mean-normalised features `[frames][NUM_BINS]` (at least one frame). Inputs longer than
@@ -89,9 +108,10 @@ impl Embedder {
         }
         let err = |e: TractError| DiarizeError::Model(format!("{e:#}"));
         let x = Tensor::from_shape(&[1, bucket.frames, NUM_BINS], &input).map_err(err)?;
-        let out = bucket
+        let plan = self.plan(bucket)?;
+        let out = plan
             .plan
-            .run(tvec!(x.into(), bucket.seg_avg.clone().into(), bucket.seg_expand.clone().into()))
+            .run(tvec!(x.into(), plan.seg_avg.clone().into(), plan.seg_expand.clone().into()))
             .map_err(err)?;
         let emb = out[0].to_plain_array_view::<f32>().map_err(err)?;
         let v: Vec<f32> = emb.iter().copied().collect();
