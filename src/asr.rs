@@ -23,7 +23,7 @@ use whisper_rs_sys as sys;
 
 use crate::audio::{Audio, SAMPLE_RATE};
 use crate::model::{DecodeOptions, Segment, Transcript, Word};
-use crate::pipeline::{CANCELLED, Cancelled, Progress, StageError, Transcriber};
+use crate::pipeline::{CANCELLED, Cancelled, Progress, SegmentSink, StageError, Transcriber};
 
 const STAGE: &str = "transcribe";
 /// One Whisper encoder window.
@@ -130,7 +130,7 @@ impl WhisperTranscriber {
         cancelled: Cancelled<'_>,
     ) -> Result<(Transcript, Vec<ChunkLanguage>), StageError> {
         self.decode = DecodeOptions::default();
-        self.transcribe_file(audio, progress, cancelled)
+        self.transcribe_file(audio, progress, &|_| {}, cancelled)
     }
 
     /// Checks a job's settings against this model and makes them the current ones.
@@ -183,6 +183,7 @@ impl WhisperTranscriber {
         &mut self,
         audio: &Audio,
         progress: Progress<'_>,
+        live: SegmentSink<'_>,
         cancelled: Cancelled<'_>,
     ) -> Result<(Transcript, Vec<ChunkLanguage>), StageError> {
         let speech = Speech::detect(&audio.samples);
@@ -196,8 +197,12 @@ impl WhisperTranscriber {
             let pcm = block.pcm(&audio.samples);
             let (before, share) = (done as f32 / total, pcm.len() as f32 / total);
             let report = |p: f32| progress(before + share * p);
+            let show = |mut seg: Segment| {
+                retime(&mut seg, |t| block.map_time(t));
+                live(&seg);
+            };
             let probe = self.detects_language();
-            let (mut found, windows) = self.run_whisper(&pcm, &language, probe, report, cancelled)?;
+            let (mut found, windows) = self.run_whisper(&pcm, &language, probe, report, show, cancelled)?;
             let spans = self.switch_languages(&pcm, &language, windows, &mut found, cancelled)?;
             self.fill_gaps(&pcm, &language, &mut found, cancelled)?;
             languages.extend(spans.into_iter().map(|(range, language, probability)| ChunkLanguage {
@@ -313,7 +318,7 @@ impl WhisperTranscriber {
             tracing::debug!(start = range.start, end = range.end, language = %code, "language switch");
             let sr = SAMPLE_RATE as f64;
             let slice = &pcm[(range.start * sr) as usize..((range.end * sr) as usize).min(pcm.len())];
-            let (mut again, _) = self.run_whisper(slice, &code, false, |_| {}, cancelled)?;
+            let (mut again, _) = self.run_whisper(slice, &code, false, |_| {}, |_| {}, cancelled)?;
             for seg in &mut again {
                 retime(seg, |t| t + range.start);
             }
@@ -342,7 +347,7 @@ impl WhisperTranscriber {
         for gap in gaps(found, len_s, REPAIR_GAP_S) {
             let sr = SAMPLE_RATE as f64;
             let slice = &pcm[(gap.start * sr) as usize..((gap.end * sr) as usize).min(pcm.len())];
-            let (again, _) = self.run_whisper(slice, language, false, |_| {}, cancelled)?;
+            let (again, _) = self.run_whisper(slice, language, false, |_| {}, |_| {}, cancelled)?;
             let again: Vec<Segment> = again
                 .into_iter()
                 .map(|mut seg| {
@@ -359,13 +364,15 @@ impl WhisperTranscriber {
     }
 
     /// Runs whisper.cpp over `pcm` (seeking continuously); times are relative to `pcm`. With
-    /// language detection on, also returns the language of every window it decoded.
+    /// language detection on, also returns the language of every window it decoded. Each
+    /// segment is also shown to `live` as soon as whisper.cpp has it (text and times only).
     fn run_whisper(
         &mut self,
         pcm: &[f32],
         language: &str,
         probe_languages: bool,
         progress: impl Fn(f32) + Sync,
+        live: impl Fn(Segment) + Sync,
         cancelled: Cancelled<'_>,
     ) -> Result<(Vec<Segment>, Vec<Window>), StageError> {
         let strategy = match self.opts.beam_size {
@@ -396,13 +403,17 @@ impl WhisperTranscriber {
         params.set_n_max_text_ctx(64);
         params.set_suppress_blank(true);
         params.set_suppress_nst(true);
-        // whisper-rs wants a 'static progress closure (and never frees it): it only sends the
-        // percentage to a channel, relayed to the caller's borrowed callback by a scoped thread
+        // whisper-rs wants 'static progress and segment closures (and never frees them): they
+        // only send to a channel, relayed to the caller's borrowed callbacks by a scoped thread
         // until the end marker is sent.
-        let (tx, rx) = std::sync::mpsc::channel::<i32>();
+        let (tx, rx) = std::sync::mpsc::channel::<Relay>();
         let end = tx.clone();
+        let segment_tx = tx.clone();
         params.set_progress_callback_safe(move |p: i32| {
-            let _ = tx.send(p.clamp(0, 100));
+            let _ = tx.send(Relay::Progress(p.clamp(0, 100)));
+        });
+        params.set_segment_callback_safe_lossy(move |d: whisper_rs::SegmentCallbackData| {
+            let _ = segment_tx.send(Relay::Segment(d));
         });
         let threads = self.opts.threads as i32;
         let mut probe =
@@ -420,17 +431,25 @@ impl WhisperTranscriber {
             params.set_abort_callback_user_data(&cancelled as *const Cancelled<'_> as *mut c_void);
         }
         let result = std::thread::scope(|s| {
-            let progress = &progress;
+            let (progress, live) = (&progress, &live);
             s.spawn(move || {
-                while let Ok(p) = rx.recv() {
-                    if p < 0 {
-                        break;
+                while let Ok(msg) = rx.recv() {
+                    match msg {
+                        Relay::Progress(p) => progress(p as f32 / 100.0),
+                        Relay::Segment(d) if !d.text.trim().is_empty() => live(Segment {
+                            start_s: d.start_timestamp as f64 / 100.0,
+                            end_s: d.end_timestamp as f64 / 100.0,
+                            text: d.text.trim().to_string(),
+                            speaker: None,
+                            words: Vec::new(),
+                        }),
+                        Relay::Segment(_) => {}
+                        Relay::End => break,
                     }
-                    progress(p as f32 / 100.0);
                 }
             });
             let r = self.state.full(params, pcm);
-            let _ = end.send(-1);
+            let _ = end.send(Relay::End);
             r
         });
         if cancelled() {
@@ -519,10 +538,11 @@ impl Transcriber for WhisperTranscriber {
         audio: &Audio,
         options: &DecodeOptions,
         progress: Progress<'_>,
+        segments: SegmentSink<'_>,
         cancelled: Cancelled<'_>,
     ) -> Result<Transcript, StageError> {
         self.set_decode(options)?;
-        self.transcribe_file(audio, progress, cancelled).map(|(t, _)| t)
+        self.transcribe_file(audio, progress, segments, cancelled).map(|(t, _)| t)
     }
 
     fn name(&self) -> String {
@@ -550,6 +570,13 @@ fn shared_context(path: &Path) -> Result<Arc<WhisperContext>, StageError> {
     let ctx = Arc::new(ctx);
     loaded.push((path.to_path_buf(), Arc::downgrade(&ctx)));
     Ok(ctx)
+}
+
+/// What whisper.cpp's callbacks send to the relay thread of [`WhisperTranscriber::run_whisper`].
+enum Relay {
+    Progress(i32),
+    Segment(whisper_rs::SegmentCallbackData),
+    End,
 }
 
 /// Whether Whisper knows the ISO 639-1 code `code` (`en`, `de`, …).

@@ -26,6 +26,10 @@ impl StageError {
 /// Progress callback: fraction 0.0–1.0 of the current stage.
 pub type Progress<'a> = &'a (dyn Fn(f32) + Sync);
 
+/// New segments as the transcriber decodes them, times in the file: a live preview (the final
+/// transcript may still change: re-decoded windows, dropped repetitions).
+pub type SegmentSink<'a> = &'a (dyn Fn(&Segment) + Sync);
+
 /// Cancellation check: true once the run should stop (polled inside long stages).
 pub type Cancelled<'a> = &'a (dyn Fn() -> bool + Sync);
 
@@ -38,12 +42,14 @@ pub trait Transcriber: Send {
         progress: Progress<'_>,
         cancelled: Cancelled<'_>,
     ) -> Result<Transcript, StageError>;
-    /// Transcribes with per-job settings; a transcriber that has none refuses any but the default.
+    /// Transcribes with per-job settings, showing segments as they are decoded (a transcriber
+    /// that cannot shows none); one that has no settings refuses any but the default.
     fn transcribe_with(
         &mut self,
         audio: &Audio,
         options: &DecodeOptions,
         progress: Progress<'_>,
+        _segments: SegmentSink<'_>,
         cancelled: Cancelled<'_>,
     ) -> Result<Transcript, StageError> {
         if *options != DecodeOptions::default() {
@@ -136,6 +142,8 @@ pub trait ResultSink: Sync {
     }
     /// Overall progress, 0–100.
     fn progress(&self, percent: f32);
+    /// A segment just decoded (a preview, replaced by [`ResultSink::transcript`]).
+    fn partial_segment(&self, _segment: &Segment) {}
     /// Whether the run was cancelled; the runner checks it between stages.
     fn cancelled(&self) -> bool {
         false
@@ -193,8 +201,9 @@ impl Stages {
             Slot::Unavailable(why) => return Err(StageError::new("transcribe", why.clone())),
         };
         let report = |f: f32| sink.progress(DECODED + f.clamp(0.0, 1.0) * (TRANSCRIBED - DECODED));
+        let partial = |s: &Segment| sink.partial_segment(s);
         let transcript =
-            transcriber.transcribe_with(&audio, &options.decode, &report, &|| sink.cancelled())?;
+            transcriber.transcribe_with(&audio, &options.decode, &report, &partial, &|| sink.cancelled())?;
         check_cancelled(sink, "transcribe")?;
         sink.transcript(&transcript)?;
         sink.progress(TRANSCRIBED);

@@ -37,7 +37,11 @@ pub type CancelFlag = Arc<AtomicBool>;
 struct Running {
     id: i64,
     cancel: CancelFlag,
+    /// Segments shown by the transcriber so far (this run's live preview).
+    live: LiveSegments,
 }
+
+type LiveSegments = Arc<Mutex<Vec<Segment>>>;
 
 /// The shared queue state.
 pub struct Queue {
@@ -58,6 +62,13 @@ pub struct Queue {
 }
 
 impl Queue {
+    /// The segments a job running in this process has decoded so far, from the `from`-th on
+    /// (empty when it runs elsewhere or is not transcribing).
+    pub fn live_segments(&self, id: i64, from: usize) -> Vec<Segment> {
+        let live = lock(&self.running).values().find(|r| r.id == id).map(|r| Arc::clone(&r.live));
+        live.map(|l| lock(&l).get(from..).map(<[Segment]>::to_vec).unwrap_or_default()).unwrap_or_default()
+    }
+
     /// Creates the queue and puts interrupted jobs back in it.
     pub fn new(store: Arc<Store>, config: Arc<ConfigHandle>) -> Result<Arc<Self>, StoreError> {
         let (requeued, failed) = store.requeue_interrupted()?;
@@ -216,10 +227,12 @@ impl Queue {
                 continue;
             };
             let cancel = CancelFlag::default();
+            let live = LiveSegments::default();
             {
                 let mut running = lock(&self.running);
                 cancel.store(lock(&self.early_cancels).remove(&job.id), Ordering::SeqCst);
-                running.insert(index, Running { id: job.id, cancel: Arc::clone(&cancel) });
+                let entry = Running { id: job.id, cancel: Arc::clone(&cancel), live: Arc::clone(&live) };
+                running.insert(index, entry);
             }
             let cfg = self.config.get();
             let started = Instant::now();
@@ -230,7 +243,7 @@ impl Queue {
                     stages = Some((generation, factory(&cfg)));
                 }
                 let (_, st) = stages.as_mut().expect("stages were just built");
-                self.run_job(st, &job, stage, &cfg, &cancel)
+                self.run_job(st, &job, stage, &cfg, &cancel, &live)
             }));
             let outcome = match run {
                 Ok(Ok(())) => Outcome::Done,
@@ -265,12 +278,14 @@ impl Queue {
         stage: RunStage,
         cfg: &Config,
         cancel: &CancelFlag,
+        live: &LiveSegments,
     ) -> Result<(), StageError> {
         let mut sink = StoreSink {
             store: &self.store,
             id: job.id,
             last_percent: AtomicU32::new(u32::MAX),
             cancel: Arc::clone(cancel),
+            live,
         };
         match stage {
             RunStage::All => {
@@ -441,6 +456,7 @@ struct StoreSink<'a> {
     /// Last whole percent written, so progress costs one write per percent at most.
     last_percent: AtomicU32,
     cancel: CancelFlag,
+    live: &'a LiveSegments,
 }
 
 fn stored<T>(r: Result<T, StoreError>) -> Result<T, StageError> {
@@ -473,6 +489,9 @@ impl ResultSink for StoreSink<'_> {
         if let Err(e) = self.store.set_progress(self.id, percent) {
             tracing::debug!(job = self.id, error = %e, "progress not saved");
         }
+    }
+    fn partial_segment(&self, segment: &Segment) {
+        lock(self.live).push(segment.clone());
     }
     fn cancelled(&self) -> bool {
         self.cancel.load(Ordering::SeqCst)
@@ -532,13 +551,15 @@ mod tests {
             progress: Progress<'_>,
             cancelled: Cancelled<'_>,
         ) -> Result<Transcript, StageError> {
-            self.transcribe_with(audio, &crate::model::DecodeOptions::default(), progress, cancelled)
+            let options = crate::model::DecodeOptions::default();
+            self.transcribe_with(audio, &options, progress, &|_| {}, cancelled)
         }
         fn transcribe_with(
             &mut self,
             _: &crate::audio::Audio,
             options: &crate::model::DecodeOptions,
             _: Progress<'_>,
+            _: crate::pipeline::SegmentSink<'_>,
             _: Cancelled<'_>,
         ) -> Result<Transcript, StageError> {
             let text = format!("{:?} {:?} {:?}", options.language, options.prompt, options.temperature);

@@ -285,11 +285,17 @@ fn per_job_decode_options_apply_to_their_job_only() {
 
     let mut base = load("base");
     let german = DecodeOptions { language: Some("de".into()), ..Default::default() };
-    let t = base.transcribe_with(&audio("de_cheetah_test.wav"), &german, &progress, &cancelled).unwrap();
+    let live = std::sync::Mutex::new(Vec::new());
+    let show = |s: &diarized::model::Segment| live.lock().unwrap().push(s.clone());
+    let t =
+        base.transcribe_with(&audio("de_cheetah_test.wav"), &german, &progress, &show, &cancelled).unwrap();
+    // The segments were shown as they were decoded, the same text as the result.
+    let shown = live.lock().unwrap().iter().map(|s| s.text.clone()).collect::<Vec<_>>().join(" ");
+    assert_eq!(shown, t.text(), "live segments");
     assert_eq!(t.language.as_deref(), Some("de"));
     assert!(t.text().to_lowercase().contains("werbung"), "{}", t.text());
     // The next job, without options, has its language detected again.
-    let t = base.transcribe_with(&jfk, &DecodeOptions::default(), &progress, &cancelled).unwrap();
+    let t = base.transcribe_with(&jfk, &DecodeOptions::default(), &progress, &|_| {}, &cancelled).unwrap();
     assert_eq!(t.language.as_deref(), Some("en"), "{}", t.text());
     assert!(wer(JFK, &t.text()) <= 0.2, "{}", t.text());
 
@@ -299,16 +305,47 @@ fn per_job_decode_options_apply_to_their_job_only() {
         DecodeOptions { language: Some("xx".into()), ..Default::default() },
         DecodeOptions { temperature: Some(1.5), ..Default::default() },
     ] {
-        assert!(tiny.transcribe_with(&jfk, &bad, &progress, &cancelled).is_err(), "{bad:?}");
+        assert!(tiny.transcribe_with(&jfk, &bad, &progress, &|_| {}, &cancelled).is_err(), "{bad:?}");
     }
     let prompted = DecodeOptions {
         prompt: Some("President Kennedy's inaugural address, 1961.".into()),
         temperature: Some(0.2),
         ..Default::default()
     };
-    let t = tiny.transcribe_with(&jfk, &prompted, &progress, &cancelled).unwrap();
+    let t = tiny.transcribe_with(&jfk, &prompted, &progress, &|_| {}, &cancelled).unwrap();
     assert!(wer(JFK, &t.text()) <= 0.2, "{}", t.text());
     // A prompt longer than Whisper's context is cut to its end, not refused.
     let long = DecodeOptions { prompt: Some("ask not ".repeat(200)), ..Default::default() };
-    assert!(tiny.transcribe_with(&jfk, &long, &progress, &cancelled).is_ok());
+    assert!(tiny.transcribe_with(&jfk, &long, &progress, &|_| {}, &cancelled).is_ok());
+}
+
+/// `stream=true` shows segments while the job is still transcribing (issue 11: deltas came only
+/// once the whole transcript was stored). The first delta must arrive while the job's stored
+/// segments are still empty.
+#[test]
+fn stream_deltas_arrive_while_the_job_is_still_transcribing() {
+    let dir = tempfile::tempdir().unwrap();
+    let long = dir.path().join("jfk16.wav");
+    let jfk = fixture("jfk.wav");
+    let status = Command::new("sox").args(vec![&jfk; 16]).arg(&long).status().expect("sox runs");
+    assert!(status.success());
+    let d = Daemon::start(&[("API_TOKEN", TOKEN)]);
+    let form = Form::new().file("file", &long).unwrap().text("model", "whisper-1").text("stream", "true");
+    let r = authed(Daemon::client().post(d.url("/v1/audio/transcriptions"))).multipart(form).send().unwrap();
+    assert_eq!(r.status(), 200);
+    let (_, jobs) = get(&d, "/api/jobs");
+    let id = jobs[0]["id"].as_i64().unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(r));
+    let first = lines.by_ref().map_while(Result::ok).find(|l| l.starts_with("data: ")).expect("an event");
+    let (_, job) = get(&d, &format!("/api/jobs/{id}"));
+    let (_, stored) = get(&d, &format!("/api/jobs/{id}/segments"));
+    let event: Value = serde_json::from_str(&first["data: ".len()..]).unwrap();
+    assert_eq!(event["type"], "transcript.text.delta", "{event}");
+    assert_eq!(job["status"], "processing", "{job}");
+    assert_eq!(stored, json!([]), "the first delta came only after the transcript was stored");
+    // The rest of the stream ends with the whole text.
+    let rest: Vec<String> = lines.map_while(Result::ok).filter(|l| l.starts_with("data: ")).collect();
+    let done: Value = serde_json::from_str(&rest.last().unwrap()["data: ".len()..]).unwrap();
+    assert_eq!(done["type"], "transcript.text.done", "{done}");
+    assert!(done["text"].as_str().unwrap().matches("country").count() >= 12, "{done}");
 }

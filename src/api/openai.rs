@@ -392,9 +392,11 @@ fn finished(api: &Api, job: Job) -> Result<JobResult, OpenAiError> {
     }
 }
 
-/// `stream=true`: the job's transcript as server-sent events. Deltas go out once the
-/// transcription stage has stored its segments (whisper's own segments are not reported
-/// earlier by the pipeline); segments with speakers and `transcript.text.done` when the job ends.
+/// `stream=true`: the job's transcript as server-sent events. Deltas go out as the transcriber
+/// decodes segments (when the job runs in this process; on another node, once the transcription
+/// stage has stored its segments); segments with speakers and `transcript.text.done` when the
+/// job ends. Deltas are a preview: the final segments may differ (a re-decoded window), so
+/// `transcript.text.done` carries the text to keep.
 struct Streaming {
     id: i64,
     /// The wait slot, held while the stream is open.
@@ -411,7 +413,7 @@ impl Streaming {
     }
 
     fn relay(&self, api: &Api, sse: &mut Sse) -> io::Result<()> {
-        let mut deltas_sent = false;
+        let mut sent = 0;
         loop {
             let job = match api.queue.wait_until_finished(self.id, POLL) {
                 Ok(job) => job,
@@ -420,9 +422,7 @@ impl Streaming {
             if !matches!(job.status, Status::Queued | Status::Processing) {
                 return match finished(api, job) {
                     Ok(result) => {
-                        if !deltas_sent {
-                            sse.deltas(&result.segments)?;
-                        }
+                        sse.deltas(sent, result.segments.get(sent..).unwrap_or_default())?;
                         for (i, s) in result.segments.iter().enumerate() {
                             sse.event(&shapes::segment_event(i, s))?;
                         }
@@ -434,16 +434,16 @@ impl Streaming {
             if let Err(e) = limits::unless_stopping(&api.queue, &job) {
                 return sse.error(&e.into());
             }
-            if !deltas_sent {
-                match api.store.segments(self.id) {
-                    Ok(segments) if !segments.is_empty() => {
-                        sse.deltas(&segments)?;
-                        deltas_sent = true;
-                    }
-                    Ok(_) => {}
+            let mut new = api.queue.live_segments(self.id, sent);
+            if new.is_empty() && sent == 0 {
+                // Running on another node: its stored segments, once transcribed.
+                new = match api.store.segments(self.id) {
+                    Ok(segments) => segments,
                     Err(e) => return sse.error(&e.into()),
-                }
+                };
             }
+            sse.deltas(sent, &new)?;
+            sent += new.len();
             sse.keepalive()?;
         }
     }
@@ -478,8 +478,9 @@ impl Sse {
         self.chunk(&format!("data: {value}\n\n"))
     }
 
-    fn deltas(&mut self, segments: &[crate::model::Segment]) -> io::Result<()> {
-        segments.iter().enumerate().try_for_each(|(i, s)| self.event(&shapes::delta_event(i, s)))
+    /// `transcript.text.delta` events for `segments`, the first being segment number `first`.
+    fn deltas(&mut self, first: usize, segments: &[crate::model::Segment]) -> io::Result<()> {
+        segments.iter().enumerate().try_for_each(|(i, s)| self.event(&shapes::delta_event(first + i, s)))
     }
 
     /// An error event; OpenAI's clients raise it.
