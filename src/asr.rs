@@ -316,12 +316,7 @@ impl WhisperTranscriber {
             let range = spans[i].0.start..spans[j - 1].0.end;
             let code = spans[i].1.clone();
             tracing::debug!(start = range.start, end = range.end, language = %code, "language switch");
-            let sr = SAMPLE_RATE as f64;
-            let slice = &pcm[(range.start * sr) as usize..((range.end * sr) as usize).min(pcm.len())];
-            let (mut again, _) = self.run_whisper(slice, &code, false, |_| {}, |_| {}, cancelled)?;
-            for seg in &mut again {
-                retime(seg, |t| t + range.start);
-            }
+            let again = self.redecode(pcm, range.clone(), &code, cancelled)?;
             found.retain(|s| !range.contains(&s.start_s));
             let at = found.partition_point(|s| s.start_s < range.start);
             found.splice(at..at, again);
@@ -345,13 +340,11 @@ impl WhisperTranscriber {
     ) -> Result<(), StageError> {
         let len_s = pcm.len() as f64 / SAMPLE_RATE as f64;
         for gap in gaps(found, len_s, REPAIR_GAP_S) {
-            let sr = SAMPLE_RATE as f64;
-            let slice = &pcm[(gap.start * sr) as usize..((gap.end * sr) as usize).min(pcm.len())];
-            let (again, _) = self.run_whisper(slice, language, false, |_| {}, |_| {}, cancelled)?;
-            let again: Vec<Segment> = again
+            let again: Vec<Segment> = self
+                .redecode(pcm, gap.clone(), language, cancelled)?
                 .into_iter()
                 .map(|mut seg| {
-                    retime(&mut seg, |t| (t + gap.start).min(gap.end));
+                    retime(&mut seg, |t| t.min(gap.end));
                     seg
                 })
                 .filter(|seg| seg.start_s < gap.end)
@@ -361,6 +354,24 @@ impl WhisperTranscriber {
             found.splice(at..at, again);
         }
         Ok(())
+    }
+
+    /// Decodes `range` (seconds) of `pcm` again on its own, in `language`, without the previous
+    /// text as context; times are relative to `pcm`.
+    fn redecode(
+        &mut self,
+        pcm: &[f32],
+        range: Range<f64>,
+        language: &str,
+        cancelled: Cancelled<'_>,
+    ) -> Result<Vec<Segment>, StageError> {
+        let sr = SAMPLE_RATE as f64;
+        let slice = &pcm[(range.start * sr) as usize..((range.end * sr) as usize).min(pcm.len())];
+        let (mut again, _) = self.run_whisper(slice, language, false, |_| {}, |_| {}, cancelled)?;
+        for seg in &mut again {
+            retime(seg, |t| t + range.start);
+        }
+        Ok(again)
     }
 
     /// Runs whisper.cpp over `pcm` (seeking continuously); times are relative to `pcm`. With

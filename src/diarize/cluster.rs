@@ -113,17 +113,8 @@ pub fn agglomerative(
         let (ra, rb) = (find(&mut parent, m.a), find(&mut parent, m.b));
         parent[rb] = ra;
     }
-    let mut ids: Vec<Option<usize>> = vec![None; n];
-    let mut next = 0;
-    (0..n)
-        .map(|i| {
-            let r = find(&mut parent, i);
-            *ids[r].get_or_insert_with(|| {
-                next += 1;
-                next - 1
-            })
-        })
-        .collect()
+    let roots: Vec<usize> = (0..n).map(|i| find(&mut parent, i)).collect();
+    first_occurrence(&roots)
 }
 
 /// Normalised mean embedding of each cluster `0..k`.
