@@ -1,5 +1,5 @@
 //! The control plane: one tokio runtime owned by the daemon for coordination — signals, the
-//! durable event consumer (webhook deliveries and exports when a job ends), the webhook
+//! folder watcher's events and settle timers, the durable event consumer (webhook deliveries and exports when a job ends), the webhook
 //! dispatcher, SSE fan-out and the retention timer. CPU stages keep their threads and
 //! tiny_http its request threads; they reach the runtime only through the store's event bus
 //! (stages → store → events → SSE, webhooks, exports) and the SSE writer hand-off.
@@ -70,6 +70,11 @@ impl ControlPlane {
         let (closing, closing_rx) = watch::channel(false);
         let streams = Arc::new(Streams::new(runtime.handle().clone(), store, closing_rx));
         Ok(Self { runtime, streams, closing, signals })
+    }
+
+    /// The runtime, for tasks the daemon starts later (the folder watcher).
+    pub fn handle(&self) -> &tokio::runtime::Handle {
+        self.runtime.handle()
     }
 
     /// Blocks until the next SIGTERM, SIGINT or SIGHUP.

@@ -107,8 +107,13 @@ pub fn run(config: Config, config_path: Option<PathBuf>, role: Role) -> anyhow::
             streams: Arc::clone(&control.streams),
         });
         let http = api.serve(Arc::clone(&http_server.server), cfg.http_threads);
-        let watcher = crate::watch::start(Arc::clone(&config), Arc::clone(&store), Arc::clone(&queue))
-            .context("starting the folder watcher")?;
+        let watcher = crate::watch::start(
+            control.handle(),
+            Arc::clone(&config),
+            Arc::clone(&store),
+            Arc::clone(&queue),
+        )
+        .context("starting the folder watcher")?;
         let found = watcher.found_at_start;
         tracing::info!(%addr, %db, folder = %cfg.upload_folder.display(), found, workers, "diarized started");
         // A plain line for scripts and tests that start us on port 0.

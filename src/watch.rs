@@ -10,18 +10,22 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use notify::event::EventKind;
 use notify::{RecursiveMode, Watcher};
+use tokio::runtime::Handle;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::config::{Config, ConfigHandle};
 use crate::model::{Source, SpeakerHints};
 use crate::queue::Queue;
 use crate::store::{NewJob, Outcome, RunStage, Store};
 
+/// How often files still settling are re-checked.
 const TICK: Duration = Duration::from_millis(250);
+/// How long dropping the watcher waits for a registration in progress.
+const STOP_WAIT: Duration = Duration::from_secs(10);
 
 /// Watch failures.
 #[derive(Debug, thiserror::Error)]
@@ -106,21 +110,23 @@ pub fn register(path: &Path, cfg: &Config, store: &Store, queue: &Queue) -> Resu
     Ok(Registered::Queued(job.id))
 }
 
-/// A running folder watcher; dropping it stops the watch.
+/// A running folder watcher (a task on the control plane's runtime); dropping it stops the
+/// watch and waits for a registration in progress to finish.
 pub struct FolderWatcher {
     /// Candidate files found in the folder at start (taken once settled, like new ones).
     pub found_at_start: usize,
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    stop: Option<oneshot::Sender<()>>,
+    stopped: std::sync::mpsc::Receiver<()>,
     _watcher: notify::RecommendedWatcher,
 }
 
 impl Drop for FolderWatcher {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
         }
+        // The task drops its end when it returns (sooner if the runtime is already gone).
+        let _ = self.stopped.recv_timeout(STOP_WAIT);
     }
 }
 
@@ -173,15 +179,17 @@ impl Settling {
     }
 }
 
-/// Starts watching the upload folder (non-recursively). Files already in it are queued for the
-/// same settling as new ones, after the watch is set up so nothing falls between.
+/// Starts watching the upload folder (non-recursively) from a task on `runtime`. Files already
+/// in it are queued for the same settling as new ones, after the watch is set up so nothing
+/// falls between.
 pub fn start(
+    runtime: &Handle,
     config: Arc<ConfigHandle>,
     store: Arc<Store>,
     queue: Arc<Queue>,
 ) -> Result<FolderWatcher, WatchError> {
     let dir = config.get().upload_folder.clone();
-    let (tx, rx) = crossbeam_channel::unbounded();
+    let (tx, events) = mpsc::unbounded_channel();
     let mut watcher = notify::recommended_watcher(move |res| {
         let _ = tx.send(res);
     })
@@ -191,35 +199,69 @@ pub fn start(
         .map_err(|source| WatchError::Notify { path: dir.clone(), source })?;
     let mut settling = Settling::default();
     let found_at_start = scan(&config.get(), &mut settling)?;
-    let stop = Arc::new(AtomicBool::new(false));
-    let stop2 = Arc::clone(&stop);
-    let thread = std::thread::Builder::new()
-        .name("watch".into())
-        .spawn(move || {
-            while !stop2.load(Ordering::SeqCst) {
-                let cfg = config.get();
-                match rx.recv_timeout(TICK) {
-                    Ok(Ok(event)) if is_write(&event.kind) => {
-                        for path in event.paths.iter().filter(|p| is_candidate(p, &cfg)) {
-                            // Events carry absolute paths; jobs store the folder as configured.
-                            let Some(name) = path.file_name() else { continue };
-                            settling.touch(&cfg.upload_folder.join(name), Duration::ZERO);
-                        }
-                    }
-                    Ok(Ok(_)) => {}
-                    Ok(Err(e)) => tracing::warn!(error = %e, "watch error"),
-                    Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
-                    Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
-                }
-                for path in settling.ready(Duration::from_secs(cfg.settle_s)) {
-                    if let Err(e) = register(&path, &cfg, &store, &queue) {
-                        tracing::warn!(path = %path.display(), error = %e, "watched file not registered");
-                    }
-                }
+    let (stop, stop_rx) = oneshot::channel();
+    let (done, stopped) = std::sync::mpsc::channel::<()>();
+    runtime.spawn(async move {
+        let _done = done;
+        watch_loop(events, stop_rx, settling, config, store, queue).await;
+    });
+    Ok(FolderWatcher { found_at_start, stop: Some(stop), stopped, _watcher: watcher })
+}
+
+/// Takes watch events until `stop`: each event restarts its file's settle time; while files are
+/// settling they are re-checked every [`TICK`] (an idle folder costs no wake-ups), and settled
+/// ones are registered one at a time on the blocking pool (hashing and probing read the file).
+async fn watch_loop(
+    mut events: mpsc::UnboundedReceiver<notify::Result<notify::Event>>,
+    mut stop: oneshot::Receiver<()>,
+    mut settling: Settling,
+    config: Arc<ConfigHandle>,
+    store: Arc<Store>,
+    queue: Arc<Queue>,
+) {
+    loop {
+        let cfg = config.get();
+        let recheck = async {
+            if settling.files.is_empty() {
+                std::future::pending::<()>().await
+            } else {
+                tokio::time::sleep(TICK).await
             }
-        })
-        .map_err(|source| WatchError::Io { path: PathBuf::from("watch thread"), source })?;
-    Ok(FolderWatcher { found_at_start, stop, thread: Some(thread), _watcher: watcher })
+        };
+        tokio::select! {
+            _ = &mut stop => return,
+            event = events.recv() => match event {
+                Some(Ok(event)) if is_write(&event.kind) => {
+                    for path in event.paths.iter().filter(|p| is_candidate(p, &cfg)) {
+                        // Events carry absolute paths; jobs store the folder as configured.
+                        let Some(name) = path.file_name() else { continue };
+                        settling.touch(&cfg.upload_folder.join(name), Duration::ZERO);
+                    }
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => tracing::warn!(error = %e, "watch error"),
+                None => return,
+            },
+            () = recheck => {}
+        }
+        for path in settling.ready(Duration::from_secs(cfg.settle_s)) {
+            let (cfg, store, queue) = (Arc::clone(&cfg), Arc::clone(&store), Arc::clone(&queue));
+            let registered = tokio::task::spawn_blocking(move || {
+                register(&path, &cfg, &store, &queue).map_err(|e| (path, e))
+            })
+            .await;
+            match registered {
+                Ok(Ok(_)) => {}
+                Ok(Err((path, e))) => {
+                    tracing::warn!(path = %path.display(), error = %e, "watched file not registered")
+                }
+                Err(e) => tracing::error!(error = %e, "registering a watched file failed"),
+            }
+            if stop.try_recv().is_ok() {
+                return;
+            }
+        }
+    }
 }
 
 /// Events that may change a file: our own reads (hashing, probing, decoding) are not among them.
