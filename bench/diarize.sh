@@ -10,8 +10,6 @@ MAT=${MATERIAL:-target/diar-material}
 cargo build --release --example diarize_eval -q
 BIN=target/release/examples/diarize_eval
 [ -f "$MAT/longheld.list" ] || python3 bench/diar_material.py "$MAT"
-echo "== 30-minute held-out file (7 voices), 2 threads"
-"$BIN" --threads 2 "$@" "@$MAT/longheld.list"
 echo "== load average: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "== calibration set, 2 threads"
 "$BIN" --threads 2 "$@" "@$MAT/calib.list"

@@ -163,7 +163,7 @@ fn enrol(e: &VoiceEmbedder, first: bool) -> (Vec<KnownVoice>, Vec<String>) {
     let mut people: Vec<KnownVoice> = Vec::new();
     let mut rejected = Vec::new();
     for (who, clip) in enrolment_clips(first) {
-        match e.voiceprint(&Audio { samples: clip }) {
+        match e.voiceprint(&Audio::from_f32(&clip)) {
             Ok(p) => match people.iter_mut().find(|k| k.name == who) {
                 Some(k) => k.prints.push(p),
                 None => people.push(KnownVoice { name: who, prints: vec![p] }),

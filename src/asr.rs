@@ -186,15 +186,15 @@ impl WhisperTranscriber {
         live: SegmentSink<'_>,
         cancelled: Cancelled<'_>,
     ) -> Result<(Transcript, Vec<ChunkLanguage>), StageError> {
-        let speech = Speech::detect(&audio.samples);
+        let speech = Speech::detect(audio);
         let total = speech.len().max(1) as f32;
         let mut segments: Vec<Segment> = Vec::new();
         let mut languages = Vec::new();
         progress(0.0);
-        let language = self.file_language(&audio.samples, &speech)?;
+        let language = self.file_language(audio, &speech)?;
         let mut done = 0usize;
         for block in speech.blocks((BLOCK_S * SAMPLE_RATE as f64) as usize) {
-            let pcm = block.pcm(&audio.samples);
+            let pcm = block.pcm(audio);
             let (before, share) = (done as f32 / total, pcm.len() as f32 / total);
             let report = |p: f32| progress(before + share * p);
             let show = |mut seg: Segment| {
@@ -234,7 +234,7 @@ impl WhisperTranscriber {
     /// The language the whole file is decoded in: configured, `en` for English-only models, else
     /// detected once on the first window of speech, with up to [`LANGUAGE_VOTES`] windows voting
     /// (summed probabilities) when the first is unsure.
-    fn file_language(&mut self, samples: &[f32], speech: &Speech) -> Result<String, StageError> {
+    fn file_language(&mut self, audio: &Audio, speech: &Speech) -> Result<String, StageError> {
         if let Some(lang) = self.language() {
             return Ok(lang.to_string());
         }
@@ -244,7 +244,7 @@ impl WhisperTranscriber {
         let window = (WINDOW_S * SAMPLE_RATE as f64) as usize;
         let mut votes: Vec<(String, f32)> = Vec::new();
         for (i, w) in speech.blocks(window).into_iter().take(LANGUAGE_VOTES).enumerate() {
-            let (code, p) = self.detect(&w.pcm(samples))?;
+            let (code, p) = self.detect(&w.pcm(audio))?;
             match votes.iter_mut().find(|v| v.0 == code) {
                 Some(v) => v.1 += p,
                 None => votes.push((code, p)),
@@ -752,10 +752,10 @@ impl Speech {
     }
 
     /// The stream's samples.
-    fn pcm(&self, samples: &[f32]) -> Vec<f32> {
+    fn pcm(&self, audio: &Audio) -> Vec<f32> {
         let mut out = Vec::with_capacity(self.len());
         for r in &self.pieces {
-            out.extend_from_slice(&samples[r.clone()]);
+            audio.extend_f32(r.clone(), &mut out);
         }
         out
     }
@@ -798,11 +798,15 @@ impl Speech {
         t
     }
 
-    /// Energy-based voice activity: the speech of `samples` (empty for silence).
-    fn detect(samples: &[f32]) -> Speech {
-        let rms: Vec<f32> = samples
+    /// Energy-based voice activity: the speech of `audio` (empty for silence).
+    fn detect(audio: &Audio) -> Speech {
+        let rms: Vec<f32> = audio
+            .pcm16()
             .chunks(FRAME)
-            .map(|f| (f.iter().map(|x| x * x).sum::<f32>() / f.len() as f32).sqrt())
+            .map(|f| {
+                let energy: f64 = f.iter().map(|&x| f64::from(x) * f64::from(x)).sum();
+                ((energy / f.len() as f64).sqrt() / 32768.0) as f32
+            })
             .collect();
         if rms.is_empty() {
             return Speech { pieces: Vec::new() };
@@ -824,7 +828,7 @@ impl Speech {
                 _ => regions.push(s..e),
             }
         }
-        let pieces = regions.into_iter().map(|r| r.start * FRAME..(r.end * FRAME).min(samples.len()));
+        let pieces = regions.into_iter().map(|r| r.start * FRAME..(r.end * FRAME).min(audio.len()));
         Speech { pieces: pieces.collect() }
     }
 }
@@ -862,9 +866,9 @@ mod tests {
 
     #[test]
     fn silence_has_no_speech() {
-        assert_eq!(Speech::detect(&vec![0.0; 160_000]).len(), 0);
-        assert_eq!(Speech::detect(&[]).len(), 0);
-        assert!(Speech::detect(&[]).blocks(100).is_empty());
+        assert_eq!(Speech::detect(&Audio::from_f32(&vec![0.0; 160_000])).len(), 0);
+        assert_eq!(Speech::detect(&Audio::default()).len(), 0);
+        assert!(Speech::detect(&Audio::default()).blocks(100).is_empty());
     }
 
     #[test]
@@ -872,6 +876,7 @@ mod tests {
         let mut s = tone(2.0, 0.3);
         s.extend(vec![0.0; 16_000 * 5]);
         s.extend(tone(3.0, 0.3));
+        let s = Audio::from_f32(&s);
         let speech = Speech::detect(&s);
         assert_eq!(speech.pieces.len(), 2);
         // 2 s of speech + 0.4 s padding, then the second piece starts 0.4 s before 7 s.
@@ -888,7 +893,7 @@ mod tests {
             s.extend(tone(8.0, 0.2));
             s.extend(vec![0.0; 16_000 * 2]);
         }
-        let speech = Speech::detect(&s);
+        let speech = Speech::detect(&Audio::from_f32(&s));
         let max = 30 * 16_000;
         let blocks = speech.blocks(max);
         assert!(blocks.len() >= 3);

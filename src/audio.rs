@@ -1,6 +1,9 @@
-//! Decoding every accepted format to 16 kHz mono f32 (symphonia; libopus for Opus).
+//! Decoding every accepted format to 16 kHz mono (symphonia; libopus for Opus), held as 16-bit
+//! PCM and read by the stages as f32 a window at a time.
 
+use std::borrow::Cow;
 use std::fs::File;
+use std::ops::Range;
 use std::path::Path;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,16 +28,100 @@ pub const SAMPLE_RATES: std::ops::RangeInclusive<u32> = 4_000..=384_000;
 /// Most channels accepted (down-mixing reads every channel of every frame).
 pub const MAX_CHANNELS: usize = 32;
 
-/// Decoded audio: 16 kHz, mono, f32 in [-1, 1].
+/// Scale between f32 samples in [-1, 1] and 16-bit PCM (whisper.cpp's and Kaldi's).
+const PCM_SCALE: f32 = 32768.0;
+
+/// Decoded audio: 16 kHz, mono, held as 16-bit PCM — half the memory of f32 (a 4-hour file is
+/// 0.46 GB, not 0.92), and no loss for sources that are 16-bit or compressed anyway. Stages
+/// read f32 in [-1, 1] a window at a time ([`Samples::window`]).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Audio {
-    pub samples: Vec<f32>,
+    pcm: Vec<i16>,
 }
 
 impl Audio {
+    /// Audio from f32 samples in [-1, 1] (louder ones are clipped).
+    pub fn from_f32(samples: &[f32]) -> Self {
+        let mut pcm = Vec::with_capacity(samples.len());
+        push_f32(&mut pcm, samples);
+        Self { pcm }
+    }
+
+    /// Number of samples.
+    pub fn len(&self) -> usize {
+        self.pcm.len()
+    }
+
+    /// Whether there are no samples.
+    pub fn is_empty(&self) -> bool {
+        self.pcm.is_empty()
+    }
+
     /// Length in seconds.
     pub fn duration_s(&self) -> f64 {
-        self.samples.len() as f64 / SAMPLE_RATE as f64
+        self.pcm.len() as f64 / SAMPLE_RATE as f64
+    }
+
+    /// The samples of `range` as f32, appended to `out`.
+    pub fn extend_f32(&self, range: Range<usize>, out: &mut Vec<f32>) {
+        out.extend(self.pcm[range].iter().map(|&x| f32::from(x) / PCM_SCALE));
+    }
+
+    /// All samples as f32 (a copy twice the size of the audio: for short clips).
+    pub fn to_f32(&self) -> Vec<f32> {
+        self.window(0..self.len()).into_owned()
+    }
+
+    /// The 16-bit samples.
+    pub fn pcm16(&self) -> &[i16] {
+        &self.pcm
+    }
+}
+
+/// Appends f32 samples as 16-bit PCM (rounded; out-of-range values saturate, NaN becomes 0).
+fn push_f32(pcm: &mut Vec<i16>, samples: &[f32]) {
+    pcm.extend(samples.iter().map(|&x| (x * PCM_SCALE).round() as i16));
+}
+
+/// 16 kHz mono samples a stage can read a window at a time, whether held as f32 or as
+/// [`Audio`]'s 16-bit PCM.
+pub trait Samples: Sync {
+    /// Number of samples.
+    fn len(&self) -> usize;
+    /// Whether there are no samples.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// The samples of `range` as f32 in [-1, 1].
+    fn window(&self, range: Range<usize>) -> Cow<'_, [f32]>;
+}
+
+impl Samples for [f32] {
+    fn len(&self) -> usize {
+        <[f32]>::len(self)
+    }
+    fn window(&self, range: Range<usize>) -> Cow<'_, [f32]> {
+        Cow::Borrowed(&self[range])
+    }
+}
+
+impl Samples for Vec<f32> {
+    fn len(&self) -> usize {
+        self.as_slice().len()
+    }
+    fn window(&self, range: Range<usize>) -> Cow<'_, [f32]> {
+        Cow::Borrowed(&self[range])
+    }
+}
+
+impl Samples for Audio {
+    fn len(&self) -> usize {
+        self.pcm.len()
+    }
+    fn window(&self, range: Range<usize>) -> Cow<'_, [f32]> {
+        let mut out = Vec::with_capacity(range.len());
+        self.extend_f32(range, &mut out);
+        Cow::Owned(out)
     }
 }
 
@@ -206,8 +293,8 @@ pub fn probe_file(path: &Path) -> Result<ProbeInfo, AudioError> {
 }
 
 /// Decodes, down-mixes and resamples a whole file, at most the configured limit
-/// ([`set_max_decode_seconds`]). Resampling streams, so only the 16 kHz result is held whole
-/// in memory.
+/// ([`set_max_decode_seconds`]). Resampling streams, so only the 16 kHz 16-bit result is held
+/// whole in memory.
 pub fn decode_file(path: &Path) -> Result<Audio, AudioError> {
     decode_file_limited(path, MAX_DECODE_SECONDS.load(Ordering::Relaxed) as f64)
 }
@@ -220,12 +307,11 @@ pub fn decode_file_limited(path: &Path, max_seconds: f64) -> Result<Audio, Audio
     let mut scratch = Vec::new();
     let mut out = Vec::new();
     let mut resampler: Option<StreamResampler> = None;
-    let mut seconds = 0.0;
+    let mut length = Length::default();
     loop {
         let before = pending.len();
         let Some(rate) = src.next_mono(&mut pending, &mut scratch)? else { break };
-        seconds += (pending.len() - before) as f64 / f64::from(rate);
-        if seconds > max_seconds {
+        if length.add(pending.len() - before, rate) > max_seconds {
             return Err(AudioError::LongerThanDeclared { limit: max_seconds });
         }
         let rs = match &mut resampler {
@@ -245,7 +331,32 @@ pub fn decode_file_limited(path: &Path, max_seconds: f64) -> Result<Audio, Audio
     if out.is_empty() {
         return Err(AudioError::Unsupported(format!("{}: no audio samples", path.display())));
     }
-    Ok(Audio { samples: out })
+    out.shrink_to_fit();
+    Ok(Audio { pcm: out })
+}
+
+/// Length decoded so far, counted in frames at each rate (float seconds summed per packet
+/// drift past an exact limit).
+#[derive(Default)]
+struct Length {
+    /// Seconds of the earlier stretches at other rates.
+    earlier_s: f64,
+    rate: u32,
+    frames: u64,
+}
+
+impl Length {
+    /// Adds `frames` at `rate`; returns the total in seconds.
+    fn add(&mut self, frames: usize, rate: u32) -> f64 {
+        if rate != self.rate {
+            if self.rate > 0 {
+                self.earlier_s += self.frames as f64 / f64::from(self.rate);
+            }
+            (self.rate, self.frames) = (rate, 0);
+        }
+        self.frames += frames as u64;
+        self.earlier_s + self.frames as f64 / f64::from(rate)
+    }
 }
 
 /// Chunked resampling of a mono stream to [`SAMPLE_RATE`], trimming the filter delay.
@@ -273,10 +384,11 @@ impl StreamResampler {
     }
 
     /// Consumes whole chunks of `pending`, appending resampled audio to `out`.
-    fn push(&mut self, pending: &mut Vec<f32>, out: &mut Vec<f32>) -> Result<(), AudioError> {
+    fn push(&mut self, pending: &mut Vec<f32>, out: &mut Vec<i16>) -> Result<(), AudioError> {
         let Some(r) = &mut self.inner else {
             self.frames_in += pending.len() as u64;
-            out.append(pending);
+            push_f32(out, pending);
+            pending.clear();
             return Ok(());
         };
         let mut used = 0;
@@ -293,7 +405,7 @@ impl StreamResampler {
     }
 
     /// Flushes the tail and trims the output to the exact expected length.
-    fn finish(mut self, pending: &mut Vec<f32>, out: &mut Vec<f32>) -> Result<(), AudioError> {
+    fn finish(mut self, pending: &mut Vec<f32>, out: &mut Vec<i16>) -> Result<(), AudioError> {
         self.push(pending, out)?;
         let Some(r) = &mut self.inner else { return Ok(()) };
         self.frames_in += pending.len() as u64;
@@ -316,10 +428,10 @@ impl StreamResampler {
         Ok(())
     }
 
-    fn emit(to_skip: &mut usize, frames_out: &mut u64, chunk: &[f32], out: &mut Vec<f32>) {
+    fn emit(to_skip: &mut usize, frames_out: &mut u64, chunk: &[f32], out: &mut Vec<i16>) {
         let skip = (*to_skip).min(chunk.len());
         *to_skip -= skip;
-        out.extend_from_slice(&chunk[skip..]);
+        push_f32(out, &chunk[skip..]);
         *frames_out += (chunk.len() - skip) as u64;
     }
 }
@@ -336,13 +448,13 @@ mod tests {
     fn every_jfk_format_decodes_to_eleven_seconds() {
         let reference = decode_file(&fixture("jfk.wav")).unwrap();
         assert!((reference.duration_s() - 11.0).abs() < 0.05, "wav: {}", reference.duration_s());
-        let ref_rms = rms(&reference.samples);
+        let ref_rms = rms(&reference.to_f32());
         for name in ["jfk.mp3", "jfk.m4a", "jfk.ogg", "jfk.opus.ogg", "jfk.webm"] {
             let audio = decode_file(&fixture(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
             let d = audio.duration_s();
             assert!((d - 11.0).abs() < 0.15, "{name}: {d} s");
             // Same speech, same loudness (within lossy-codec tolerance).
-            let r = rms(&audio.samples);
+            let r = rms(&audio.to_f32());
             assert!((r / ref_rms - 1.0).abs() < 0.2, "{name}: rms {r} vs {ref_rms}");
         }
     }
@@ -351,7 +463,7 @@ mod tests {
     fn float_and_stereo_wavs_decode() {
         let f32_wav = decode_file(&fixture("ami_dev00.wav")).unwrap();
         assert!((f32_wav.duration_s() - 30.0).abs() < 0.1, "{}", f32_wav.duration_s());
-        assert!(rms(&f32_wav.samples) > 0.001);
+        assert!(rms(&f32_wav.to_f32()) > 0.001);
         let stereo = decode_file(&fixture("stereo_diarization.wav")).unwrap();
         assert!((stereo.duration_s() - 5.0).abs() < 0.2, "{}", stereo.duration_s());
         assert_eq!(probe_file(&fixture("stereo_diarization.wav")).unwrap().channels, 2);
@@ -368,8 +480,24 @@ mod tests {
         rs.finish(&mut pending, &mut out).unwrap();
         assert_eq!(out.len(), 32_000);
         let second = &out[8000..24_000];
-        let crossings = second.windows(2).filter(|w| w[0] < 0.0 && w[1] >= 0.0).count();
+        let crossings = second.windows(2).filter(|w| w[0] < 0 && w[1] >= 0).count();
         assert!((439..=441).contains(&crossings), "{crossings}");
+    }
+
+    #[test]
+    fn audio_is_held_as_16_bit_and_read_back_as_f32() {
+        let a = Audio::from_f32(&[0.0, 0.5, -0.5, 1.5, -2.0, f32::NAN, 1.0 / 32768.0]);
+        assert_eq!(a.pcm16(), [0, 16384, -16384, 32767, -32768, 0, 1]);
+        let back = a.to_f32();
+        assert_eq!(back[..3], [0.0, 0.5, -0.5]);
+        assert!((back[3] - 1.0).abs() < 1e-4 && back[4] == -1.0, "clipped: {back:?}");
+        // f32 slices and Audio read the same windows.
+        let tone: Vec<f32> = (0..1000).map(|i| (i as f32 * 0.01).sin() * 0.8).collect();
+        let held = Audio::from_f32(&tone);
+        assert_eq!(Samples::len(&held), Samples::len(&tone[..]));
+        let (a, b) = (held.window(100..300), tone[..].window(100..300));
+        assert_eq!(a.len(), 200);
+        assert!(a.iter().zip(b.iter()).all(|(x, y)| (x - y).abs() <= 0.5 / 32768.0), "rounded to 16 bits");
     }
 
     #[test]
@@ -432,6 +560,33 @@ mod tests {
             matches!(e, AudioError::TooLong { .. }) && e.to_string().contains("MAX_AUDIO_SECONDS"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn audio_exactly_at_the_limit_decodes() {
+        // Summing packet lengths in float seconds drifted past the limit (a 4-hour file was
+        // refused at MAX_AUDIO_SECONDS = 4 h).
+        let dir = tempfile::tempdir().unwrap();
+        for (rate, seconds) in [(16_000u32, 600u32), (44_100, 300), (8_000, 1_000)] {
+            let path = dir.path().join(format!("{rate}.wav"));
+            let spec = hound::WavSpec {
+                channels: 1,
+                sample_rate: rate,
+                bits_per_sample: 16,
+                sample_format: hound::SampleFormat::Int,
+            };
+            let mut w = hound::WavWriter::create(&path, spec).unwrap();
+            let mut i16w = w.get_i16_writer(rate * seconds);
+            for i in 0..rate * seconds {
+                i16w.write_sample(((i % 100) as i16 - 50) * 100);
+            }
+            i16w.flush().unwrap();
+            w.finalize().unwrap();
+            let a =
+                decode_file_limited(&path, f64::from(seconds)).unwrap_or_else(|e| panic!("{rate} Hz: {e}"));
+            assert_eq!(a.len(), 16_000 * seconds as usize, "{rate} Hz");
+            assert!(decode_file_limited(&path, f64::from(seconds) - 0.01).is_err());
+        }
     }
 
     #[test]

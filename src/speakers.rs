@@ -71,7 +71,7 @@ impl VoiceEmbedder {
         }
         let d = self
             .diarizer
-            .diarize_voices(&audio.samples, SpeakerHints::default())
+            .diarize_voices(audio, SpeakerHints::default())
             .map_err(|e| SpeakerError::Model(e.to_string()))?;
         single_voice(&d)
     }

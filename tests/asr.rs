@@ -123,7 +123,7 @@ fn jfk_in_every_container_transcribes() {
 fn silence_gives_no_words() {
     let _g = serial();
     let mut t = transcriber("tiny.en", None);
-    let silence = Audio { samples: vec![0.0; 16_000 * 10] };
+    let silence = Audio::from_f32(&vec![0.0; 16_000 * 10]);
     let out = t.transcribe(&silence, &|_| {}, &|| false).expect("transcribe");
     assert!(out.segments.is_empty(), "{:?}", out.segments);
     assert_eq!(out.text(), "");

@@ -81,7 +81,7 @@ fn diarizes_real_recordings() {
     // Stereo, two voices one per channel: down-mixed, two speakers, one per sentence.
     let audio = load_wav(&fixture("stereo_diarization.wav"));
     let turns =
-        diarized::pipeline::Diarizer::diarize(&mut d, &diarized::audio::Audio { samples: audio }, none)
+        diarized::pipeline::Diarizer::diarize(&mut d, &diarized::audio::Audio::from_f32(&audio), none)
             .unwrap();
     eprintln!("stereo: {turns:?}");
     assert_eq!(speakers(&turns), ["Speaker00", "Speaker01"]);

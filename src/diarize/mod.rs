@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex, Weak};
 pub use assign::assign_speakers;
 pub use rttm::{parse_rttm, to_rttm};
 
-use crate::audio::Audio;
+use crate::audio::{Audio, Samples};
 use crate::model::{SpeakerHints, SpeakerTurn, SpeakerVoice};
 use crate::pipeline::{Diarization, Diarizer, StageError};
 use embedding::Embedder;
@@ -170,10 +170,14 @@ impl PyannoteDiarizer {
 
     /// Segmentation of one window, and one embedding per local speaker from the frames of the
     /// whole window where that speaker talks alone (overlap excluded), as pyannote does.
-    fn process_window(&self, samples: &[f32], start: usize) -> Result<WindowOut, DiarizeError> {
+    fn process_window<S: Samples + ?Sized>(
+        &self,
+        samples: &S,
+        start: usize,
+    ) -> Result<WindowOut, DiarizeError> {
         let end = (start + WINDOW).min(samples.len());
-        let audio = &samples[start..end];
-        let mut masks = self.models.seg.run(audio)?;
+        let audio = samples.window(start..end);
+        let mut masks = self.models.seg.run(&audio)?;
         // Frames centred past the end of the audio are padding.
         for (i, m) in masks.iter_mut().enumerate() {
             if FRAME_CENTER + i * FRAME_STEP >= audio.len() {
@@ -228,9 +232,9 @@ impl PyannoteDiarizer {
     }
 
     /// Diarizes 16 kHz mono samples; turns are labelled in order of first appearance.
-    pub fn diarize_samples(
+    pub fn diarize_samples<S: Samples + ?Sized>(
         &self,
-        samples: &[f32],
+        samples: &S,
         hints: SpeakerHints,
     ) -> Result<Vec<SpeakerTurn>, DiarizeError> {
         Ok(self.diarize_voices(samples, hints)?.turns)
@@ -238,7 +242,11 @@ impl PyannoteDiarizer {
 
     /// Diarizes 16 kHz mono samples and returns each speaker's voice (the normalised mean of
     /// its window embeddings) with the turns.
-    pub fn diarize_voices(&self, samples: &[f32], hints: SpeakerHints) -> Result<Diarization, DiarizeError> {
+    pub fn diarize_voices<S: Samples + ?Sized>(
+        &self,
+        samples: &S,
+        hints: SpeakerHints,
+    ) -> Result<Diarization, DiarizeError> {
         if samples.len() < FRAME_LEN {
             return Ok(Diarization::default());
         }
@@ -491,11 +499,11 @@ fn speaker_voices(
 
 impl Diarizer for PyannoteDiarizer {
     fn diarize(&mut self, audio: &Audio, hints: SpeakerHints) -> Result<Vec<SpeakerTurn>, StageError> {
-        Ok(self.diarize_samples(&audio.samples, hints)?)
+        Ok(self.diarize_samples(audio, hints)?)
     }
 
     fn diarize_voices(&mut self, audio: &Audio, hints: SpeakerHints) -> Result<Diarization, StageError> {
-        Ok(PyannoteDiarizer::diarize_voices(self, &audio.samples, hints)?)
+        Ok(PyannoteDiarizer::diarize_voices(self, audio, hints)?)
     }
 
     fn name(&self) -> String {
