@@ -54,8 +54,6 @@ pub struct Queue {
     finished: Signal,
     /// worker index → the job it is running.
     running: Mutex<HashMap<usize, Running>>,
-    /// Jobs cancelled between their claim and their worker's registration in `running`.
-    early_cancels: Mutex<std::collections::HashSet<i64>>,
     /// Worker threads started, and those still running their loop.
     workers_started: AtomicUsize,
     workers_alive: AtomicUsize,
@@ -85,7 +83,6 @@ impl Queue {
             wake: Signal::default(),
             finished: Signal::default(),
             running: Mutex::new(HashMap::new()),
-            early_cancels: Mutex::default(),
             workers_started: AtomicUsize::new(0),
             workers_alive: AtomicUsize::new(0),
         }))
@@ -108,12 +105,11 @@ impl Queue {
                 Ok(job)
             }
             Cancelled::Running(job) => {
-                let running = lock(&self.running);
-                match running.values().find(|r| r.id == id) {
-                    Some(r) => r.cancel.store(true, Ordering::SeqCst),
-                    None => {
-                        lock(&self.early_cancels).insert(id);
-                    }
+                // The store holds the request: a job of this node stops now, one claimed but
+                // not yet registered reads it at registration, another node's at its
+                // coordinator's next wake-up.
+                if let Some(r) = lock(&self.running).values().find(|r| r.id == id) {
+                    r.cancel.store(true, Ordering::SeqCst);
                 }
                 tracing::info!(job = id, "running job will stop at its next stage boundary");
                 Ok(job)
@@ -145,7 +141,8 @@ impl Queue {
     }
 
     /// Starts the coordinator: heartbeat and lease renewal every third of a lease, expired
-    /// leases queued again, workers woken when another node queues a job. It ends after
+    /// leases queued again, workers woken when another node queues a job, running jobs
+    /// stopped when another node cancels them. It ends after
     /// [`Queue::stop_claiming`] (within a third of a lease; nothing waits for it).
     pub fn start_coordinator(self: &Arc<Self>) -> JoinHandle<()> {
         let queue = Arc::clone(self);
@@ -189,6 +186,23 @@ impl Queue {
                     std::thread::sleep(left);
                 }
             }
+            self.apply_cancel_requests();
+        }
+    }
+
+    /// Stops this node's running jobs whose cancel was asked for on another node.
+    fn apply_cancel_requests(&self) {
+        if lock(&self.running).is_empty() {
+            return;
+        }
+        let ids = match self.store.cancel_requests() {
+            Ok(ids) => ids,
+            Err(e) => return tracing::error!(error = %e, "cannot check for cancelled jobs"),
+        };
+        for r in lock(&self.running).values().filter(|r| ids.contains(&r.id)) {
+            if !r.cancel.swap(true, Ordering::SeqCst) {
+                tracing::info!(job = r.id, "cancelled on another node; stopping");
+            }
         }
     }
 
@@ -229,10 +243,12 @@ impl Queue {
             let cancel = CancelFlag::default();
             let live = LiveSegments::default();
             {
-                let mut running = lock(&self.running);
-                cancel.store(lock(&self.early_cancels).remove(&job.id), Ordering::SeqCst);
                 let entry = Running { id: job.id, cancel: Arc::clone(&cancel), live: Arc::clone(&live) };
-                running.insert(index, entry);
+                lock(&self.running).insert(index, entry);
+            }
+            // A cancel between the claim and the registration above found no running entry.
+            if self.store.cancel_requested(job.id).unwrap_or(false) {
+                cancel.store(true, Ordering::SeqCst);
             }
             let cfg = self.config.get();
             let started = Instant::now();
@@ -711,6 +727,54 @@ mod tests {
         assert!(store.segments(running).unwrap().is_empty(), "nothing saved after the cancel");
         assert_eq!(store.job(queued).unwrap().status, Status::Cancelled);
         assert!(matches!(queue.cancel(running), Err(StoreError::Conflict(_))));
+        assert!(queue.shutdown(workers, WAIT).is_empty());
+    }
+
+    #[test]
+    fn on_postgres_a_cancel_on_another_node_stops_the_running_job() {
+        let Some(admin) = crate::store::test_support::postgres_url() else { return };
+        let db = crate::store::test_support::ScratchDatabase::create(&admin).unwrap();
+        let (runner, other) =
+            (Arc::new(Store::connect(&db.url).unwrap()), Arc::new(Store::connect(&db.url).unwrap()));
+        let config = Arc::new(ConfigHandle::new(Config::default(), None));
+        // The runner's LISTEN connection is opened now, so no NOTIFY is sent before it exists
+        // (a long-running coordinator always has it; a missed one waits for the next tick).
+        assert!(!runner.wait_for_queued(Duration::from_millis(1)).unwrap());
+        let queue = Queue::new(runner, Arc::clone(&config)).unwrap();
+        let elsewhere = Queue::new(Arc::clone(&other), config).unwrap();
+        let audio = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/jfk.wav");
+        let id = add_job(&other, &audio, None);
+        let (started_tx, started) = crossbeam_channel::unbounded();
+        let (go, go_rx) = crossbeam_channel::unbounded();
+        let factory: StageFactory = Arc::new(move |_| Stages {
+            transcriber: Slot::Ready(Box::new(GatedTranscriber {
+                started: started_tx.clone(),
+                go: go_rx.clone(),
+            })),
+            diarizer: Slot::Disabled,
+            analyzer: Slot::Disabled,
+        });
+        // Queued before the worker starts: its first claim takes it.
+        elsewhere.submit(id, RunStage::All).unwrap();
+        queue.start_coordinator();
+        let workers = queue.start_workers(1, factory);
+        started.recv_timeout(WAIT).expect("the job never reached the transcriber");
+
+        assert_eq!(elsewhere.cancel(id).unwrap().status, Status::Processing);
+        let flag = queue.cancel_flag(id).expect("running here");
+        let asked = Instant::now();
+        while !flag.load(Ordering::SeqCst) {
+            assert!(asked.elapsed() < Duration::from_secs(10), "the running node never heard of the cancel");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        go.send(()).unwrap();
+        assert_eq!(wait_done(&queue, id).status, Status::Cancelled);
+
+        // The old request does not cancel the next run.
+        elsewhere.submit(id, RunStage::All).unwrap();
+        started.recv_timeout(WAIT).expect("the job never reached the transcriber again");
+        go.send(()).unwrap();
+        assert_eq!(wait_done(&queue, id).status, Status::Done);
         assert!(queue.shutdown(workers, WAIT).is_empty());
     }
 }

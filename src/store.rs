@@ -494,7 +494,7 @@ impl Store {
             let n = c.execute(
                 "UPDATE jobs SET status = 'queued', run_stage = ?2, error_message = NULL, progress = NULL,
                     attempts = 0, queued_seq = (SELECT COALESCE(MAX(queued_seq), 0) + 1 FROM jobs),
-                    lease_owner = NULL, lease_expires_ms = NULL, updated_at = ?3
+                    lease_owner = NULL, lease_expires_ms = NULL, cancel_requested = 0, updated_at = ?3
                  WHERE id = ?1 AND status NOT IN ('queued', 'processing')",
                 params![id, stage.as_str(), now()],
             )?;
@@ -502,7 +502,7 @@ impl Store {
             if n == 0 {
                 return Err(StoreError::Conflict(format!("job {id} is already {}", job.status.as_str())));
             }
-            c.notify_queued()?;
+            c.wake_nodes()?;
             Ok(job)
         })
         .map(|job| self.published(job))
@@ -513,7 +513,7 @@ impl Store {
     pub fn claim_next_job(&self) -> Result<Option<(Job, RunStage)>> {
         let sql = format!(
             "UPDATE jobs SET status = 'processing', started_at = ?1, finished_at = NULL, progress = 0,
-                attempts = attempts + 1, updated_at = ?1, lease_owner = ?2,
+                attempts = attempts + 1, updated_at = ?1, lease_owner = ?2, cancel_requested = 0,
                 lease_expires_ms = {{now_ms}} + ?3
              WHERE id = (SELECT id FROM jobs WHERE status = 'queued' ORDER BY queued_seq, id LIMIT 1
                 {{skip_locked}})
@@ -586,7 +586,7 @@ impl Store {
                 params![&ts],
             )?;
             if requeued > 0 {
-                c.notify_queued()?;
+                c.wake_nodes()?;
             }
             Ok((requeued as usize, failed))
         })?;
@@ -608,7 +608,7 @@ impl Store {
                  WHERE id = ?1 AND status = 'processing'",
                 params![id, now()],
             )?;
-            c.notify_queued()
+            c.wake_nodes()
         })?;
         if let Ok(job) = self.job(id) {
             self.published(job);
@@ -629,10 +629,34 @@ impl Store {
             let job = self.job_in(c, id)?;
             match job.status {
                 _ if n == 1 => Ok(Cancelled::Dequeued(self.published(job))),
-                Status::Processing => Ok(Cancelled::Running(job)),
+                Status::Processing => {
+                    // Recorded for the node running it, which may be another one.
+                    c.execute("UPDATE jobs SET cancel_requested = 1 WHERE id = ?1", params![id])?;
+                    c.wake_nodes()?;
+                    Ok(Cancelled::Running(job))
+                }
                 s => Err(StoreError::Conflict(format!("job {id} is {}; nothing to cancel", s.as_str()))),
             }
         })
+    }
+
+    /// Whether a cancel was asked for while job `id` runs.
+    pub fn cancel_requested(&self, id: i64) -> Result<bool> {
+        self.read(|c| {
+            let row = c.query_opt("SELECT cancel_requested FROM jobs WHERE id = ?1", params![id])?;
+            Ok(row.map(|r| r.int(0)).transpose()?.unwrap_or(0) != 0)
+        })
+    }
+
+    /// This node's running jobs whose cancel was asked for (on any node).
+    pub fn cancel_requests(&self) -> Result<Vec<i64>> {
+        let rows = self.read(|c| {
+            c.query(
+                "SELECT id FROM jobs WHERE status = 'processing' AND cancel_requested = 1 AND lease_owner = ?1",
+                params![&self.node.id],
+            )
+        })?;
+        rows.iter().map(|r| r.int(0)).collect()
     }
 
     /// Number of queued jobs.
@@ -938,7 +962,7 @@ impl Store {
         }
     }
 
-    /// Sleeps until a job may have been queued by another node (PostgreSQL `LISTEN`), or
+    /// Sleeps until another node may have queued or cancelled a job (PostgreSQL `LISTEN`), or
     /// `timeout`; true if woken. With SQLite (one node) it just waits out `timeout`.
     pub fn wait_for_queued(&self, timeout: Duration) -> Result<bool> {
         match &self.backend {

@@ -197,8 +197,9 @@ pub trait Conn {
     fn execute(&mut self, sql: &str, params: &[Value]) -> Result<u64>;
     /// Runs one query; returns every row.
     fn query(&mut self, sql: &str, params: &[Value]) -> Result<Vec<Row>>;
-    /// Tells the other nodes that jobs were queued (PostgreSQL `NOTIFY`, sent at commit).
-    fn notify_queued(&mut self) -> Result<()>;
+    /// Wakes the other nodes' coordinators — jobs were queued or a cancel was asked for
+    /// (PostgreSQL `NOTIFY`, sent at commit).
+    fn wake_nodes(&mut self) -> Result<()>;
 }
 
 impl dyn Conn + '_ {

@@ -193,6 +193,8 @@ pub const MIGRATIONS: &[Migration] = &[
     // v8: the job-event outbox (status changes a webhook may announce, written by a trigger in
     // the same transaction as the change).
     Migration { sqlite: super::integrations::OUTBOX_SQLITE, postgres: super::integrations::OUTBOX_POSTGRES },
+    // v9: a cancel asked for while the job runs (perhaps on another node), for its node to act on.
+    Migration::both("ALTER TABLE jobs ADD COLUMN cancel_requested BIGINT NOT NULL DEFAULT 0;"),
 ];
 
 /// The v2 schema for PostgreSQL (integer ids from an identity column).

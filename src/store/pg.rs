@@ -54,7 +54,7 @@ impl Conn for PgConn {
         self.client.query(&stmt, &refs)?.iter().map(from_pg).collect()
     }
 
-    fn notify_queued(&mut self) -> Result<()> {
+    fn wake_nodes(&mut self) -> Result<()> {
         self.client.batch_execute(&format!("NOTIFY {CHANNEL}"))?;
         Ok(())
     }

@@ -34,8 +34,8 @@ impl Conn for SqliteConn {
         Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
     }
 
-    fn notify_queued(&mut self) -> Result<()> {
-        // One process per SQLite file: the queue wakes its own workers.
+    fn wake_nodes(&mut self) -> Result<()> {
+        // One process per SQLite file: the queue wakes its own workers and cancels its own jobs.
         Ok(())
     }
 }
