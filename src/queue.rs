@@ -557,6 +557,21 @@ mod tests {
         }
     }
 
+    /// Stages whose transcriber says when a job reaches it (`started`) and then waits for `go`.
+    fn gated_stages() -> (StageFactory, crossbeam_channel::Receiver<()>, crossbeam_channel::Sender<()>) {
+        let (started_tx, started) = crossbeam_channel::unbounded();
+        let (go, go_rx) = crossbeam_channel::unbounded();
+        let factory: StageFactory = Arc::new(move |_| Stages {
+            transcriber: Slot::Ready(Box::new(GatedTranscriber {
+                started: started_tx.clone(),
+                go: go_rx.clone(),
+            })),
+            diarizer: Slot::Disabled,
+            analyzer: Slot::Disabled,
+        });
+        (factory, started, go)
+    }
+
     /// Says in its one segment which per-job options it was given.
     struct EchoTranscriber;
 
@@ -703,16 +718,7 @@ mod tests {
         let running = add_job(&store, &audio, None);
         let dir2 = tempfile::tempdir().unwrap();
         let queued = add_job(&store, &dir2.path().join("never.wav"), None);
-        let (started_tx, started) = crossbeam_channel::unbounded();
-        let (go, go_rx) = crossbeam_channel::unbounded();
-        let factory: StageFactory = Arc::new(move |_| Stages {
-            transcriber: Slot::Ready(Box::new(GatedTranscriber {
-                started: started_tx.clone(),
-                go: go_rx.clone(),
-            })),
-            diarizer: Slot::Disabled,
-            analyzer: Slot::Disabled,
-        });
+        let (factory, started, go) = gated_stages();
         queue.submit(running, RunStage::All).unwrap();
         queue.submit(queued, RunStage::All).unwrap();
         let workers = queue.start_workers(1, factory);
@@ -744,16 +750,7 @@ mod tests {
         let elsewhere = Queue::new(Arc::clone(&other), config).unwrap();
         let audio = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/jfk.wav");
         let id = add_job(&other, &audio, None);
-        let (started_tx, started) = crossbeam_channel::unbounded();
-        let (go, go_rx) = crossbeam_channel::unbounded();
-        let factory: StageFactory = Arc::new(move |_| Stages {
-            transcriber: Slot::Ready(Box::new(GatedTranscriber {
-                started: started_tx.clone(),
-                go: go_rx.clone(),
-            })),
-            diarizer: Slot::Disabled,
-            analyzer: Slot::Disabled,
-        });
+        let (factory, started, go) = gated_stages();
         // Queued before the worker starts: its first claim takes it.
         elsewhere.submit(id, RunStage::All).unwrap();
         queue.start_coordinator();
