@@ -60,8 +60,8 @@ def main():
         mib = kb / 1024
         if base is None:
             base = (minutes, mib)
-        slope = (mib - base[1]) / ((minutes - base[0]) / 60) if minutes > base[0] else float("nan")
-        print(f"| {minutes} min | {wall:.0f} | {wall / (minutes * 60):.3f} | {mib:.0f} | {slope:.0f} |", flush=True)
+        slope = f"{(mib - base[1]) / ((minutes - base[0]) / 60):.0f}" if minutes > base[0] else "—"
+        print(f"| {minutes} min | {wall:.0f} | {wall / (minutes * 60):.3f} | {mib:.0f} | {slope} |", flush=True)
 
 
 if __name__ == "__main__":
