@@ -141,6 +141,11 @@ fn score(a: &Analysis, multi_expected: bool) -> Value {
 }
 
 fn main() {
+    // `RUST_LOG=diarized=debug` shows each call and the keypoints a top-up request offered.
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .init();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let arg = |i: usize| args.get(i).map(String::as_str).unwrap_or_default();
     let (mode, model) = (arg(0), arg(1));
@@ -184,6 +189,7 @@ fn main() {
             if let Some(rv) = &a.last_review {
                 line["retried"] = json!(rv.retried);
                 line["repaired"] = json!(rv.repaired);
+                line["topped_up"] = json!(rv.topped_up);
                 line["first_problems"] = json!(rv.first_problems.iter().map(ToString::to_string).collect::<Vec<_>>());
             }
             if let Ok(r) = &result {

@@ -22,6 +22,11 @@ use crate::model::ActionItem;
 /// keypoint) repeats it.
 pub const MAX_OVERLAP: f64 = 0.6;
 
+/// A keypoint is attributable to the transcript when at least this share of its content words
+/// occur in it (participant labels count as occurring): a detail the model made up ("the
+/// password is password456") falls below.
+pub const MIN_KEYPOINT_GROUNDING: f64 = 0.7;
+
 /// Words that carry no fact (English and German function words).
 const STOPWORDS: &[&str] = &[
     "a", "an", "the", "and", "or", "but", "of", "to", "in", "on", "at", "for", "with", "by", "from", "as",
@@ -114,6 +119,83 @@ fn grounded(summary: &str, facts: &Facts) -> bool {
             .any(|w| facts.vocabulary.contains(w) || facts.vocabulary.contains(&format!("{w}s")))
 }
 
+/// Words a keypoint uses to report what was said rather than to say it ("Speaker01 proposed
+/// …", "the team discussed …"): neither grounded nor ungrounded.
+const REPORTING_WORDS: &[&str] = &[
+    "speaker",
+    "participant",
+    "person",
+    "people",
+    "team",
+    "conversation",
+    "meeting",
+    "call",
+    "discussion",
+    "say",
+    "said",
+    "mention",
+    "mentioned",
+    "mentioning",
+    "discus",
+    "discussed",
+    "discussing",
+    "propose",
+    "proposed",
+    "proposing",
+    "proposal",
+    "suggest",
+    "suggested",
+    "agree",
+    "agreed",
+    "agreeing",
+    "ask",
+    "asked",
+    "asking",
+    "explain",
+    "explained",
+    "decide",
+    "decided",
+    "decision",
+    "raise",
+    "raised",
+    "note",
+    "noted",
+    "state",
+    "stated",
+    "want",
+    "wanted",
+    "plan",
+    "planned",
+    "talk",
+    "talked",
+    "question",
+    "point",
+];
+
+/// Share of `keypoint`'s content words that occur in the transcript (reporting words it does not
+/// contain aside; 1 when the facts carry no vocabulary).
+fn grounding(keypoint: &str, facts: &Facts) -> f64 {
+    if facts.vocabulary.is_empty() {
+        return 1.0;
+    }
+    let labels: Vec<String> = facts.labels().iter().map(|l| l.to_lowercase()).collect();
+    let said = |w: &String| {
+        facts.vocabulary.contains(w) || facts.vocabulary.contains(&format!("{w}s")) || labels.contains(w)
+    };
+    let mut words = content_words(keypoint);
+    words.retain(|w| said(w) || !REPORTING_WORDS.contains(&w.as_str()));
+    if words.is_empty() {
+        return 1.0;
+    }
+    let found = words.iter().filter(|w| said(w)).count();
+    found as f64 / words.len() as f64
+}
+
+/// Whether `keypoint` is attributable to the transcript (see [`MIN_KEYPOINT_GROUNDING`]).
+fn keypoint_grounded(keypoint: &str, facts: &Facts) -> bool {
+    grounding(keypoint, facts) >= MIN_KEYPOINT_GROUNDING
+}
+
 /// How many participants a multi-party summary must name.
 fn names_needed(facts: &Facts) -> usize {
     if facts.is_multi_party() { 2 } else { 0 }
@@ -143,6 +225,11 @@ pub enum Problem {
     DuplicateKeypoint {
         index: usize,
         of: usize,
+    },
+    /// Too few of the keypoint's words occur in the transcript.
+    KeypointUngrounded {
+        index: usize,
+        share: f64,
     },
     TopicCount(usize),
     TopicTooLong(usize),
@@ -190,6 +277,12 @@ impl fmt::Display for Problem {
             Problem::DuplicateKeypoint { index, of } => {
                 write!(f, "keypoint {} says the same as keypoint {}", index + 1, of + 1)
             }
+            Problem::KeypointUngrounded { index, share } => write!(
+                f,
+                "keypoint {} is not in the transcript (only {:.0} % of its words occur there); state only what is said",
+                index + 1,
+                share * 100.0
+            ),
             Problem::TopicCount(n) => write!(f, "there are {n} topics; give {TOPICS_MIN} to {TOPICS_MAX}"),
             Problem::TopicTooLong(i) => {
                 write!(f, "topic {} is longer than {TOPIC_MAX_WORDS} words", i + 1)
@@ -224,6 +317,12 @@ pub fn check(reply: &Reply, facts: &Facts) -> Vec<Problem> {
     }
     out.extend(check_summary(&reply.summary, facts));
     out.extend(check_keypoints(&reply.keypoints, &reply.summary));
+    for (index, k) in reply.keypoints.iter().enumerate() {
+        let share = grounding(k, facts);
+        if share < MIN_KEYPOINT_GROUNDING {
+            out.push(Problem::KeypointUngrounded { index, share });
+        }
+    }
     let n = reply.topics.len();
     if !(TOPICS_MIN..=TOPICS_MAX).contains(&n) {
         out.push(Problem::TopicCount(n));
@@ -400,21 +499,25 @@ pub fn repair(mut reply: Reply, facts: &Facts, spare: &[String]) -> Reply {
     let mut kept: Vec<String> = Vec::new();
     for k in reply.keypoints.iter().chain(spare) {
         let copies = sents.iter().any(|s| overlap(k, s) >= MAX_OVERLAP);
-        if !copies && !k.trim().is_empty() && !kept.iter().any(|x| alike(x, k)) && kept.len() < KEYPOINTS_MAX
+        if !copies
+            && !k.trim().is_empty()
+            && keypoint_grounded(k, facts)
+            && !kept.iter().any(|x| alike(x, k))
+            && kept.len() < KEYPOINTS_MAX
         {
             kept.push(k.clone());
         }
     }
     if kept.is_empty() {
-        // Every keypoint restates the summary (a one-sentence recording does that): keep the one
-        // that adds the most rather than store none.
+        // Every keypoint restates the summary (a one-sentence recording does that): keep the
+        // attributable one that adds the most rather than store none.
         let least = |k: &String| sents.iter().map(|s| overlap(k, s)).fold(0.0, f64::max);
         kept.extend(
             reply
                 .keypoints
                 .iter()
                 .chain(spare)
-                .filter(|k| !k.trim().is_empty())
+                .filter(|k| !k.trim().is_empty() && keypoint_grounded(k, facts))
                 .min_by(|a, b| least(a).total_cmp(&least(b)))
                 .cloned(),
         );
@@ -448,22 +551,51 @@ pub fn repair(mut reply: Reply, facts: &Facts, spare: &[String]) -> Reply {
 pub enum Scope {
     /// Every rule.
     All,
+    /// Every rule but the keypoints': a reply whose only faults are keypoints (copies of the
+    /// summary, duplicates, too few) is not written again whole; its bad keypoints are dropped
+    /// and the missing ones asked for alone (see [`top_up_request`]), which costs a local model
+    /// a fraction of a full reply.
+    AllButKeypoints,
     /// Type and summary only: the merge step's lists are combined without the model, so
     /// asking it again cannot change them.
     TypeAndSummary,
 }
 
 impl Problem {
-    fn in_scope(&self, scope: Scope) -> bool {
-        scope == Scope::All
-            || matches!(
-                self,
-                Problem::TypeForbidden { .. }
-                    | Problem::SummarySentences(_)
-                    | Problem::SummarySaysTheSpeaker
-                    | Problem::SummaryNamesTooFew { .. }
-                    | Problem::SummaryUngrounded
-            )
+    fn is_summary_or_type(&self) -> bool {
+        matches!(
+            self,
+            Problem::TypeForbidden { .. }
+                | Problem::SummarySentences(_)
+                | Problem::SummarySaysTheSpeaker
+                | Problem::SummaryNamesTooFew { .. }
+                | Problem::SummaryUngrounded
+        )
+    }
+
+    fn is_keypoints(&self) -> bool {
+        matches!(
+            self,
+            Problem::KeypointCount(_)
+                | Problem::KeypointCopiesSummary { .. }
+                | Problem::DuplicateKeypoint { .. }
+                | Problem::KeypointUngrounded { .. }
+        )
+    }
+
+    /// Whether this problem alone makes a review ask the model again.
+    fn asks_again(&self, scope: Scope) -> bool {
+        match scope {
+            Scope::All => true,
+            Scope::AllButKeypoints => !self.is_keypoints(),
+            Scope::TypeAndSummary => self.is_summary_or_type(),
+        }
+    }
+
+    /// Whether the correction prompt mentions this problem (when the model is asked again at
+    /// all): every problem of a reply written again whole, only type and summary in a merge.
+    fn mentioned(&self, scope: Scope) -> bool {
+        scope != Scope::TypeAndSummary || self.is_summary_or_type()
     }
 }
 
@@ -532,39 +664,44 @@ pub struct Reviewed {
     pub retried: bool,
     /// Whether the stored reply was repaired deterministically.
     pub repaired: bool,
+    /// Keypoints added by a top-up request ([`add_keypoints`]); `None` when none was made.
+    pub topped_up: Option<usize>,
 }
 
-/// Checks `first`; if it breaks a rule in `scope`, asks once more through `retry` with the
-/// correction prompt, and if that fails too (or the retry errs) repairs the reply with fewer
-/// problems (keypoints of the other reply may fill in for dropped ones). Rules out of scope
-/// are repaired without asking.
+/// Checks `first`; if it breaks a rule that `scope` asks again for, asks once more through
+/// `retry` with the correction prompt, and if that fails too (or the retry errs) repairs the
+/// reply with fewer problems (keypoints of the other reply may fill in for dropped ones). Other
+/// rules are repaired without asking.
 pub fn review(
     first: Reply,
     facts: &Facts,
     scope: Scope,
     retry: impl FnOnce(&str) -> Result<Reply, String>,
 ) -> Reviewed {
-    let problems =
-        |r: &Reply| -> Vec<Problem> { check(r, facts).into_iter().filter(|p| p.in_scope(scope)).collect() };
-    let first_problems = problems(&first);
-    if first_problems.is_empty() {
-        let repaired = !check(&first, facts).is_empty();
+    let asking =
+        |r: &Reply| -> Vec<Problem> { check(r, facts).into_iter().filter(|p| p.asks_again(scope)).collect() };
+    let first_all = check(&first, facts);
+    // The problems this scope answers for (a merge: only type and summary, what its model writes).
+    let first_problems: Vec<Problem> = first_all.iter().filter(|p| p.mentioned(scope)).cloned().collect();
+    if !first_problems.iter().any(|p| p.asks_again(scope)) {
+        let repaired = !first_all.is_empty();
         let reply = if repaired { repair(first, facts, &[]) } else { first };
-        return Reviewed { reply, first_problems, retried: false, repaired };
+        return Reviewed { reply, first_problems, retried: false, repaired, topped_up: None };
     }
     tracing::info!(problems = ?first_problems, "analysis breaks the rules; asking once more");
+    let asked = first_problems.iter().filter(|p| p.asks_again(scope)).count();
     let (best, spare) = match retry(&correction_prompt(&first_problems, &first.language)) {
         Ok(second) => {
-            let second_problems = problems(&second);
+            let second_problems = asking(&second);
             if second_problems.is_empty() {
                 let repaired = !check(&second, facts).is_empty();
                 let reply = if repaired { repair(second, facts, &first.keypoints) } else { second };
-                return Reviewed { reply, first_problems, retried: true, repaired };
+                return Reviewed { reply, first_problems, retried: true, repaired, topped_up: None };
             }
             tracing::info!(problems = ?second_problems, "retry still breaks the rules; repairing");
             // A summary about something else is the worst break: the other reply wins then.
-            let weight = |ps: &[Problem]| (ps.contains(&Problem::SummaryUngrounded), ps.len());
-            if weight(&second_problems) <= weight(&first_problems) {
+            let weight = |ps: &[Problem], n: usize| (ps.contains(&Problem::SummaryUngrounded), n);
+            if weight(&second_problems, second_problems.len()) <= weight(&first_problems, asked) {
                 (second, first.keypoints)
             } else {
                 (first, second.keypoints)
@@ -575,7 +712,80 @@ pub fn review(
             (first, Vec::new())
         }
     };
-    Reviewed { reply: repair(best, facts, &spare), first_problems, retried: true, repaired: true }
+    Reviewed {
+        reply: repair(best, facts, &spare),
+        first_problems,
+        retried: true,
+        repaired: true,
+        topped_up: None,
+    }
+}
+
+/// A request for the keypoints a reviewed reply still lacks.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TopUp {
+    /// The message to the model (after its own reply in the conversation).
+    pub prompt: String,
+    /// Fewest and most new keypoints to ask for (a few more than missing, as some may repeat).
+    pub min: usize,
+    pub max: usize,
+}
+
+/// Whether a keypoint passes the rules on its own: not empty, no copy of a summary sentence,
+/// attributable to the transcript.
+fn passes(keypoint: &str, summary: &str, facts: &Facts) -> bool {
+    !keypoint.trim().is_empty()
+        && sentences(summary).iter().all(|s| overlap(keypoint, s) < MAX_OVERLAP)
+        && keypoint_grounded(keypoint, facts)
+}
+
+/// The request for more keypoints when `reply` has fewer than [`KEYPOINTS_MIN`] that pass the
+/// rules (a kept copy of the summary does not count); `None` when it has enough.
+pub fn top_up_request(reply: &Reply, facts: &Facts, language: &str) -> Option<TopUp> {
+    let good: Vec<&String> = reply.keypoints.iter().filter(|k| passes(k, &reply.summary, facts)).collect();
+    if good.len() >= KEYPOINTS_MIN {
+        return None;
+    }
+    let missing = KEYPOINTS_MIN - good.len();
+    let max = (KEYPOINTS_MAX - good.len()).min(missing + 2);
+    let min = (missing + 1).min(max);
+    let mut prompt = format!("Your summary: {}\n", reply.summary);
+    if !good.is_empty() {
+        prompt.push_str("Your keypoints so far:\n");
+        for k in &good {
+            prompt.push_str(&format!("- {k}\n"));
+        }
+    }
+    prompt.push_str(&format!(
+        "Give {min} to {max} more keypoints as a JSON array of strings: concrete facts, decisions, \
+         numbers, names or open questions that the transcript states and that neither the summary \
+         nor the keypoints above give. Use the transcript's own words; do not reword the summary \
+         or comment on how people speak."
+    ));
+    match language.trim() {
+        "" => {}
+        lang => prompt.push_str(&format!(" Write them in the conversation's language ({lang}).")),
+    }
+    Some(TopUp { prompt, min, max })
+}
+
+/// Adds the `more` keypoints that pass the rules (no copy of a summary sentence, attributable
+/// to the transcript, not alike a kept one) to the reviewed reply, up to [`KEYPOINTS_MAX`]; a kept copy of the summary (the
+/// repair's last resort) gives way once a real keypoint exists.
+pub fn add_keypoints(reviewed: &mut Reviewed, facts: &Facts, more: &[String]) {
+    let reply = &mut reviewed.reply;
+    let ok = |k: &str| passes(k, &reply.summary, facts);
+    let mut kept: Vec<String> = reply.keypoints.iter().filter(|k| ok(k)).cloned().collect();
+    let before = kept.len();
+    for k in more {
+        if ok(k) && !kept.iter().any(|x| alike(x, k)) && kept.len() < KEYPOINTS_MAX {
+            kept.push(k.trim().to_string());
+        }
+    }
+    reviewed.topped_up = Some(kept.len() - before);
+    if !kept.is_empty() {
+        reply.keypoints = kept;
+    }
 }
 
 #[cfg(test)]

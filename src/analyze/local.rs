@@ -340,16 +340,41 @@ impl LocalAnalyzer {
         v["text"].as_str().map(String::from).ok_or_else(|| "worker sent no text".into())
     }
 
-    /// Asks for a full analysis of `user` and reviews it (one correction round at most).
+    /// Asks for a full analysis of `user` and reviews it: one correction round at most for
+    /// the type, summary, topics and action items; keypoints that break the rules are dropped
+    /// and the missing ones asked for alone, which costs far less than a whole new reply.
     fn ask_reviewed(&mut self, user: &str, facts: &Facts) -> Result<Reviewed, String> {
         let grammar = schema::local_grammar(facts);
         let text = self.generate(user, &[], &grammar)?;
         let first = schema::parse_reply(&text, false)?;
-        Ok(checks::review(first, facts, Scope::All, |correction| {
-            let again =
-                self.generate(user, &[("assistant", text.as_str()), ("user", correction)], &grammar)?;
+        let language = first.language.clone();
+        // The conversation so far: later calls extend it, so the worker re-reads only new tokens.
+        let mut turns: Vec<(&str, String)> = vec![("assistant", text)];
+        let mut reviewed = checks::review(first, facts, Scope::AllButKeypoints, |correction| {
+            turns.push(("user", correction.to_string()));
+            let again = self.generate(user, &as_turns(&turns), &grammar);
+            let again = again.inspect_err(|_| {
+                turns.pop();
+            })?;
+            turns.push(("assistant", again.clone()));
             schema::parse_reply(&again, false)
-        }))
+        });
+        if let Some(top_up) = checks::top_up_request(&reviewed.reply, facts, &language) {
+            turns.push(("user", top_up.prompt));
+            let more = self
+                .generate(user, &as_turns(&turns), &schema::keypoints_grammar(top_up.min, top_up.max))
+                .and_then(|t| schema::parse_keypoints(&t));
+            match more {
+                Ok(more) => {
+                    tracing::debug!(backend = %self.label(), ?more, "more keypoints offered");
+                    checks::add_keypoints(&mut reviewed, facts, &more);
+                }
+                Err(e) => {
+                    tracing::warn!(backend = %self.label(), error = %e, "asking for more keypoints failed")
+                }
+            }
+        }
+        Ok(reviewed)
     }
 
     /// Tokens one call can spend on transcript text.
@@ -477,6 +502,11 @@ impl LocalAnalyzer {
             target = target * 3 / 4;
         }
     }
+}
+
+/// Borrowed view of a conversation's turns, as [`LocalAnalyzer::generate`] takes them.
+fn as_turns<'a>(turns: &'a [(&'a str, String)]) -> Vec<(&'a str, &'a str)> {
+    turns.iter().map(|(role, text)| (*role, text.as_str())).collect()
 }
 
 /// Consecutive groups of `replies` whose merge prompt (`count` tokens) fits `budget`; a reply

@@ -327,6 +327,16 @@ fn quoted(items: &[&str]) -> String {
     items.iter().map(|t| format!("\"\\\"{t}\\\"\"")).collect::<Vec<_>>().join(" | ")
 }
 
+/// GBNF rules for JSON string characters and optional whitespace, shared by every grammar.
+const STRING_RULES: &str = r#"char ::= [^"\\\x00-\x1f] | "\\" (["\\/bfnrt] | "u" [0-9a-fA-F] [0-9a-fA-F] [0-9a-fA-F] [0-9a-fA-F])
+ws ::= [ \n]{0,3}
+"#;
+
+/// GBNF rule for one keypoint string.
+fn point_rule() -> String {
+    format!("point ::= \"\\\"\" char{{8,{KEYPOINT_MAX_CHARS}}} \"\\\"\"\n")
+}
+
 /// GBNF rules shared by the reply and merge grammars.
 fn common_rules(facts: &Facts) -> String {
     let multi = facts.is_multi_party();
@@ -344,9 +354,7 @@ fn common_rules(facts: &Facts) -> String {
         r#"ctype ::= {types}
 lang ::= "\"" [a-z] [a-z] "\""
 summary ::= {summary}
-char ::= [^"\\\x00-\x1f] | "\\" (["\\/bfnrt] | "u" [0-9a-fA-F] [0-9a-fA-F] [0-9a-fA-F] [0-9a-fA-F])
-ws ::= [ \n]{{0,3}}
-"#,
+{STRING_RULES}"#,
         types = quoted(&allowed_types(multi)),
     )
 }
@@ -360,16 +368,37 @@ pub fn local_grammar(facts: &Facts) -> String {
     let min_kp = KEYPOINTS_MIN - 1;
     let more_topics = TOPICS_MAX - 1;
     let more_items = ACTION_ITEMS_MAX - 1;
+    let more_words = TOPIC_MAX_WORDS - 1;
     format!(
         r#"root ::= "{{" ws "\"conversation_type\":" ws ctype "," ws "\"topics\":" ws "[" ws topic ("," ws topic){{0,{more_topics}}} ws "]" "," ws "\"keypoints\":" ws "[" ws point ("," ws point){{{min_kp},{more_kp}}} ws "]" "," ws "\"action_items\":" ws "[" ws (item ("," ws item){{0,{more_items}}})? ws "]" "," ws "\"summary\":" ws summary "," ws "\"language\":" ws lang ws "}}"
-topic ::= "\"" char{{2,60}} "\""
-point ::= "\"" char{{8,{KEYPOINT_MAX_CHARS}}} "\""
-item ::= "{{" ws "\"owner\":" ws owner "," ws "\"text\":" ws itemtext ws "}}"
+topic ::= "\"" tword (" " tword){{0,{more_words}}} "\""
+tword ::= [^" \\\x00-\x1f]{{1,24}}
+{point}item ::= "{{" ws "\"owner\":" ws owner "," ws "\"text\":" ws itemtext ws "}}"
 owner ::= "null" | {owners}
 itemtext ::= "\"" char{{3,{KEYPOINT_MAX_CHARS}}} "\""
 {common}"#,
+        point = point_rule(),
         common = common_rules(facts)
     )
+}
+
+/// Grammar of a top-up reply: a JSON array of `min` to `max` keypoints.
+pub fn keypoints_grammar(min: usize, max: usize) -> String {
+    let (min, max) = (min.max(1), max.max(min.max(1)));
+    format!(
+        r#"root ::= "[" ws point ("," ws point){{{},{}}} ws "]"
+{}{STRING_RULES}"#,
+        min - 1,
+        max - 1,
+        point_rule()
+    )
+}
+
+/// Parses a top-up reply: the keypoints, trimmed, empty ones dropped.
+pub fn parse_keypoints(text: &str) -> Result<Vec<String>, String> {
+    let list: Vec<String> = serde_json::from_str(text.trim())
+        .map_err(|e| format!("keypoints are not a JSON array of strings: {e}"))?;
+    Ok(trimmed(&list))
 }
 
 /// Grammar of the merge step: type, summary and language.
@@ -447,6 +476,17 @@ mod tests {
         assert!(one.contains("\\\"voicemail\\\"") && !one.contains("(\"Speaker00\")"));
         let m = merge_grammar(&facts(MEETING));
         assert!(m.contains("\\\"summary\\\":") && !m.contains("keypoints"));
+    }
+
+    #[test]
+    fn topics_are_bounded_in_words_and_top_ups_are_keypoint_arrays() {
+        let g = local_grammar(&facts(MEETING));
+        assert!(g.contains("topic ::= \"\\\"\" tword (\" \" tword){0,5} \"\\\"\""), "{g}");
+        let k = keypoints_grammar(2, 4);
+        assert!(k.starts_with("root ::= \"[\" ws point (\",\" ws point){1,3} ws \"]\""), "{k}");
+        assert!(k.contains("point ::= ") && k.contains("char ::= "), "{k}");
+        assert_eq!(parse_keypoints(" [\" a fact \", \"\"] ").unwrap(), vec!["a fact".to_string()]);
+        assert!(parse_keypoints("{\"keypoints\": []}").is_err());
     }
 
     #[test]

@@ -72,7 +72,8 @@ fn type_must_fit_the_number_of_participants() {
     let mut r = good();
     r.summary = "John Kennedy asks Americans to serve their country. It is a famous line.".into();
     r.action_items.clear();
-    let p = check(&r, &facts(SPEECH));
+    // (The meeting's keypoints are not in the speech: only the type is looked at here.)
+    let p: Vec<Problem> = check(&r, &facts(SPEECH)).into_iter().filter(|p| !p.is_keypoints()).collect();
     assert_eq!(p, vec![Problem::TypeForbidden { ty: "meeting".into(), multi_party: false }]);
     assert_eq!(repair(r, &facts(SPEECH), &[]).conversation_type, "monologue");
     let mut r = good();
@@ -203,7 +204,8 @@ fn review_retries_once_and_takes_a_good_second_reply() {
     );
     assert!(out.retried && !out.repaired);
     assert_eq!(out.reply, good());
-    assert_eq!(out.first_problems.len(), 2);
+    // The type, the copy, and the copy is not in the transcript either.
+    assert_eq!(out.first_problems.len(), 3, "{:?}", out.first_problems);
 }
 
 #[test]
@@ -228,6 +230,106 @@ fn review_in_type_and_summary_scope_does_not_ask_about_lists() {
     r.topics.clear();
     let out = review(r, &f, Scope::TypeAndSummary, |_| panic!("asked again"));
     assert!(!out.retried && out.repaired && out.first_problems.is_empty());
+}
+
+#[test]
+fn a_keypoint_not_in_the_transcript_is_flagged_and_repaired_away() {
+    let f = facts(MEETING);
+    let mut r = good();
+    r.keypoints.push("The username is projectuser123 and the password is password456".into());
+    let p = check(&r, &f);
+    assert!(
+        matches!(p.as_slice(), [Problem::KeypointUngrounded { index: 3, share }] if *share < 0.5),
+        "{p:?}"
+    );
+    assert!(p[0].to_string().contains("keypoint 4 is not in the transcript"), "{}", p[0]);
+    assert_eq!(repair(r, &f, &[]).keypoints, good().keypoints);
+    // Labels and plurals of transcript words count as said; reporting words are neutral.
+    let mut r = good();
+    r.keypoints[0] = "Speaker02 sends newsletters on Friday".into();
+    r.keypoints[1] = "Speaker00 decided to move the release".into();
+    assert_eq!(check(&r, &f), vec![]);
+}
+
+/// A reply whose only faults are keypoints: the first copies a summary sentence, the third
+/// repeats the second.
+fn keypoint_faults_only() -> Reply {
+    let mut r = good();
+    r.keypoints = vec![
+        "Speaker01 reports that the Android login crash needs two more days".into(),
+        "Maria reviews the payment code tomorrow".into(),
+        "Maria reviews the payment code tomorrow morning".into(),
+    ];
+    r
+}
+
+#[test]
+fn review_without_keypoint_scope_drops_bad_keypoints_instead_of_asking_again() {
+    let f = facts(MEETING);
+    let out = review(keypoint_faults_only(), &f, Scope::AllButKeypoints, |_| panic!("asked again"));
+    assert!(!out.retried && out.repaired);
+    assert_eq!(out.reply.keypoints, vec!["Maria reviews the payment code tomorrow".to_string()]);
+    assert_eq!(out.first_problems.len(), 2, "{:?}", out.first_problems);
+    // A summary fault still asks again, and the correction names the keypoint faults too.
+    let mut r = keypoint_faults_only();
+    r.summary = "The speaker talks. Speaker00 decides.".into();
+    let mut asked = String::new();
+    let out = review(r, &f, Scope::AllButKeypoints, |c| {
+        asked = c.to_string();
+        Ok(good())
+    });
+    assert!(
+        out.retried && asked.contains("the speaker") && asked.contains("keypoint 3 says the same"),
+        "{asked}"
+    );
+    assert_eq!(out.reply, good());
+}
+
+#[test]
+fn too_few_keypoints_ask_for_more_and_only_good_ones_are_added() {
+    let f = facts(MEETING);
+    let mut out = review(keypoint_faults_only(), &f, Scope::AllButKeypoints, |_| panic!("asked again"));
+    let request = top_up_request(&out.reply, &f, "en").expect("one keypoint of three");
+    assert_eq!((request.min, request.max), (3, 4));
+    assert!(request.prompt.contains(&out.reply.summary) && request.prompt.contains("- Maria reviews"));
+    assert!(request.prompt.contains("Give 3 to 4 more keypoints") && request.prompt.ends_with("(en)."));
+    let more = [
+        "Speaker02 confirms that marketing can follow the new date".to_string(), // copies the summary
+        "The CFO approved a budget of 40,000 euros for the launch".to_string(),  // not said
+        "Maria reviews the payment code tomorrow.".to_string(),                  // already kept
+        "The newsletter goes out on Friday afternoon".to_string(),
+        "The release moves from Wednesday to Friday".to_string(),
+        "".to_string(),
+    ];
+    add_keypoints(&mut out, &f, &more);
+    assert_eq!(out.topped_up, Some(2));
+    assert_eq!(out.reply.keypoints.len(), 3, "{:?}", out.reply.keypoints);
+    assert_eq!(check(&out.reply, &f), vec![]);
+    assert_eq!(top_up_request(&out.reply, &f, "en"), None);
+}
+
+#[test]
+fn a_kept_copy_of_the_summary_gives_way_to_a_real_keypoint() {
+    let f = facts(SPEECH);
+    let mut r = good();
+    r.conversation_type = "speech".into();
+    r.summary =
+        "Speaker00 asks people what they can do for their country. Speaker00 speaks to Americans.".into();
+    r.keypoints = vec!["Speaker00 asks what people can do for their country".into(); 3];
+    r.action_items.clear();
+    let mut out = review(r, &f, Scope::AllButKeypoints, |_| panic!("asked again"));
+    // Every keypoint copied the summary: the repair kept one rather than none.
+    assert_eq!(out.reply.keypoints.len(), 1);
+    let request = top_up_request(&out.reply, &f, "").expect("the copy does not count");
+    assert_eq!((request.min, request.max), (4, 5));
+    add_keypoints(&mut out, &f, &["Kennedy wants a tax on imported steel".into()]); // not said
+    assert_eq!(out.topped_up, Some(0));
+    add_keypoints(&mut out, &f, &["Speaker00 addresses his fellow Americans".into()]);
+    assert_eq!(out.reply.keypoints, vec!["Speaker00 addresses his fellow Americans".to_string()]);
+    // Nothing usable: the reply keeps what it had.
+    let before = out.reply.clone();
+    add_keypoints(&mut out, &f, &["Speaker00 speaks to Americans".into()]);
+    assert_eq!((out.reply, out.topped_up), (before, Some(0)));
 }
 
 #[test]
