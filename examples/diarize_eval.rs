@@ -104,7 +104,7 @@ fn main() {
         let secs = samples.len() as f64 / 16_000.0;
         let t = Instant::now();
         let c = cpu_seconds();
-        let turns = d.diarize_samples(&samples, SpeakerHints::default()).expect("diarize");
+        let turns = d.diarize_samples(&samples[..], SpeakerHints::default()).expect("diarize");
         let wall = t.elapsed().as_secs_f64();
         let cpu = cpu_seconds() - c;
         cpu_s += cpu;

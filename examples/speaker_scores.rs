@@ -130,7 +130,7 @@ fn job_voices(d: &PyannoteDiarizer, list: &Path) -> (Vec<JobVoice>, usize) {
         let (wav, rttm) = line.split_once('=').unwrap();
         let x = load(Path::new(wav), None);
         let reference = parse_rttm(&std::fs::read_to_string(rttm).unwrap()).unwrap();
-        let diar = d.diarize_voices(&x, SpeakerHints::default()).unwrap();
+        let diar = d.diarize_voices(&x[..], SpeakerHints::default()).unwrap();
         for v in &diar.voices {
             let mine: Vec<&SpeakerTurn> = diar.turns.iter().filter(|t| t.speaker == v.label).collect();
             let total: f64 = mine.iter().map(|t| t.end_s - t.start_s).sum();

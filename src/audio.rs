@@ -105,15 +105,6 @@ impl Samples for [f32] {
     }
 }
 
-impl Samples for Vec<f32> {
-    fn len(&self) -> usize {
-        self.as_slice().len()
-    }
-    fn window(&self, range: Range<usize>) -> Cow<'_, [f32]> {
-        Cow::Borrowed(&self[range])
-    }
-}
-
 impl Samples for Audio {
     fn len(&self) -> usize {
         self.pcm.len()

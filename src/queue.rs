@@ -247,8 +247,11 @@ impl Queue {
                 lock(&self.running).insert(index, entry);
             }
             // A cancel between the claim and the registration above found no running entry.
-            if self.store.cancel_requested(job.id).unwrap_or(false) {
-                cancel.store(true, Ordering::SeqCst);
+            // If the store cannot say, the coordinator's next check of cancel requests will.
+            match self.store.cancel_requested(job.id) {
+                Ok(true) => cancel.store(true, Ordering::SeqCst),
+                Ok(false) => {}
+                Err(e) => tracing::warn!(job = job.id, error = %e, "cannot read the job's cancel request"),
             }
             let cfg = self.config.get();
             let started = Instant::now();

@@ -52,7 +52,7 @@ fn diarizes_real_recordings() {
     let mut corpus = der::DerReport::default();
     for (name, bound) in BOUNDS {
         let audio = load_wav(&fixture(&format!("{name}.wav")));
-        let turns = d.diarize_samples(&audio, none).unwrap();
+        let turns = d.diarize_samples(&audio[..], none).unwrap();
         let reference =
             parse_rttm(&std::fs::read_to_string(fixture(&format!("{name}.rttm"))).unwrap()).unwrap();
         let rep = der::score(&reference, &turns, 0.25);
@@ -71,7 +71,7 @@ fn diarizes_real_recordings() {
         assert_eq!(back.len(), turns.len());
         // Hints: one speaker forced gives one label.
         if name == "ami_sample" {
-            let one = d.diarize_samples(&audio, SpeakerHints { num_speakers: Some(1), ..none }).unwrap();
+            let one = d.diarize_samples(&audio[..], SpeakerHints { num_speakers: Some(1), ..none }).unwrap();
             assert_eq!(speakers(&one), ["Speaker00"]);
         }
     }
@@ -98,7 +98,7 @@ fn diarizes_real_recordings() {
 
     // JFK: one speaker.
     let audio = load_wav(&fixture("jfk.wav"));
-    let turns = d.diarize_samples(&audio, none).unwrap();
+    let turns = d.diarize_samples(&audio[..], none).unwrap();
     eprintln!("jfk: {turns:?}");
     assert_eq!(speakers(&turns), ["Speaker00"]);
     assert!(talk_in(&turns, 0.0, 11.0, "Speaker00") > 6.0);
@@ -135,7 +135,7 @@ fn short_utterances_get_turns() {
     let d = PyannoteDiarizer::load(&models, 1).unwrap();
     // "ask", "and so", "ask what": 0.22 s each, shorter than any embedding's minimum.
     let (audio, placed) = short_utterances(&[(3.24, 3.46), (0.28, 0.5), (8.14, 8.36)]);
-    let turns = d.diarize_samples(&audio, SpeakerHints::default()).unwrap();
+    let turns = d.diarize_samples(&audio[..], SpeakerHints::default()).unwrap();
     eprintln!("short utterances: {turns:?}");
     assert!(!turns.is_empty(), "speech but no speaker turn");
     assert_eq!(speakers(&turns), ["Speaker00"], "one voice");
@@ -174,7 +174,7 @@ fn heldout_material_meets_the_der_bounds() {
     for line in list.lines().filter(|l| !l.trim().is_empty()) {
         let (wav, rttm) = line.split_once('=').unwrap();
         let reference = parse_rttm(&std::fs::read_to_string(rttm).unwrap()).unwrap();
-        let turns = d.diarize_samples(&load_wav(Path::new(wav)), SpeakerHints::default()).unwrap();
+        let turns = d.diarize_samples(&load_wav(Path::new(wav))[..], SpeakerHints::default()).unwrap();
         assert!(reference.is_empty() || !turns.is_empty(), "{wav}: speech but no speaker turn");
         let (a, b) = (der::score(&reference, &turns, 0.0), der::score(&reference, &turns, 0.25));
         eprintln!("{wav}: DER {:.3} / {:.3}", a.der(), b.der());
