@@ -40,7 +40,8 @@ fn action_items_and_topics_reach_the_job_and_sidecar_and_can_be_edited() {
     let analysis = json!({
         "conversation_type": "speech",
         "topics": ["civic duty", "inaugural address"],
-        "keypoints": ["Service to the country comes first", "Addressed to fellow Americans", "Delivered in 1961"],
+        "keypoints": ["Speaker00 addresses his fellow Americans", "Ask not what your country can do for you",
+                      "Speaker00 asks what you can do"],
         "action_items": [{"owner": "Speaker00", "text": "Ask what you can do for your country"},
                          {"owner": null, "text": "Serve the nation"}],
         "summary": "Kennedy asks citizens to serve. He speaks to all Americans.",

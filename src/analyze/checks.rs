@@ -1,12 +1,12 @@
 //! Deterministic checks of a model's analysis against what the pipeline knows, the short
-//! correction prompt for a reply that breaks them, and the repair applied when the one retry
-//! does not fix it: nothing that breaks the rules is stored.
+//! correction prompt for a reply that breaks them, the request for missing keypoints, and the
+//! repair applied when the one retry does not fix it: nothing that breaks the rules is stored.
 //!
 //! Rules (issue 13): `conversation_type` fits the number of participants; the summary has 2–5
 //! sentences and, for several participants, names at least two of them and never says "the
-//! speaker"; 3–7 keypoints, none a copy of a summary sentence (content-word overlap < 60 %), no
-//! two alike; 1–5 short topics; action-item owners are speakers of the transcript, names it
-//! contains, or null.
+//! speaker"; 3–7 keypoints, each attributable to the transcript (most of its words occur there),
+//! none a copy of a summary sentence (content-word overlap < 60 %), no two alike; 1–5 short
+//! topics; action-item owners are speakers of the transcript, names it contains, or null.
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -470,6 +470,20 @@ fn replace_the_speaker(summary: &str) -> String {
     out
 }
 
+/// `topic` cut to [`TOPIC_MAX_WORDS`] words, without trailing punctuation or function words
+/// ("sync for version 2.4," → "sync").
+fn short_topic(topic: &str) -> String {
+    let mut words: Vec<&str> = topic.split_whitespace().take(TOPIC_MAX_WORDS).collect();
+    while let Some(last) = words.pop() {
+        let last = last.trim_end_matches(|c: char| c.is_ascii_punctuation());
+        if !last.is_empty() && !STOPWORDS.contains(&last.to_lowercase().as_str()) {
+            words.push(last);
+            break;
+        }
+    }
+    words.join(" ")
+}
+
 /// Makes `reply` obey the rules without asking the model again: allowed type, summary cut to
 /// five sentences and completed from the facts, offending keypoints dropped (and refilled from
 /// `spare` ones that pass), topics and action items cleaned.
@@ -509,16 +523,22 @@ pub fn repair(mut reply: Reply, facts: &Facts, spare: &[String]) -> Reply {
         }
     }
     if kept.is_empty() {
-        // Every keypoint restates the summary (a one-sentence recording does that): keep the
-        // attributable one that adds the most rather than store none.
-        let least = |k: &String| sents.iter().map(|s| overlap(k, s)).fold(0.0, f64::max);
+        // No keypoint passes (a one-sentence recording restates its summary): keep the best
+        // rather than store none: attributable before not, then the one adding the most.
+        let rank = |k: &String| {
+            let copies = sents.iter().map(|s| overlap(k, s)).fold(0.0, f64::max);
+            (!keypoint_grounded(k, facts), copies)
+        };
         kept.extend(
             reply
                 .keypoints
                 .iter()
                 .chain(spare)
-                .filter(|k| !k.trim().is_empty() && keypoint_grounded(k, facts))
-                .min_by(|a, b| least(a).total_cmp(&least(b)))
+                .filter(|k| !k.trim().is_empty())
+                .min_by(|a, b| {
+                    let (ra, rb) = (rank(a), rank(b));
+                    ra.0.cmp(&rb.0).then(ra.1.total_cmp(&rb.1))
+                })
                 .cloned(),
         );
     }
@@ -526,7 +546,7 @@ pub fn repair(mut reply: Reply, facts: &Facts, spare: &[String]) -> Reply {
 
     let mut topics: Vec<String> = Vec::new();
     for t in &reply.topics {
-        let t: String = t.split_whitespace().take(TOPIC_MAX_WORDS).collect::<Vec<_>>().join(" ");
+        let t = short_topic(t);
         if !t.is_empty() && !topics.iter().any(|x| x.eq_ignore_ascii_case(&t)) && topics.len() < TOPICS_MAX {
             topics.push(t);
         }
@@ -551,11 +571,12 @@ pub fn repair(mut reply: Reply, facts: &Facts, spare: &[String]) -> Reply {
 pub enum Scope {
     /// Every rule.
     All,
-    /// Every rule but the keypoints': a reply whose only faults are keypoints (copies of the
-    /// summary, duplicates, too few) is not written again whole; its bad keypoints are dropped
-    /// and the missing ones asked for alone (see [`top_up_request`]), which costs a local model
-    /// a fraction of a full reply.
-    AllButKeypoints,
+    /// Type and summary; the lists' faults are repaired without a whole new reply: keypoints
+    /// that break a rule are dropped and the missing ones asked for alone (see
+    /// [`top_up_request`]), which costs a local model a fraction of a full reply; long topics
+    /// are cut, unknown action-item owners become null. A correction round, when there is
+    /// one, still names every fault.
+    AllButLists,
     /// Type and summary only: the merge step's lists are combined without the model, so
     /// asking it again cannot change them.
     TypeAndSummary,
@@ -573,23 +594,9 @@ impl Problem {
         )
     }
 
-    fn is_keypoints(&self) -> bool {
-        matches!(
-            self,
-            Problem::KeypointCount(_)
-                | Problem::KeypointCopiesSummary { .. }
-                | Problem::DuplicateKeypoint { .. }
-                | Problem::KeypointUngrounded { .. }
-        )
-    }
-
     /// Whether this problem alone makes a review ask the model again.
     fn asks_again(&self, scope: Scope) -> bool {
-        match scope {
-            Scope::All => true,
-            Scope::AllButKeypoints => !self.is_keypoints(),
-            Scope::TypeAndSummary => self.is_summary_or_type(),
-        }
+        scope == Scope::All || self.is_summary_or_type()
     }
 
     /// Whether the correction prompt mentions this problem (when the model is asked again at

@@ -3,8 +3,9 @@
 //! The worker is started on the first job, spoken to in JSON lines over stdin/stdout, and
 //! restarted on the next job if it crashed, timed out or exited after being idle. Output is
 //! constrained by a grammar built for each transcript (types its speakers allow, 3–7 keypoints,
-//! owners among its labels); the reply is checked ([`super::checks`]), asked for once more with a
-//! correction, and repaired if still wrong. The clean transcript is built in Rust.
+//! owners among its labels); the reply is checked ([`super::checks`]): a wrong type or summary
+//! is asked for once more with a correction, keypoints that break the rules are dropped and the
+//! missing ones asked for alone, the rest is repaired. The clean transcript is built in Rust.
 //! Transcripts longer than the context are analysed in parts and merged (map-reduce): the model
 //! merges type and summary, the lists are combined from every part.
 
@@ -341,8 +342,8 @@ impl LocalAnalyzer {
     }
 
     /// Asks for a full analysis of `user` and reviews it: one correction round at most for
-    /// the type, summary, topics and action items; keypoints that break the rules are dropped
-    /// and the missing ones asked for alone, which costs far less than a whole new reply.
+    /// type and summary; keypoints that break the rules are dropped and the missing ones asked
+    /// for alone, which costs far less than a whole new reply (see [`Scope::AllButLists`]).
     fn ask_reviewed(&mut self, user: &str, facts: &Facts) -> Result<Reviewed, String> {
         let grammar = schema::local_grammar(facts);
         let text = self.generate(user, &[], &grammar)?;
@@ -350,7 +351,7 @@ impl LocalAnalyzer {
         let language = first.language.clone();
         // The conversation so far: later calls extend it, so the worker re-reads only new tokens.
         let mut turns: Vec<(&str, String)> = vec![("assistant", text)];
-        let mut reviewed = checks::review(first, facts, Scope::AllButKeypoints, |correction| {
+        let mut reviewed = checks::review(first, facts, Scope::AllButLists, |correction| {
             turns.push(("user", correction.to_string()));
             let again = self.generate(user, &as_turns(&turns), &grammar);
             let again = again.inspect_err(|_| {

@@ -73,7 +73,10 @@ fn type_must_fit_the_number_of_participants() {
     r.summary = "John Kennedy asks Americans to serve their country. It is a famous line.".into();
     r.action_items.clear();
     // (The meeting's keypoints are not in the speech: only the type is looked at here.)
-    let p: Vec<Problem> = check(&r, &facts(SPEECH)).into_iter().filter(|p| !p.is_keypoints()).collect();
+    let p: Vec<Problem> = check(&r, &facts(SPEECH))
+        .into_iter()
+        .filter(|p| !matches!(p, Problem::KeypointUngrounded { .. }))
+        .collect();
     assert_eq!(p, vec![Problem::TypeForbidden { ty: "meeting".into(), multi_party: false }]);
     assert_eq!(repair(r, &facts(SPEECH), &[]).conversation_type, "monologue");
     let mut r = good();
@@ -244,6 +247,10 @@ fn a_keypoint_not_in_the_transcript_is_flagged_and_repaired_away() {
     );
     assert!(p[0].to_string().contains("keypoint 4 is not in the transcript"), "{}", p[0]);
     assert_eq!(repair(r, &f, &[]).keypoints, good().keypoints);
+    // When none is attributable the repair still keeps one rather than none.
+    let mut r = good();
+    r.keypoints = vec!["The CFO approved a budget of 40,000 euros".into(), "The username is secret".into()];
+    assert_eq!(repair(r, &f, &[]).keypoints.len(), 1);
     // Labels and plurals of transcript words count as said; reporting words are neutral.
     let mut r = good();
     r.keypoints[0] = "Speaker02 sends newsletters on Friday".into();
@@ -264,17 +271,22 @@ fn keypoint_faults_only() -> Reply {
 }
 
 #[test]
-fn review_without_keypoint_scope_drops_bad_keypoints_instead_of_asking_again() {
+fn review_of_lists_repairs_them_instead_of_asking_again() {
     let f = facts(MEETING);
-    let out = review(keypoint_faults_only(), &f, Scope::AllButKeypoints, |_| panic!("asked again"));
+    let mut r = keypoint_faults_only();
+    r.topics = vec!["Release moves from Wednesday to Friday for the newsletter,".into()];
+    r.action_items[0].owner = Some("Speaker07".into());
+    let out = review(r, &f, Scope::AllButLists, |_| panic!("asked again"));
     assert!(!out.retried && out.repaired);
     assert_eq!(out.reply.keypoints, vec!["Maria reviews the payment code tomorrow".to_string()]);
-    assert_eq!(out.first_problems.len(), 2, "{:?}", out.first_problems);
+    assert_eq!(out.reply.topics, vec!["Release moves from Wednesday to Friday".to_string()]);
+    assert_eq!(out.reply.action_items[0].owner, None);
+    assert_eq!(out.first_problems.len(), 4, "{:?}", out.first_problems);
     // A summary fault still asks again, and the correction names the keypoint faults too.
     let mut r = keypoint_faults_only();
     r.summary = "The speaker talks. Speaker00 decides.".into();
     let mut asked = String::new();
-    let out = review(r, &f, Scope::AllButKeypoints, |c| {
+    let out = review(r, &f, Scope::AllButLists, |c| {
         asked = c.to_string();
         Ok(good())
     });
@@ -288,7 +300,7 @@ fn review_without_keypoint_scope_drops_bad_keypoints_instead_of_asking_again() {
 #[test]
 fn too_few_keypoints_ask_for_more_and_only_good_ones_are_added() {
     let f = facts(MEETING);
-    let mut out = review(keypoint_faults_only(), &f, Scope::AllButKeypoints, |_| panic!("asked again"));
+    let mut out = review(keypoint_faults_only(), &f, Scope::AllButLists, |_| panic!("asked again"));
     let request = top_up_request(&out.reply, &f, "en").expect("one keypoint of three");
     assert_eq!((request.min, request.max), (3, 4));
     assert!(request.prompt.contains(&out.reply.summary) && request.prompt.contains("- Maria reviews"));
@@ -317,7 +329,7 @@ fn a_kept_copy_of_the_summary_gives_way_to_a_real_keypoint() {
         "Speaker00 asks people what they can do for their country. Speaker00 speaks to Americans.".into();
     r.keypoints = vec!["Speaker00 asks what people can do for their country".into(); 3];
     r.action_items.clear();
-    let mut out = review(r, &f, Scope::AllButKeypoints, |_| panic!("asked again"));
+    let mut out = review(r, &f, Scope::AllButLists, |_| panic!("asked again"));
     // Every keypoint copied the summary: the repair kept one rather than none.
     assert_eq!(out.reply.keypoints.len(), 1);
     let request = top_up_request(&out.reply, &f, "").expect("the copy does not count");
