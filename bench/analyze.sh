@@ -11,7 +11,8 @@
 # (`diarized transcribe --format json`, whisper base, no LLM), then analyses each transcript and
 # prints per file: type right, summary multi-party (2–5 sentences, ≥ 2 participants named, no
 # "the speaker"), highest keypoint/summary-sentence overlap, keypoints and duplicates, action
-# items, retry/repair, keypoints added by a top-up request, time. Models are installed into $MODELS_DIR (default models-cache/).
+# items, retry/repair, keypoints added by a top-up request, time. Models are installed into
+# $MODELS_DIR (default models-cache/).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release -q --workspace --bins --examples

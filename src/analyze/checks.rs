@@ -113,10 +113,12 @@ fn named<'a>(summary: &str, facts: &'a Facts) -> Vec<&'a str> {
 /// Whether `summary` shares a content word with the transcript (always, when the facts carry no
 /// vocabulary).
 fn grounded(summary: &str, facts: &Facts) -> bool {
-    facts.vocabulary.is_empty()
-        || content_words(summary)
-            .iter()
-            .any(|w| facts.vocabulary.contains(w) || facts.vocabulary.contains(&format!("{w}s")))
+    facts.vocabulary.is_empty() || content_words(summary).iter().any(|w| in_vocabulary(w, facts))
+}
+
+/// Whether the content word `w` (plural `s` cut) occurs in the transcript.
+fn in_vocabulary(w: &str, facts: &Facts) -> bool {
+    facts.vocabulary.contains(w) || facts.vocabulary.contains(&format!("{w}s"))
 }
 
 /// Words a keypoint uses to report what was said rather than to say it ("Speaker01 proposed
@@ -179,9 +181,7 @@ fn grounding(keypoint: &str, facts: &Facts) -> f64 {
         return 1.0;
     }
     let labels: Vec<String> = facts.labels().iter().map(|l| l.to_lowercase()).collect();
-    let said = |w: &String| {
-        facts.vocabulary.contains(w) || facts.vocabulary.contains(&format!("{w}s")) || labels.contains(w)
-    };
+    let said = |w: &String| in_vocabulary(w, facts) || labels.contains(w);
     let mut words = content_words(keypoint);
     words.retain(|w| said(w) || !REPORTING_WORDS.contains(&w.as_str()));
     if words.is_empty() {
@@ -512,12 +512,7 @@ pub fn repair(mut reply: Reply, facts: &Facts, spare: &[String]) -> Reply {
     let sents = sentences(&reply.summary);
     let mut kept: Vec<String> = Vec::new();
     for k in reply.keypoints.iter().chain(spare) {
-        let copies = sents.iter().any(|s| overlap(k, s) >= MAX_OVERLAP);
-        if !copies
-            && !k.trim().is_empty()
-            && keypoint_grounded(k, facts)
-            && !kept.iter().any(|x| alike(x, k))
-            && kept.len() < KEYPOINTS_MAX
+        if passes(k, &reply.summary, facts) && !kept.iter().any(|x| alike(x, k)) && kept.len() < KEYPOINTS_MAX
         {
             kept.push(k.clone());
         }
@@ -777,8 +772,8 @@ pub fn top_up_request(reply: &Reply, facts: &Facts, language: &str) -> Option<To
 }
 
 /// Adds the `more` keypoints that pass the rules (no copy of a summary sentence, attributable
-/// to the transcript, not alike a kept one) to the reviewed reply, up to [`KEYPOINTS_MAX`]; a kept copy of the summary (the
-/// repair's last resort) gives way once a real keypoint exists.
+/// to the transcript, not alike a kept one) to the reviewed reply, up to [`KEYPOINTS_MAX`]; a
+/// kept copy of the summary (the repair's last resort) gives way once a real keypoint exists.
 pub fn add_keypoints(reviewed: &mut Reviewed, facts: &Facts, more: &[String]) {
     let reply = &mut reviewed.reply;
     let ok = |k: &str| passes(k, &reply.summary, facts);
