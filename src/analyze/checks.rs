@@ -61,7 +61,8 @@ pub fn overlap(a: &str, b: &str) -> f64 {
 }
 
 /// The sentences of `text`: split after `.`, `!` or `?` followed by a space and an upper-case
-/// letter, a digit or a quote (so "e.g. this" and "2.5" stay whole).
+/// letter, a digit or a quote (so "e.g. this" and "2.5" stay whole), except after a title or an
+/// initial ("Mr. Jensen", "J. Smith").
 pub fn sentences(text: &str) -> Vec<&str> {
     let mut out = Vec::new();
     let mut start = 0;
@@ -80,7 +81,7 @@ pub fn sentences(text: &str) -> Vec<&str> {
             }
             _ => false,
         };
-        if boundary {
+        if boundary && !(c == '.' && abbreviation_before(&text[start..pos])) {
             let s = text[start..pos + c.len_utf8()].trim();
             if !s.is_empty() {
                 out.push(s);
@@ -93,6 +94,19 @@ pub fn sentences(text: &str) -> Vec<&str> {
         out.push(rest);
     }
     out
+}
+
+/// Titles and abbreviations after which a full stop ends no sentence ("Mr. Jensen").
+const ABBREVIATIONS: &[&str] =
+    &["mr", "mrs", "ms", "dr", "prof", "st", "jr", "sr", "vs", "etc", "nr", "hr", "fr", "frau", "herr"];
+
+/// Whether `text` ends in a word that a full stop abbreviates: a title from [`ABBREVIATIONS`] or
+/// a single letter (an initial, "J. Smith").
+fn abbreviation_before(text: &str) -> bool {
+    let word = text.rsplit(|c: char| !c.is_alphanumeric()).next().unwrap_or("");
+    let lower = word.to_lowercase();
+    word.chars().count() == 1 && word.chars().all(char::is_alphabetic)
+        || ABBREVIATIONS.contains(&lower.as_str())
 }
 
 /// Whether `summary` calls someone "the speaker" (singular).
@@ -507,16 +521,11 @@ pub fn repair(mut reply: Reply, facts: &Facts, spare: &[String]) -> Reply {
             summary = s.join(" ");
         }
     }
-    reply.summary = summary;
+    let candidates: Vec<&String> = reply.keypoints.iter().chain(spare).collect();
+    reply.summary = make_room(&summary, &candidates, facts);
 
     let sents = sentences(&reply.summary);
-    let mut kept: Vec<String> = Vec::new();
-    for k in reply.keypoints.iter().chain(spare) {
-        if passes(k, &reply.summary, facts) && !kept.iter().any(|x| alike(x, k)) && kept.len() < KEYPOINTS_MAX
-        {
-            kept.push(k.clone());
-        }
-    }
+    let mut kept = passing(&reply.summary, &candidates, facts);
     if kept.is_empty() {
         // No keypoint passes (a one-sentence recording restates its summary): keep the best
         // rather than store none: attributable before not, then the one adding the most.
@@ -723,6 +732,50 @@ pub fn review(
     }
 }
 
+/// The distinct `candidates` that pass the rules against `summary`, in order, at most
+/// [`KEYPOINTS_MAX`].
+fn passing(summary: &str, candidates: &[&String], facts: &Facts) -> Vec<String> {
+    let mut kept: Vec<String> = Vec::new();
+    for k in candidates {
+        if passes(k, summary, facts) && !kept.iter().any(|x| alike(x, k)) && kept.len() < KEYPOINTS_MAX {
+            kept.push(k.trim().to_string());
+        }
+    }
+    kept
+}
+
+/// Gives keypoints room in the summary. A small model writes its summary from its keypoints, so
+/// each fact ends up in both and every keypoint "copies" a summary sentence. The summary is the
+/// overview and a keypoint the detail: while fewer than [`KEYPOINTS_MIN`] `candidates` pass, the
+/// summary sentence whose removal lets the most of them pass is dropped, as long as the summary
+/// keeps [`SUMMARY_SENTENCES_MIN`] sentences and every participant it names (who said what stays
+/// in the summary).
+fn make_room(summary: &str, candidates: &[&String], facts: &Facts) -> String {
+    let mut summary = summary.to_string();
+    let needed = named(&summary, facts).len();
+    loop {
+        let now = passing(&summary, candidates, facts).len();
+        let sents = sentences(&summary);
+        if now >= KEYPOINTS_MIN || sents.len() <= SUMMARY_SENTENCES_MIN {
+            return summary;
+        }
+        let best = (0..sents.len())
+            .map(|i| {
+                let rest: Vec<&str> =
+                    sents.iter().enumerate().filter(|&(j, _)| j != i).map(|(_, s)| *s).collect();
+                rest.join(" ")
+            })
+            .filter(|rest| named(rest, facts).len() >= needed && grounded(rest, facts))
+            .map(|rest| (passing(&rest, candidates, facts).len(), rest))
+            .filter(|(n, _)| *n > now)
+            .max_by_key(|(n, _)| *n);
+        match best {
+            Some((_, rest)) => summary = rest,
+            None => return summary,
+        }
+    }
+}
+
 /// A request for the keypoints a reviewed reply still lacks.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TopUp {
@@ -776,16 +829,14 @@ pub fn top_up_request(reply: &Reply, facts: &Facts, language: &str) -> Option<To
 /// kept copy of the summary (the repair's last resort) gives way once a real keypoint exists.
 pub fn add_keypoints(reviewed: &mut Reviewed, facts: &Facts, more: &[String]) {
     let reply = &mut reviewed.reply;
-    let ok = |k: &str| passes(k, &reply.summary, facts);
-    let mut kept: Vec<String> = reply.keypoints.iter().filter(|k| ok(k)).cloned().collect();
-    let before = kept.len();
-    for k in more {
-        if ok(k) && !kept.iter().any(|x| alike(x, k)) && kept.len() < KEYPOINTS_MAX {
-            kept.push(k.trim().to_string());
-        }
-    }
-    reviewed.topped_up = Some(kept.len() - before);
+    let before = passing(&reply.summary, &reply.keypoints.iter().collect::<Vec<_>>(), facts).len();
+    let candidates: Vec<&String> = reply.keypoints.iter().chain(more).collect();
+    let summary = make_room(&reply.summary, &candidates, facts);
+    let kept = passing(&summary, &candidates, facts);
+    reviewed.topped_up = Some(kept.len().saturating_sub(before));
     if !kept.is_empty() {
+        reviewed.repaired |= summary != reply.summary;
+        reply.summary = summary;
         reply.keypoints = kept;
     }
 }

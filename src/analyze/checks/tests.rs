@@ -54,6 +54,11 @@ fn sentences_split_at_real_ends_only() {
         vec!["Costs rose 2.5 times, e.g. for servers.", "Done."]
     );
     assert!(sentences("  ").is_empty());
+    // Titles and initials end no sentence (the old split made "Tom calls Mr." one).
+    assert_eq!(
+        sentences("Tom calls Mr. Jensen and Dr. Miller. J. F. Kennedy spoke. The answer was no. Then"),
+        vec!["Tom calls Mr. Jensen and Dr. Miller.", "J. F. Kennedy spoke.", "The answer was no.", "Then"]
+    );
 }
 
 #[test]
@@ -342,6 +347,67 @@ fn a_kept_copy_of_the_summary_gives_way_to_a_real_keypoint() {
     let before = out.reply.clone();
     add_keypoints(&mut out, &f, &["Speaker00 speaks to Americans".into()]);
     assert_eq!((out.reply, out.topped_up), (before, Some(0)));
+}
+
+const VOICEMAIL: &str = "Speaker00: Hi Mr. Jensen, this is Tom from the Central Garage on Mill Street. \
+    Your car is ready. We replaced the front brake pads and changed the oil as we discussed on Monday. \
+    The total comes to 320 euros. You can pick it up today until six in the evening or tomorrow from eight.";
+
+/// A summary written from the keypoints (each fact in both): what a 1.5B model replies.
+fn summary_holding_every_fact() -> Reply {
+    Reply {
+        conversation_type: "voicemail".into(),
+        summary: "Tom from the Central Garage tells Mr. Jensen that his car is ready. \
+                  The front brake pads were replaced and the oil changed. \
+                  The total comes to 320 euros. \
+                  The car can be picked up today until six or tomorrow from eight. \
+                  Tom asks Mr. Jensen to call back with questions."
+            .into(),
+        keypoints: vec![
+            "The front brake pads were replaced and the oil was changed".into(),
+            "The total is 320 euros".into(),
+            "Pick-up today until six in the evening or tomorrow from eight".into(),
+        ],
+        language: "en".into(),
+        topics: vec!["car repair".into()],
+        action_items: vec![],
+        clean_transcript: None,
+    }
+}
+
+#[test]
+fn the_summary_gives_way_to_keypoints_that_repeat_its_details() {
+    let f = facts(VOICEMAIL);
+    let r = summary_holding_every_fact();
+    assert_eq!(check_keypoints(&r.keypoints, &r.summary).len(), 3, "every keypoint copies a sentence");
+    let out = review(r.clone(), &f, Scope::AllButLists, |_| panic!("asked again"));
+    // The old repair dropped all three keypoints but one copy; now the summary keeps its
+    // overview and the details stay keypoints.
+    assert_eq!(out.reply.keypoints, r.keypoints);
+    assert_eq!(
+        out.reply.summary,
+        "Tom from the Central Garage tells Mr. Jensen that his car is ready. \
+         Tom asks Mr. Jensen to call back with questions."
+    );
+    assert_eq!(check(&out.reply, &f), vec![]);
+    assert_eq!(top_up_request(&out.reply, &f, "en"), None);
+    // The summary keeps its two sentences however many keypoints copy them: with four
+    // sentences only two can go, and the third copy is asked to be replaced.
+    let mut r = summary_holding_every_fact();
+    r.summary = sentences(&r.summary)[..4].join(" ");
+    let out = review(r, &f, Scope::AllButLists, |_| panic!("asked again"));
+    assert_eq!((sentences(&out.reply.summary).len(), out.reply.keypoints.len()), (2, 2));
+    assert!(top_up_request(&out.reply, &f, "en").is_some());
+}
+
+#[test]
+fn a_summary_sentence_naming_a_participant_is_kept_over_a_keypoint() {
+    let f = facts(MEETING);
+    // The only sentence naming Speaker01 is copied by keypoint 1: the sentence stays (who said
+    // what belongs in the summary) and the keypoint goes.
+    let out = review(keypoint_faults_only(), &f, Scope::AllButLists, |_| panic!("asked again"));
+    assert!(out.reply.summary.contains("Speaker01 reports"), "{}", out.reply.summary);
+    assert_eq!(out.reply.summary, good().summary);
 }
 
 #[test]
