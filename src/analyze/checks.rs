@@ -748,11 +748,11 @@ fn passing(summary: &str, candidates: &[&String], facts: &Facts) -> Vec<String> 
 /// each fact ends up in both and every keypoint "copies" a summary sentence. The summary is the
 /// overview and a keypoint the detail: while fewer than [`KEYPOINTS_MIN`] `candidates` pass, the
 /// summary sentence whose removal lets the most of them pass is dropped, as long as the summary
-/// keeps [`SUMMARY_SENTENCES_MIN`] sentences and every participant it names (who said what stays
-/// in the summary).
+/// keeps [`SUMMARY_SENTENCES_MIN`] sentences and names as many participants as it must (a
+/// dropped sentence's "who said what" lives on in the keypoint that repeated it).
 fn make_room(summary: &str, candidates: &[&String], facts: &Facts) -> String {
     let mut summary = summary.to_string();
-    let needed = named(&summary, facts).len();
+    let needed = names_needed(facts).min(named(&summary, facts).len());
     loop {
         let now = passing(&summary, candidates, facts).len();
         let sents = sentences(&summary);

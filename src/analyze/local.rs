@@ -3,7 +3,7 @@
 //! The worker is started on the first job, spoken to in JSON lines over stdin/stdout, and
 //! restarted on the next job if it crashed, timed out or exited after being idle. Output is
 //! constrained by a grammar built for each transcript (types its speakers allow, 3–7 keypoints,
-//! owners among its labels); the reply is checked ([`super::checks`]): a wrong type or summary
+//! owners among its labels), the summary asked for after the lists; the reply is checked ([`super::checks`]): a wrong type or summary
 //! is asked for once more with a correction, keypoints that break the rules are dropped and the
 //! missing ones asked for alone, the rest is repaired. The clean transcript is built in Rust.
 //! Transcripts longer than the context are analysed in parts and merged (map-reduce): the model
@@ -341,16 +341,22 @@ impl LocalAnalyzer {
         v["text"].as_str().map(String::from).ok_or_else(|| "worker sent no text".into())
     }
 
-    /// Asks for a full analysis of `user` and reviews it: one correction round at most for
-    /// type and summary; keypoints that break the rules are dropped and the missing ones asked
-    /// for alone, which costs far less than a whole new reply (see [`Scope::AllButLists`]).
+    /// Asks for an analysis of `user` and reviews it. Type, topics, keypoints and action items
+    /// come first, the summary in a second call of the same conversation (asked not to repeat
+    /// the keypoints: written in one go, a small model's summary restates its keypoints fact by
+    /// fact). Then one correction round at most for type and summary; keypoints that break the
+    /// rules are dropped and the missing ones asked for alone, which costs far less than a whole
+    /// new reply (see [`Scope::AllButLists`]).
     fn ask_reviewed(&mut self, user: &str, facts: &Facts) -> Result<Reviewed, String> {
         let grammar = schema::local_grammar(facts);
-        let text = self.generate(user, &[], &grammar)?;
-        let first = schema::parse_reply(&text, false)?;
-        let language = first.language.clone();
+        let lists = self.generate(user, &[], &schema::lists_grammar(facts))?;
         // The conversation so far: later calls extend it, so the worker re-reads only new tokens.
-        let mut turns: Vec<(&str, String)> = vec![("assistant", text)];
+        let mut turns: Vec<(&str, String)> =
+            vec![("assistant", lists), ("user", schema::summary_prompt(facts))];
+        let summary = self.generate(user, &as_turns(&turns), &schema::summary_grammar(facts))?;
+        let first = schema::join_summary(&turns[0].1, &summary)?;
+        turns.push(("assistant", summary));
+        let language = first.language.clone();
         let mut reviewed = checks::review(first, facts, Scope::AllButLists, |correction| {
             turns.push(("user", correction.to_string()));
             let again = self.generate(user, &as_turns(&turns), &grammar);

@@ -363,13 +363,24 @@ summary ::= {summary}
 /// and action items before the summary that sums them up), only the types this transcript's
 /// speakers allow, 3–7 keypoints, owners among its labels or null, bounded string lengths.
 pub fn local_grammar(facts: &Facts) -> String {
+    reply_grammar(facts, true)
+}
+
+/// The grammar of [`local_grammar`] without the summary: the first of two calls, the summary
+/// asked for next on its own (see [`summary_prompt`]).
+pub fn lists_grammar(facts: &Facts) -> String {
+    reply_grammar(facts, false)
+}
+
+fn reply_grammar(facts: &Facts, with_summary: bool) -> String {
     let owners = quoted(&facts.labels());
     let more_kp = KEYPOINTS_MAX - 1;
     let min_kp = KEYPOINTS_MIN - 1;
     let more_topics = TOPICS_MAX - 1;
     let more_items = ACTION_ITEMS_MAX - 1;
+    let summary = if with_summary { r#" "," ws "\"summary\":" ws summary"# } else { "" };
     format!(
-        r#"root ::= "{{" ws "\"conversation_type\":" ws ctype "," ws "\"topics\":" ws "[" ws topic ("," ws topic){{0,{more_topics}}} ws "]" "," ws "\"keypoints\":" ws "[" ws point ("," ws point){{{min_kp},{more_kp}}} ws "]" "," ws "\"action_items\":" ws "[" ws (item ("," ws item){{0,{more_items}}})? ws "]" "," ws "\"summary\":" ws summary "," ws "\"language\":" ws lang ws "}}"
+        r#"root ::= "{{" ws "\"conversation_type\":" ws ctype "," ws "\"topics\":" ws "[" ws topic ("," ws topic){{0,{more_topics}}} ws "]" "," ws "\"keypoints\":" ws "[" ws point ("," ws point){{{min_kp},{more_kp}}} ws "]" "," ws "\"action_items\":" ws "[" ws (item ("," ws item){{0,{more_items}}})? ws "]"{summary} "," ws "\"language\":" ws lang ws "}}"
 topic ::= "\"" char{{2,60}} "\""
 {point}item ::= "{{" ws "\"owner\":" ws owner "," ws "\"text\":" ws itemtext ws "}}"
 owner ::= "null" | {owners}
@@ -378,6 +389,57 @@ itemtext ::= "\"" char{{3,{KEYPOINT_MAX_CHARS}}} "\""
         point = point_rule(),
         common = common_rules(facts)
     )
+}
+
+/// Grammar of the summary asked for after the lists: `{"summary": …}`.
+pub fn summary_grammar(facts: &Facts) -> String {
+    format!(
+        r#"root ::= "{{" ws "\"summary\":" ws summary ws "}}"
+{common}"#,
+        common = common_rules(facts)
+    )
+}
+
+/// The message asking for the summary once the model has written type, topics, keypoints and
+/// action items: the keypoints hold the details, the summary says who did what. A small model
+/// asked for everything at once writes its summary from its keypoints, fact by fact.
+pub fn summary_prompt(facts: &Facts) -> String {
+    let who = if facts.is_multi_party() {
+        format!(
+            "the participants ({}): who raised, proposed, asked or decided what",
+            facts.participants().join(", ")
+        )
+    } else {
+        "what the recording is and what it asks or tells the listener".to_string()
+    };
+    format!(
+        "Now write the summary: {SUMMARY_SENTENCES_MIN} to {SUMMARY_SENTENCES_MAX} short sentences about {who}, in \
+         general words. Leave numbers, times, prices and other details to your keypoints: do not \
+         repeat a keypoint. Reply as {{\"summary\": \"…\"}}."
+    )
+}
+
+/// The summary of a summary reply (`{"summary": …}`), trimmed, not empty.
+pub fn parse_summary(text: &str) -> Result<String, String> {
+    #[derive(Deserialize)]
+    struct SummaryReply {
+        summary: String,
+    }
+    let r: SummaryReply = serde_json::from_str(text.trim())
+        .map_err(|e| format!("summary reply does not match the schema: {e}"))?;
+    match r.summary.trim() {
+        "" => Err("reply has an empty summary".into()),
+        s => Ok(s.to_string()),
+    }
+}
+
+/// The whole reply from the lists reply and the summary reply (see [`lists_grammar`]).
+pub fn join_summary(lists: &str, summary: &str) -> Result<Reply, String> {
+    let mut v: serde_json::Value =
+        serde_json::from_str(lists.trim()).map_err(|e| format!("reply does not match the schema: {e}"))?;
+    let obj = v.as_object_mut().ok_or("reply is not a JSON object")?;
+    obj.insert("summary".into(), parse_summary(summary)?.into());
+    parse_reply(&v.to_string(), false)
 }
 
 /// Grammar of a top-up reply: a JSON array of `min` to `max` keypoints.
@@ -474,6 +536,28 @@ mod tests {
         assert!(one.contains("\\\"voicemail\\\"") && !one.contains("(\"Speaker00\")"));
         let m = merge_grammar(&facts(MEETING));
         assert!(m.contains("\\\"summary\\\":") && !m.contains("keypoints"));
+    }
+
+    #[test]
+    fn the_summary_comes_in_a_second_reply_and_joins_the_first() {
+        let f = facts(MEETING);
+        let lists = lists_grammar(&f);
+        assert!(!lists.contains("\\\"summary\\\":") && lists.contains("\\\"keypoints\\\":"), "{lists}");
+        assert!(local_grammar(&f).contains("\\\"summary\\\":"));
+        let g = summary_grammar(&f);
+        assert!(g.starts_with("root ::= \"{\" ws \"\\\"summary\\\":\" ws summary ws \"}\""), "{g}");
+        assert!(g.contains("(\"Speaker00\" | \"Speaker01\")"), "{g}");
+        let p = summary_prompt(&f);
+        assert!(
+            p.contains("(Speaker00, Speaker01): who raised") && p.contains("do not repeat a keypoint"),
+            "{p}"
+        );
+        let first = r#"{"conversation_type":"meeting","topics":["release"],"keypoints":["a","b","c"],
+            "action_items":[],"language":"en"}"#;
+        let r = join_summary(first, r#"{"summary": " Speaker00 moves it. Speaker01 agrees. "}"#).unwrap();
+        assert_eq!((r.summary.as_str(), r.keypoints.len()), ("Speaker00 moves it. Speaker01 agrees.", 3));
+        assert!(join_summary(first, r#"{"summary": "  "}"#).unwrap_err().contains("empty summary"));
+        assert!(join_summary(first, "[]").is_err() && join_summary("[]", r#"{"summary": "S."}"#).is_err());
     }
 
     #[test]

@@ -283,7 +283,15 @@ fn review_of_lists_repairs_them_instead_of_asking_again() {
     r.action_items[0].owner = Some("Speaker07".into());
     let out = review(r, &f, Scope::AllButLists, |_| panic!("asked again"));
     assert!(!out.retried && out.repaired);
-    assert_eq!(out.reply.keypoints, vec!["Maria reviews the payment code tomorrow".to_string()]);
+    // The copied summary sentence gave way (see the_summary_keeps_the_participants_it_must_name),
+    // the repeated keypoint went.
+    assert_eq!(
+        out.reply.keypoints,
+        vec![
+            "Speaker01 reports that the Android login crash needs two more days".to_string(),
+            "Maria reviews the payment code tomorrow".to_string()
+        ]
+    );
     assert_eq!(out.reply.topics, vec!["Release moves from Wednesday to Friday".to_string()]);
     assert_eq!(out.reply.action_items[0].owner, None);
     assert_eq!(out.first_problems.len(), 4, "{:?}", out.first_problems);
@@ -306,10 +314,10 @@ fn review_of_lists_repairs_them_instead_of_asking_again() {
 fn too_few_keypoints_ask_for_more_and_only_good_ones_are_added() {
     let f = facts(MEETING);
     let mut out = review(keypoint_faults_only(), &f, Scope::AllButLists, |_| panic!("asked again"));
-    let request = top_up_request(&out.reply, &f, "en").expect("one keypoint of three");
-    assert_eq!((request.min, request.max), (3, 4));
+    let request = top_up_request(&out.reply, &f, "en").expect("two keypoints of three");
+    assert_eq!((request.min, request.max), (2, 3));
     assert!(request.prompt.contains(&out.reply.summary) && request.prompt.contains("- Maria reviews"));
-    assert!(request.prompt.contains("Give 3 to 4 more keypoints") && request.prompt.ends_with("(en)."));
+    assert!(request.prompt.contains("Give 2 to 3 more keypoints") && request.prompt.ends_with("(en)."));
     let more = [
         "Speaker02 confirms that marketing can follow the new date".to_string(), // copies the summary
         "The CFO approved a budget of 40,000 euros for the launch".to_string(),  // not said
@@ -320,7 +328,7 @@ fn too_few_keypoints_ask_for_more_and_only_good_ones_are_added() {
     ];
     add_keypoints(&mut out, &f, &more);
     assert_eq!(out.topped_up, Some(2));
-    assert_eq!(out.reply.keypoints.len(), 3, "{:?}", out.reply.keypoints);
+    assert_eq!(out.reply.keypoints.len(), 4, "{:?}", out.reply.keypoints);
     assert_eq!(check(&out.reply, &f), vec![]);
     assert_eq!(top_up_request(&out.reply, &f, "en"), None);
 }
@@ -401,13 +409,26 @@ fn the_summary_gives_way_to_keypoints_that_repeat_its_details() {
 }
 
 #[test]
-fn a_summary_sentence_naming_a_participant_is_kept_over_a_keypoint() {
+fn the_summary_keeps_the_participants_it_must_name() {
     let f = facts(MEETING);
-    // The only sentence naming Speaker01 is copied by keypoint 1: the sentence stays (who said
-    // what belongs in the summary) and the keypoint goes.
+    // Three participants named, two needed: the sentence that keypoint 1 repeats goes, and the
+    // keypoint (which says who reported it) stays.
     let out = review(keypoint_faults_only(), &f, Scope::AllButLists, |_| panic!("asked again"));
-    assert!(out.reply.summary.contains("Speaker01 reports"), "{}", out.reply.summary);
-    assert_eq!(out.reply.summary, good().summary);
+    assert_eq!(
+        out.reply.summary,
+        "Speaker00 opens the planning meeting and sets a new release date. \
+         Speaker02 confirms that marketing can follow the new date."
+    );
+    assert_eq!(out.reply.keypoints[0], "Speaker01 reports that the Android login crash needs two more days");
+    // Two named, both needed: the only sentence naming Speaker01 stays, the keypoint goes.
+    let mut r = keypoint_faults_only();
+    r.summary = "Speaker00 opens the planning meeting and sets a new release date. \
+                 Speaker01 reports that the Android login crash needs two more days. \
+                 Marketing can follow the new date."
+        .into();
+    let out = review(r.clone(), &f, Scope::AllButLists, |_| panic!("asked again"));
+    assert_eq!(out.reply.summary, r.summary);
+    assert_eq!(out.reply.keypoints, vec!["Maria reviews the payment code tomorrow".to_string()]);
 }
 
 #[test]

@@ -79,7 +79,7 @@ fn english_speech_jfk() {
     assert_eq!(r.clean_transcript.unwrap(), format!("Speaker00: {text}"));
     // One call, one more for a correction round, one more for missing keypoints.
     let review = a.last_review.as_ref().unwrap();
-    assert_eq!(a.last_calls.len(), 1 + usize::from(review.retried) + usize::from(review.topped_up.is_some()));
+    assert_eq!(a.last_calls.len(), 2 + usize::from(review.retried) + usize::from(review.topped_up.is_some()));
 }
 
 #[test]
