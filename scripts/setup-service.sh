@@ -26,6 +26,31 @@ own() {
   [ -n "$ROOT" ] || chown "$@"
 }
 
+# Runtime packages a bare system lacks (the Debian package depends on them): the LLM worker links
+# OpenMP's libgomp, and models are fetched with pip. Installed with apt-get when this is a real
+# install outside dpkg; otherwise named in a clear error.
+if [ -z "$ROOT" ]; then
+  need=""
+  llm="$(dirname "$BIN")/diarized-llm"
+  if [ -x "$llm" ] && ldd "$llm" 2>/dev/null | grep -q "libgomp.so.1 => not found"; then
+    need="$need libgomp1"
+  fi
+  if [ -n "$MODELS" ] && ! "${PYTHON:-python3}" -m pip --version >/dev/null 2>&1; then
+    need="$need python3-pip"
+  fi
+  if [ -n "$need" ]; then
+    if command -v apt-get >/dev/null && [ -z "${DPKG_MAINTSCRIPT_PACKAGE:-}" ]; then
+      echo "installing runtime packages:$need"
+      # shellcheck disable=SC2086 # need is a list of package names
+      apt-get install -y -q --no-install-recommends $need \
+        || { apt-get update -q && apt-get install -y -q --no-install-recommends $need; }
+    else
+      echo "missing runtime packages:$need (Debian/Ubuntu: apt-get install$need)" >&2
+      exit 1
+    fi
+  fi
+fi
+
 if [ -z "$ROOT" ] && ! getent passwd "$SERVICE_USER" >/dev/null; then
   useradd --system --user-group --home-dir "$STATEDIR" --no-create-home \
     --shell /usr/sbin/nologin --comment "diarized service" "$SERVICE_USER"
