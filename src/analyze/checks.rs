@@ -779,7 +779,7 @@ fn make_room(summary: &str, candidates: &[&String], facts: &Facts) -> String {
 /// A request for the keypoints a reviewed reply still lacks.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TopUp {
-    /// The message to the model (after its own reply in the conversation).
+    /// The message to the model (after its first reply, the lists, in the same conversation).
     pub prompt: String,
     /// Fewest and most new keypoints to ask for (a few more than missing, as some may repeat).
     pub min: usize,
@@ -795,7 +795,9 @@ fn passes(keypoint: &str, summary: &str, facts: &Facts) -> bool {
 }
 
 /// The request for more keypoints when `reply` has fewer than [`KEYPOINTS_MIN`] that pass the
-/// rules (a kept copy of the summary does not count); `None` when it has enough.
+/// rules (a kept copy of the summary does not count); `None` when it has enough. It lists the
+/// kept keypoints but not the summary (shown its summary, a small model offers its sentences
+/// again); offered keypoints that repeat the summary are refused by [`add_keypoints`].
 pub fn top_up_request(reply: &Reply, facts: &Facts, language: &str) -> Option<TopUp> {
     let good: Vec<&String> = reply.keypoints.iter().filter(|k| passes(k, &reply.summary, facts)).collect();
     if good.len() >= KEYPOINTS_MIN {
@@ -804,18 +806,17 @@ pub fn top_up_request(reply: &Reply, facts: &Facts, language: &str) -> Option<To
     let missing = KEYPOINTS_MIN - good.len();
     let max = (KEYPOINTS_MAX - good.len()).min(missing + 2);
     let min = (missing + 1).min(max);
-    let mut prompt = format!("Your summary: {}\n", reply.summary);
+    let mut prompt = String::new();
     if !good.is_empty() {
-        prompt.push_str("Your keypoints so far:\n");
+        prompt.push_str("Keypoints kept so far:\n");
         for k in &good {
             prompt.push_str(&format!("- {k}\n"));
         }
     }
     prompt.push_str(&format!(
         "Give {min} to {max} more keypoints as a JSON array of strings: concrete facts, decisions, \
-         numbers, names or open questions that the transcript states and that neither the summary \
-         nor the keypoints above give. Use the transcript's own words; do not reword the summary \
-         or comment on how people speak."
+         numbers, names or open questions that the transcript states and that the keypoints kept \
+         so far do not give. Use the transcript's own words; do not comment on how people speak."
     ));
     match language.trim() {
         "" => {}

@@ -367,6 +367,9 @@ impl LocalAnalyzer {
             schema::parse_reply(&again, false)
         });
         if let Some(top_up) = checks::top_up_request(&reviewed.reply, facts, &language) {
+            // Asked right after the lists (still in the worker's cache), before the summary was
+            // written: shown its summary, the model offers its sentences again.
+            turns.truncate(1);
             turns.push(("user", top_up.prompt));
             let more = self
                 .generate(user, &as_turns(&turns), &schema::keypoints_grammar(top_up.min, top_up.max))
