@@ -534,16 +534,14 @@ pub fn repair(mut reply: Reply, facts: &Facts, spare: &[String]) -> Reply {
             (!keypoint_grounded(k, facts), copies)
         };
         kept.extend(
-            reply
-                .keypoints
+            candidates
                 .iter()
-                .chain(spare)
                 .filter(|k| !k.trim().is_empty())
                 .min_by(|a, b| {
                     let (ra, rb) = (rank(a), rank(b));
                     ra.0.cmp(&rb.0).then(ra.1.total_cmp(&rb.1))
                 })
-                .cloned(),
+                .map(|k| (*k).clone()),
         );
     }
     reply.keypoints = kept;
@@ -744,6 +742,11 @@ fn passing(summary: &str, candidates: &[&String], facts: &Facts) -> Vec<String> 
     kept
 }
 
+/// The keypoints of `reply` that pass against its own summary (see [`passing`]).
+fn passing_keypoints(reply: &Reply, facts: &Facts) -> Vec<String> {
+    passing(&reply.summary, &reply.keypoints.iter().collect::<Vec<_>>(), facts)
+}
+
 /// Gives keypoints room in the summary. A small model writes its summary from its keypoints, so
 /// each fact ends up in both and every keypoint "copies" a summary sentence. The summary is the
 /// overview and a keypoint the detail: while fewer than [`KEYPOINTS_MIN`] `candidates` pass, the
@@ -799,7 +802,7 @@ fn passes(keypoint: &str, summary: &str, facts: &Facts) -> bool {
 /// kept keypoints but not the summary (shown its summary, a small model offers its sentences
 /// again); offered keypoints that repeat the summary are refused by [`add_keypoints`].
 pub fn top_up_request(reply: &Reply, facts: &Facts, language: &str) -> Option<TopUp> {
-    let good: Vec<&String> = reply.keypoints.iter().filter(|k| passes(k, &reply.summary, facts)).collect();
+    let good = passing_keypoints(reply, facts);
     if good.len() >= KEYPOINTS_MIN {
         return None;
     }
@@ -827,10 +830,11 @@ pub fn top_up_request(reply: &Reply, facts: &Facts, language: &str) -> Option<To
 
 /// Adds the `more` keypoints that pass the rules (no copy of a summary sentence, attributable
 /// to the transcript, not alike a kept one) to the reviewed reply, up to [`KEYPOINTS_MAX`]; a
-/// kept copy of the summary (the repair's last resort) gives way once a real keypoint exists.
+/// summary sentence they repeat may give way as in the repair ([`make_room`]), and a kept copy
+/// of the summary (the repair's last resort) gives way once a real keypoint exists.
 pub fn add_keypoints(reviewed: &mut Reviewed, facts: &Facts, more: &[String]) {
     let reply = &mut reviewed.reply;
-    let before = passing(&reply.summary, &reply.keypoints.iter().collect::<Vec<_>>(), facts).len();
+    let before = passing_keypoints(reply, facts).len();
     let candidates: Vec<&String> = reply.keypoints.iter().chain(more).collect();
     let summary = make_room(&reply.summary, &candidates, facts);
     let kept = passing(&summary, &candidates, facts);

@@ -413,9 +413,9 @@ pub fn summary_prompt(facts: &Facts) -> String {
         "what the recording is and what it asks or tells the listener".to_string()
     };
     format!(
-        "Now write the summary: {SUMMARY_SENTENCES_MIN} to {SUMMARY_SENTENCES_MAX} short sentences about {who}, in \
-         general words. Leave numbers, times, prices and other details to your keypoints: do not \
-         repeat a keypoint. Reply as {{\"summary\": \"…\"}}."
+        "Now write the summary: {SUMMARY_SENTENCES_MIN} to {SUMMARY_SENTENCES_MAX} short sentences \
+         about {who}, in general words. Leave numbers, times, prices and other details to your \
+         keypoints: do not repeat a keypoint. Reply as {{\"summary\": \"…\"}}."
     )
 }
 
