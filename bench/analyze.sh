@@ -31,13 +31,13 @@ speak() {
     voice=${line%%: *}
     text=${line#*: }
     espeak-ng -v "$voice" -s 160 -w "$tmp/$i.raw.wav" "$text"
-    sox "$tmp/$i.raw.wav" -r 16000 -c 1 -b 16 "$tmp/$i.wav" pad 0 0.4
+    sox -R "$tmp/$i.raw.wav" -r 16000 -c 1 -b 16 "$tmp/$i.wav" pad 0 0.4
     parts+=("$tmp/$i.wav")
     i=$((i + 1))
   done <"$src"
   if [ -n "$narrow" ]; then
     sox "${parts[@]}" "$tmp/all.wav"
-    sox "$tmp/all.wav" -r 16000 "$out" sinc 300-3400 rate 8000 rate 16000
+    sox -R "$tmp/all.wav" -r 16000 "$out" sinc 300-3400 rate 8000 rate 16000
   else
     sox "${parts[@]}" "$out"
   fi
@@ -47,9 +47,9 @@ speak() {
 eval_set() {
   local model=${1:-qwen2.5-coder-1.5b} threads=${2:-2} dir=target/analyze-eval fx=../shared/fixtures
   mkdir -p "$dir"
-  [ -f "$dir/ami_dev00.wav" ] || sox "$fx/ami_dev00.wav" -b 16 "$dir/ami_dev00.wav"
+  [ -f "$dir/ami_dev00.wav" ] || sox -R "$fx/ami_dev00.wav" -b 16 "$dir/ami_dev00.wav"
   if [ ! -f "$dir/ami_meeting.wav" ]; then
-    for f in ami_sample ami_dev00 ami_dev01; do sox "$fx/$f.wav" -b 16 -r 16000 -c 1 "$dir/part_$f.wav"; done
+    for f in ami_sample ami_dev00 ami_dev01; do sox -R "$fx/$f.wav" -b 16 -r 16000 -c 1 "$dir/part_$f.wav"; done
     sox "$dir"/part_ami_sample.wav "$dir"/part_ami_dev00.wav "$dir"/part_ami_dev01.wav "$dir/ami_meeting.wav"
     rm -f "$dir"/part_*.wav
   fi

@@ -8,6 +8,7 @@ target/diar-material):
             other single-speaker clips or clip halves) and another random seed; never tune on it
   long/     a 60-minute concatenation of the four AMI voices (speaker-count check)
   longheld/ 30 minutes of the held-out AMI halves and single voices, another seed (never tuned on)
+  longcal/  the same from the calibration halves and single voices (speaker-count calibration)
   calib.list, heldout.list, long.list: `wav=rttm` lines for examples/diarize_eval.rs
 
 Item kinds: AMI excerpts at other offsets, concatenations of 1-4 speakers with pauses and gains,
@@ -36,7 +37,8 @@ def load(name, remix=None):
     """Fixture → array('h') of 16 kHz mono s16 (sox converts float WAVs and picks channels)."""
     with tempfile.TemporaryDirectory() as d:
         out = os.path.join(d, "x.wav")
-        cmd = ["sox", os.path.join(FX, name), "-b", "16", "-e", "signed-integer", out]
+        # -R: sox dithers the 16-bit conversion with a random seed unless told to repeat.
+        cmd = ["sox", "-R", os.path.join(FX, name), "-b", "16", "-e", "signed-integer", out]
         cmd += ["remix", str(remix)] if remix else ["channels", "1"]
         cmd += ["rate", str(SR)]
         subprocess.run(cmd, check=True)
@@ -91,6 +93,7 @@ class Source:
 
     def piece(self, s, e):
         """Samples and turns (relative to s) of [s, e) within the source."""
+        assert self.a - 1e-6 <= s <= e <= self.b + 1e-6, (self.name, s, e)
         seg = self.x[int(s * SR):int(e * SR)]
         t = [(max(ts, s) - s, min(te, e) - s, who) for ts, te, who in self.turns if te > s and ts < e]
         return seg, [x for x in t if x[1] - x[0] > 0.02]
@@ -207,7 +210,8 @@ def build_long(out, ami, seed, minutes=60, name="long"):
     x, turns = array.array("h"), []
     while len(x) < minutes * 60 * SR:
         src = rng.choice(ami)
-        length = rng.uniform(5.0, src.b - src.a)
+        # Pieces of 5 s or more, or the whole clip when it is shorter.
+        length = rng.uniform(min(5.0, src.b - src.a), src.b - src.a)
         s = rng.uniform(src.a, src.b - length)
         g = rng.choice((-6, -3, 0))
         key = (id(src), g)
@@ -261,7 +265,9 @@ def main():
         build_long(out, calib_ami + held_ami, seed=3, minutes=minutes)
         # Held out of calibration: other voices too, another order, half the length.
         build_long(out, held_ami + held_single, seed=4, minutes=minutes // 2, name="longheld")
-    print(f"material in {out}: calib.list, heldout.list, long.list, longheld.list")
+        # Calibration's twin of longheld: the calibration halves and single voices.
+        build_long(out, calib_ami + calib_single, seed=5, minutes=minutes // 2, name="longcal")
+    print(f"material in {out}: calib.list, heldout.list, long.list, longheld.list, longcal.list")
 
 
 if __name__ == "__main__":

@@ -68,7 +68,7 @@ VARIANTS = [[], ["speed", "1.06"], ["speed", "0.94"], ["gain", "-10"], ["reverb"
 
 
 def sox(*args):
-    subprocess.run(["sox", *map(str, args)], check=True, capture_output=True)
+    subprocess.run(["sox", "-R", *map(str, args)], check=True, capture_output=True)
 
 
 def meeting(minutes):

@@ -71,7 +71,7 @@ def make_clip():
     parts = []
     for i, f in enumerate(["ami_sample.wav", "ami_dev00.wav", "ami_dev01.wav", "jfk.wav", "en_ldc93s1.wav", "multilingual.mp3"]):
         p = Path(tempfile.gettempdir()) / f"bench-part{i}.wav"
-        subprocess.run(["sox", str(FIX / f), "-r", "16000", "-c", "1", "-b", "16", "-e", "signed-integer", str(p)], check=True)
+        subprocess.run(["sox", "-R", str(FIX / f), "-r", "16000", "-c", "1", "-b", "16", "-e", "signed-integer", str(p)], check=True)
         parts.append(str(p))
     subprocess.run(["sox", *parts, str(out), "trim", "0", "120"], check=True)
     return out
