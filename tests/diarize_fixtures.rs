@@ -170,11 +170,15 @@ fn diarization_material_is_reproducible() {
     let (a, b) = (build_material(), build_material());
     let mut compared = 0;
     for set in ["calib", "heldout"] {
-        let mut names: Vec<_> = std::fs::read_dir(a.path().join(set)).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let mut names: Vec<_> =
+            std::fs::read_dir(a.path().join(set)).unwrap().map(|e| e.unwrap().file_name()).collect();
         names.sort();
         for name in names {
             let (x, y) = (a.path().join(set).join(&name), b.path().join(set).join(&name));
-            assert!(std::fs::read(&x).unwrap() == std::fs::read(&y).unwrap(), "{set}/{name:?} differs between two builds");
+            assert!(
+                std::fs::read(&x).unwrap() == std::fs::read(&y).unwrap(),
+                "{set}/{name:?} differs between two builds"
+            );
             compared += 1;
         }
     }
