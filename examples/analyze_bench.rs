@@ -190,10 +190,13 @@ fn main() {
                 line["retried"] = json!(rv.retried);
                 line["repaired"] = json!(rv.repaired);
                 line["topped_up"] = json!(rv.topped_up);
+                line["quoted"] = json!(rv.quoted);
                 line["first_problems"] = json!(rv.first_problems.iter().map(ToString::to_string).collect::<Vec<_>>());
             }
             if let Ok(r) = &result {
                 line["score"] = score(r, multi);
+                line["summary"] = json!(r.summary);
+                line["keypoints"] = json!(r.keypoints);
             }
             line["error"] = json!(result.err().map(|e| e.to_string()));
             line

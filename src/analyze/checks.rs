@@ -1,6 +1,7 @@
 //! Deterministic checks of a model's analysis against what the pipeline knows, the short
-//! correction prompt for a reply that breaks them, the request for missing keypoints, and the
-//! repair applied when the one retry does not fix it: nothing that breaks the rules is stored.
+//! correction prompt for a reply that breaks them, the request for missing keypoints, the
+//! repair applied when the one retry does not fix it, and transcript quotes as the last source of
+//! keypoints: nothing that breaks the rules is stored.
 //!
 //! Rules (issue 13): `conversation_type` fits the number of participants; the summary has 2–5
 //! sentences and, for several participants, names at least two of them and never says "the
@@ -12,6 +13,7 @@ use std::collections::BTreeSet;
 use std::fmt;
 
 use super::facts::Facts;
+use super::quotes;
 use super::schema::{
     ACTION_ITEMS_MAX, KEYPOINTS_MAX, KEYPOINTS_MIN, MONOLOGUE_TYPES, MULTI_PARTY_TYPES, MergeReply, Reply,
     SUMMARY_SENTENCES_MAX, SUMMARY_SENTENCES_MIN, TOPIC_MAX_WORDS, TOPICS_MAX, TOPICS_MIN, allowed_types,
@@ -675,6 +677,8 @@ pub struct Reviewed {
     pub repaired: bool,
     /// Keypoints added by a top-up request ([`add_keypoints`]); `None` when none was made.
     pub topped_up: Option<usize>,
+    /// Keypoints quoted from the transcript ([`add_quotes`]).
+    pub quoted: usize,
 }
 
 /// Checks `first`; if it breaks a rule that `scope` asks again for, asks once more through
@@ -695,7 +699,7 @@ pub fn review(
     if !first_problems.iter().any(|p| p.asks_again(scope)) {
         let repaired = !first_all.is_empty();
         let reply = if repaired { repair(first, facts, &[]) } else { first };
-        return Reviewed { reply, first_problems, retried: false, repaired, topped_up: None };
+        return Reviewed { reply, first_problems, retried: false, repaired, topped_up: None, quoted: 0 };
     }
     tracing::info!(problems = ?first_problems, "analysis breaks the rules; asking once more");
     let asked = first_problems.iter().filter(|p| p.asks_again(scope)).count();
@@ -705,7 +709,14 @@ pub fn review(
             if second_problems.is_empty() {
                 let repaired = !check(&second, facts).is_empty();
                 let reply = if repaired { repair(second, facts, &first.keypoints) } else { second };
-                return Reviewed { reply, first_problems, retried: true, repaired, topped_up: None };
+                return Reviewed {
+                    reply,
+                    first_problems,
+                    retried: true,
+                    repaired,
+                    topped_up: None,
+                    quoted: 0,
+                };
             }
             tracing::info!(problems = ?second_problems, "retry still breaks the rules; repairing");
             // A summary about something else is the worst break: the other reply wins then.
@@ -727,6 +738,7 @@ pub fn review(
         retried: true,
         repaired: true,
         topped_up: None,
+        quoted: 0,
     }
 }
 
@@ -833,17 +845,47 @@ pub fn top_up_request(reply: &Reply, facts: &Facts, language: &str) -> Option<To
 /// summary sentence they repeat may give way as in the repair ([`make_room`]), and a kept copy
 /// of the summary (the repair's last resort) gives way once a real keypoint exists.
 pub fn add_keypoints(reviewed: &mut Reviewed, facts: &Facts, more: &[String]) {
+    reviewed.topped_up = Some(extend_keypoints(reviewed, facts, more));
+}
+
+/// When fewer than [`KEYPOINTS_MIN`] keypoints pass, quotes the transcript's most informative
+/// statements ([`quotes::statements`] of `clean`) that pass the rules, until enough do: the
+/// last resort after the model's own keypoints and its top-up, for either backend.
+pub fn add_quotes(reviewed: &mut Reviewed, facts: &Facts, clean: &str) {
+    let mut kept = passing_keypoints(&reviewed.reply, facts);
+    if kept.len() >= KEYPOINTS_MIN {
+        return;
+    }
+    let mut picked: Vec<String> = Vec::new();
+    for quote in quotes::statements(clean) {
+        if kept.len() >= KEYPOINTS_MIN {
+            break;
+        }
+        if passes(&quote, &reviewed.reply.summary, facts) && !kept.iter().any(|k| alike(k, &quote)) {
+            kept.push(quote.clone());
+            picked.push(quote);
+        }
+    }
+    if !picked.is_empty() {
+        reviewed.quoted = extend_keypoints(reviewed, facts, &picked);
+    }
+}
+
+/// Adds the `more` keypoints that pass (see [`add_keypoints`]); returns how many passing
+/// keypoints were gained.
+fn extend_keypoints(reviewed: &mut Reviewed, facts: &Facts, more: &[String]) -> usize {
     let reply = &mut reviewed.reply;
     let before = passing_keypoints(reply, facts).len();
     let candidates: Vec<&String> = reply.keypoints.iter().chain(more).collect();
     let summary = make_room(&reply.summary, &candidates, facts);
     let kept = passing(&summary, &candidates, facts);
-    reviewed.topped_up = Some(kept.len().saturating_sub(before));
+    let gained = kept.len().saturating_sub(before);
     if !kept.is_empty() {
         reviewed.repaired |= summary != reply.summary;
         reply.summary = summary;
         reply.keypoints = kept;
     }
+    gained
 }
 
 #[cfg(test)]

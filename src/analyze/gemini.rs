@@ -286,11 +286,12 @@ impl Analyzer for GeminiAnalyzer {
         let facts = Facts::from_segments(input.segments, &clean);
         let body = self.body(&facts, &clean, input.language, &[]);
         let (first, text) = self.send(&body)?;
-        let reviewed = checks::review(first, &facts, Scope::All, |correction| {
+        let mut reviewed = checks::review(first, &facts, Scope::All, |correction| {
             let body =
                 self.body(&facts, &clean, input.language, &[("model", text.as_str()), ("user", correction)]);
             self.send(&body).map(|(reply, _)| reply).map_err(|e| e.message)
         });
+        checks::add_quotes(&mut reviewed, &facts, &clean);
         let transcript = checked_transcript(reviewed.reply.clean_transcript.as_deref(), &clean);
         Ok(reviewed.reply.into_analysis(transcript))
     }

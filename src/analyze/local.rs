@@ -402,7 +402,7 @@ impl LocalAnalyzer {
     fn run(&mut self, transcript: &str, facts: &Facts, language: Option<&str>) -> Result<Reply, String> {
         let whole = schema::transcript_prompt(facts, transcript, language, None);
         let needed = self.count(&whole)?;
-        let reviewed = if needed + self.opts.max_new_tokens <= self.opts.max_context {
+        let mut reviewed = if needed + self.opts.max_new_tokens <= self.opts.max_context {
             self.ask_reviewed(&whole, facts)?
         } else {
             let budget = self.budget(facts, language)?;
@@ -420,6 +420,7 @@ impl LocalAnalyzer {
             self.last_parts = parts;
             self.reduce(replies, facts)?
         };
+        checks::add_quotes(&mut reviewed, facts, transcript);
         let reply = reviewed.reply.clone();
         self.last_review = Some(reviewed);
         Ok(reply)

@@ -14,6 +14,7 @@ pub mod clean;
 pub mod facts;
 pub mod gemini;
 pub mod local;
+pub mod quotes;
 pub mod schema;
 
 use std::collections::BTreeSet;

@@ -539,3 +539,30 @@ fn gist_keeps_two_summary_sentences_and_the_first_keypoints() {
     assert_eq!(g.keypoints, r.keypoints[..KEYPOINTS_MIN]);
     assert_eq!((g.topics, g.action_items), (r.topics, r.action_items));
 }
+
+#[test]
+fn quotes_of_the_transcript_fill_in_for_missing_keypoints() {
+    let f = facts(MEETING);
+    let mut r = good();
+    // Two keypoints repeat the summary: the summary gives way for one (it must keep two
+    // sentences), and two keypoints pass.
+    r.keypoints = vec![
+        "Speaker01 reports that the Android login crash needs two more days".into(),
+        "Speaker02 confirms that marketing can follow the new date".into(),
+        "Maria reviews the payment code tomorrow".into(),
+    ];
+    let mut out = review(r, &f, Scope::AllButLists, |_| panic!("asked again"));
+    assert_eq!(out.reply.keypoints.len(), 2);
+    add_quotes(&mut out, &f, MEETING);
+    assert_eq!(out.quoted, 1);
+    // The most informative statement, the login crash, is a kept keypoint already.
+    assert_eq!(
+        out.reply.keypoints[2],
+        "Speaker00: \"Good morning, let us decide on the release date for the mobile app today.\""
+    );
+    assert_eq!(check(&out.reply, &f), vec![]);
+    // Enough keypoints: nothing is quoted.
+    let mut enough = review(good(), &f, Scope::AllButLists, |_| panic!("asked again"));
+    add_quotes(&mut enough, &f, MEETING);
+    assert_eq!((enough.quoted, enough.reply), (0, good()));
+}
