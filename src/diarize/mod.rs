@@ -337,6 +337,11 @@ impl PyannoteDiarizer {
             }
             maps.push(map);
         }
+        if hints.num_speakers.is_none() {
+            // A speaker added after the clustering needs the support a clustered voice needs.
+            let min_units = (train.len() as f32 * self.params.min_cluster_share).ceil() as usize;
+            fold_thin_speakers(&windows, &mut maps, &mut cents, clustered, min_units);
+        }
         tracing::debug!(training = train.len(), clustered, speakers = cents.len(), "diarization speakers");
         let k = cents.len().max(1);
         // Active local speakers without an embedding (too little speech): the global speaker of
@@ -426,6 +431,48 @@ impl PyannoteDiarizer {
         }
         labels
     }
+}
+
+/// Folds the speakers added after the clustering (indices from `clustered` on) that fewer than
+/// `min_units` window units map to into their most similar clustered speaker, and renumbers the
+/// rest: on a long recording one odd window must not make a speaker of its own, while on a
+/// short one (`min_units` of 1) every added speaker stays.
+fn fold_thin_speakers(
+    windows: &[WindowOut],
+    maps: &mut [[Option<usize>; LOCAL_SPEAKERS]],
+    cents: &mut Vec<Vec<f32>>,
+    clustered: usize,
+    min_units: usize,
+) {
+    let mut support = vec![0usize; cents.len()];
+    maps.iter().flat_map(|m| m.iter().flatten()).for_each(|&c| support[c] += 1);
+    let thin: Vec<bool> = (0..cents.len()).map(|c| c >= clustered && support[c] < min_units).collect();
+    if clustered == 0 || !thin.contains(&true) {
+        return;
+    }
+    let mut renumbered = vec![0usize; cents.len()];
+    let mut next = 0;
+    for c in (0..cents.len()).filter(|&c| !thin[c]) {
+        renumbered[c] = next;
+        next += 1;
+    }
+    for (w, map) in windows.iter().zip(maps.iter_mut()) {
+        for (slot, unit) in map.iter_mut().zip(&w.units) {
+            if let Some(c) = *slot {
+                *slot = match (thin[c], unit) {
+                    (false, _) => Some(renumbered[c]),
+                    (true, Some(u)) => Some(cluster::nearest(&cents[..clustered], &u.emb)),
+                    // (Not reached: only embedded local speakers are mapped yet.)
+                    (true, None) => None,
+                };
+            }
+        }
+    }
+    let mut c = 0;
+    cents.retain(|_| {
+        c += 1;
+        !thin[c - 1]
+    });
 }
 
 /// The models for these files, shared by every diarizer alive in the process: with several
@@ -524,6 +571,40 @@ mod tests {
         let weak = Arc::downgrade(&a.models);
         drop((a, b));
         assert!(weak.upgrade().is_none(), "the models are freed with the last diarizer");
+    }
+
+    /// A window whose local speakers 0 and 1 have these embeddings.
+    fn window(a: [f32; 2], b: [f32; 2]) -> WindowOut {
+        let unit = |e: [f32; 2]| Some(Unit { emb: e.to_vec(), trains: true });
+        WindowOut { start: 0, masks: Vec::new(), units: [unit(a), unit(b), None] }
+    }
+
+    #[test]
+    fn a_speaker_added_for_one_window_of_a_long_recording_is_folded() {
+        // Two clustered voices (x and y axes), then two added: speaker 2 in one window (leaning
+        // to y), speaker 3 in three.
+        let windows = vec![
+            window([1.0, 0.0], [0.6, 0.8]),
+            window([1.0, 0.0], [0.0, -1.0]),
+            window([0.0, 1.0], [0.0, -1.0]),
+            window([1.0, 0.0], [0.0, -1.0]),
+        ];
+        let cents = vec![vec![1.0, 0.0], vec![0.0, 1.0], vec![0.6, 0.8], vec![0.0, -1.0]];
+        let maps = vec![
+            [Some(0), Some(2), None],
+            [Some(0), Some(3), None],
+            [Some(1), Some(3), None],
+            [Some(0), Some(3), None],
+        ];
+        let (mut m, mut c) = (maps.clone(), cents.clone());
+        fold_thin_speakers(&windows, &mut m, &mut c, 2, 3);
+        assert_eq!(c, [vec![1.0, 0.0], vec![0.0, 1.0], vec![0.0, -1.0]]);
+        let expected = [[Some(0), Some(1), None], [Some(0), Some(2), None], [Some(1), Some(2), None]];
+        assert_eq!(m, [expected[0], expected[1], expected[2], expected[1]]);
+        // A short recording (one unit is enough) keeps every speaker.
+        let (mut m, mut c) = (maps.clone(), cents.clone());
+        fold_thin_speakers(&windows, &mut m, &mut c, 2, 1);
+        assert_eq!((m, c), (maps, cents));
     }
 
     #[test]
