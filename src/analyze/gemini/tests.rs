@@ -343,3 +343,28 @@ fn durations_parse() {
     assert_eq!(parse_duration("0.25s"), Some(Duration::from_millis(250)));
     assert_eq!(parse_duration("38"), None);
 }
+
+#[test]
+fn too_few_keypoints_are_filled_with_transcript_quotes() {
+    let mut fields = good_fields();
+    fields["keypoints"] = json!(["The tests need two more days"]);
+    let (base, server) = serve(vec![(200, answer(fields.clone())), (200, answer(fields))]);
+    let mut segs = segments();
+    segs.push(Segment {
+        start_s: 1.0,
+        end_s: 2.0,
+        text: "Marketing sends the newsletter on Monday morning.".into(),
+        speaker: Some("Speaker00".into()),
+        words: vec![],
+    });
+    let a = analyzer(&base).analyze(&AnalysisInput { segments: &segs, language: Some("en") }).unwrap();
+    assert_eq!(server.join().unwrap().len(), 2, "one correction round, then the repair");
+    assert_eq!(
+        a.keypoints.unwrap(),
+        [
+            "The tests need two more days",
+            "Speaker00: \"Marketing sends the newsletter on Monday morning.\"",
+            "Speaker00: \"Shall we move the release to Friday?\"",
+        ]
+    );
+}
