@@ -451,10 +451,8 @@ fn fold_thin_speakers(
         return;
     }
     let mut renumbered = vec![0usize; cents.len()];
-    let mut next = 0;
-    for c in (0..cents.len()).filter(|&c| !thin[c]) {
+    for (next, c) in (0..cents.len()).filter(|&c| !thin[c]).enumerate() {
         renumbered[c] = next;
-        next += 1;
     }
     for (w, map) in windows.iter().zip(maps.iter_mut()) {
         for (slot, unit) in map.iter_mut().zip(&w.units) {
