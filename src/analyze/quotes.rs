@@ -12,6 +12,13 @@ const MIN_CONTENT_WORDS: usize = 4;
 /// Longer sentences are rambling turns, not statements a reader takes in at a glance.
 const MAX_WORDS: usize = 30;
 
+/// Words of talk, not of content ("Okay, well, I think we're ready"): they do not make a
+/// sentence informative. Contraction tails ("re" of "we're") included.
+const DISCOURSE: &[&str] = &[
+    "okay", "ok", "well", "yeah", "yes", "right", "oh", "like", "know", "think", "mean", "just", "really",
+    "actually", "hello", "hi", "bye", "thank", "thanks", "re", "ll", "ve", "m", "d", "t", "s",
+];
+
 /// The quotable statements of a clean transcript (`Label: text` lines), most informative first:
 /// ranked by content words, a number or a name (a capitalised word inside the sentence) counting
 /// twice; ties keep transcript order. Each comes once, as `Label: "sentence"`.
@@ -24,7 +31,7 @@ pub fn statements(clean: &str) -> Vec<String> {
             if sentence.split_whitespace().count() > MAX_WORDS {
                 continue;
             }
-            let content = content_words(sentence).len();
+            let content = content_words(sentence).iter().filter(|w| !DISCOURSE.contains(&w.as_str())).count();
             if content < MIN_CONTENT_WORDS {
                 continue;
             }
@@ -48,9 +55,14 @@ fn details(sentence: &str) -> usize {
         .enumerate()
         .filter(|(i, w)| {
             w.chars().any(|c| c.is_ascii_digit())
-                || (*i > 0 && w != &"I" && w.chars().next().is_some_and(char::is_uppercase))
+                || (*i > 0 && !is_i(w) && w.chars().next().is_some_and(char::is_uppercase))
         })
         .count()
+}
+
+/// "I" and its contractions ("I'm", "I’ll"), capitalised but no name.
+fn is_i(word: &str) -> bool {
+    word == "I" || word.starts_with("I'") || word.starts_with("I\u{2019}")
 }
 
 #[cfg(test)]
@@ -81,6 +93,15 @@ mod tests {
             "Speaker00: The budget is 25 euros per unit.\nSpeaker00: The budget is 25 euros per unit.",
         );
         assert_eq!(s.len(), 1);
+    }
+
+    #[test]
+    fn talk_without_content_is_not_quoted() {
+        let s = statements(
+            "Speaker00: Okay, well, I think we're ready, right?\nSpeaker01: I'm sure the budget is 25 euros.",
+        );
+        assert_eq!(s, ["Speaker01: \"I'm sure the budget is 25 euros.\""]);
+        assert_eq!(details("I'm sure I'll pay Anna 25 euros."), 2);
     }
 
     #[test]
