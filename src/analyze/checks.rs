@@ -681,6 +681,13 @@ pub struct Reviewed {
     pub quoted: usize,
 }
 
+impl Reviewed {
+    /// A reviewed reply before any keypoints are topped up or quoted.
+    fn new(reply: Reply, first_problems: Vec<Problem>, retried: bool, repaired: bool) -> Self {
+        Self { reply, first_problems, retried, repaired, topped_up: None, quoted: 0 }
+    }
+}
+
 /// Checks `first`; if it breaks a rule that `scope` asks again for, asks once more through
 /// `retry` with the correction prompt, and if that fails too (or the retry errs) repairs the
 /// reply with fewer problems (keypoints of the other reply may fill in for dropped ones). Other
@@ -699,7 +706,7 @@ pub fn review(
     if !first_problems.iter().any(|p| p.asks_again(scope)) {
         let repaired = !first_all.is_empty();
         let reply = if repaired { repair(first, facts, &[]) } else { first };
-        return Reviewed { reply, first_problems, retried: false, repaired, topped_up: None, quoted: 0 };
+        return Reviewed::new(reply, first_problems, false, repaired);
     }
     tracing::info!(problems = ?first_problems, "analysis breaks the rules; asking once more");
     let asked = first_problems.iter().filter(|p| p.asks_again(scope)).count();
@@ -709,14 +716,7 @@ pub fn review(
             if second_problems.is_empty() {
                 let repaired = !check(&second, facts).is_empty();
                 let reply = if repaired { repair(second, facts, &first.keypoints) } else { second };
-                return Reviewed {
-                    reply,
-                    first_problems,
-                    retried: true,
-                    repaired,
-                    topped_up: None,
-                    quoted: 0,
-                };
+                return Reviewed::new(reply, first_problems, true, repaired);
             }
             tracing::info!(problems = ?second_problems, "retry still breaks the rules; repairing");
             // A summary about something else is the worst break: the other reply wins then.
@@ -732,14 +732,7 @@ pub fn review(
             (first, Vec::new())
         }
     };
-    Reviewed {
-        reply: repair(best, facts, &spare),
-        first_problems,
-        retried: true,
-        repaired: true,
-        topped_up: None,
-        quoted: 0,
-    }
+    Reviewed::new(repair(best, facts, &spare), first_problems, true, true)
 }
 
 /// The distinct `candidates` that pass the rules against `summary`, in order, at most
@@ -852,20 +845,16 @@ pub fn add_keypoints(reviewed: &mut Reviewed, facts: &Facts, more: &[String]) {
 /// statements ([`quotes::statements`] of `clean`) that pass the rules, until enough do: the
 /// last resort after the model's own keypoints and its top-up, for either backend.
 pub fn add_quotes(reviewed: &mut Reviewed, facts: &Facts, clean: &str) {
-    let mut kept = passing_keypoints(&reviewed.reply, facts);
-    if kept.len() >= KEYPOINTS_MIN {
+    let have = passing_keypoints(&reviewed.reply, facts).len();
+    if have >= KEYPOINTS_MIN {
         return;
     }
-    let mut picked: Vec<String> = Vec::new();
-    for quote in quotes::statements(clean) {
-        if kept.len() >= KEYPOINTS_MIN {
-            break;
-        }
-        if passes(&quote, &reviewed.reply.summary, facts) && !kept.iter().any(|k| alike(k, &quote)) {
-            kept.push(quote.clone());
-            picked.push(quote);
-        }
-    }
+    let statements = quotes::statements(clean);
+    let candidates: Vec<&String> = reviewed.reply.keypoints.iter().chain(&statements).collect();
+    // The passing keypoints come first, then the passing quotes: keep those up to the minimum.
+    let mut kept = passing(&reviewed.reply.summary, &candidates, facts);
+    kept.truncate(KEYPOINTS_MIN);
+    let picked = kept.split_off(have);
     if !picked.is_empty() {
         reviewed.quoted = extend_keypoints(reviewed, facts, &picked);
     }

@@ -3,6 +3,8 @@
 //! attributed (`Speaker01: "The total comes to 320 euros."`). A quote is attributable by
 //! construction; the checks still refuse one that repeats the summary or a kept keypoint.
 
+use std::collections::HashSet;
+
 use super::checks::{content_words, sentences};
 
 /// A sentence needs at least this many content words to say something on its own ("Okay, go for
@@ -24,6 +26,7 @@ const DISCOURSE: &[&str] = &[
 /// twice; ties keep transcript order. Each comes once, as `Label: "sentence"`.
 pub fn statements(clean: &str) -> Vec<String> {
     let mut ranked: Vec<(usize, usize, String)> = Vec::new();
+    let mut seen = HashSet::new();
     for (label, text) in clean.lines().filter_map(|l| l.split_once(':')) {
         let label = label.trim();
         for sentence in sentences(text.trim()) {
@@ -36,7 +39,7 @@ pub fn statements(clean: &str) -> Vec<String> {
                 continue;
             }
             let quote = format!("{label}: \"{sentence}\"");
-            if ranked.iter().any(|(_, _, q)| *q == quote) {
+            if !seen.insert(quote.clone()) {
                 continue;
             }
             let order = ranked.len();

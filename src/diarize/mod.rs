@@ -77,6 +77,13 @@ pub struct Params {
     pub max_embed_frames: usize,
 }
 
+impl Params {
+    /// `min_cluster_share` of `n` training embeddings, rounded up.
+    fn share_of(&self, n: usize) -> usize {
+        (n as f32 * self.min_cluster_share).ceil() as usize
+    }
+}
+
 impl Default for Params {
     fn default() -> Self {
         Self {
@@ -339,8 +346,7 @@ impl PyannoteDiarizer {
         }
         if hints.num_speakers.is_none() {
             // A speaker added after the clustering needs the support a clustered voice needs.
-            let min_units = (train.len() as f32 * self.params.min_cluster_share).ceil() as usize;
-            fold_thin_speakers(&windows, &mut maps, &mut cents, clustered, min_units);
+            fold_thin_speakers(&windows, &mut maps, &mut cents, clustered, self.params.share_of(train.len()));
         }
         tracing::debug!(training = train.len(), clustered, speakers = cents.len(), "diarization speakers");
         let k = cents.len().max(1);
@@ -416,7 +422,7 @@ impl PyannoteDiarizer {
             let k = labels.iter().max().map_or(0, |m| m + 1);
             let mut size = vec![0usize; k];
             labels.iter().for_each(|&l| size[l] += 1);
-            let min_size = p.min_cluster_size.max((x.len() as f32 * p.min_cluster_share).ceil() as usize);
+            let min_size = p.min_cluster_size.max(p.share_of(x.len()));
             let big: Vec<usize> = (0..k).filter(|&c| size[c] >= min_size).collect();
             if !big.is_empty() && big.len() < k && big.len() >= min_k {
                 let cents = cluster::centroids(x, &labels);
