@@ -17,6 +17,8 @@ clipped and shifted; single-speaker clips get speech regions from an energy dete
 speech, boundaries well inside the 0.25 s collar). Needs python3 and sox.
 
 Usage: python3 bench/diar_material.py [OUT]
+       PERTURB=SEED python3 bench/diar_material.py OUT   (the same material plus seeded noise of
+       one step: a reproducible other rendering, for checking how stable results are)
 """
 
 import array
@@ -109,7 +111,19 @@ def noise(n, rng, level=3):
     return array.array("h", (rng.randint(-level, level) for _ in range(n)))
 
 
+def perturbed(x, file_id):
+    """`x` plus seeded noise of at most one step (PERTURB=SEED): another rendering of the same
+    recipe, as a different dither would give, to see how stable results are (reproducibly)."""
+    seed = os.environ.get("PERTURB")
+    if not seed:
+        return x
+    rng = random.Random(f"{seed}/{file_id}")
+    noise = rng.choices((-1, 0, 1), k=len(x))
+    return array.array("h", (max(-32768, min(32767, v + d)) for v, d in zip(x, noise)))
+
+
 def write(path, x, turns, file_id):
+    x = perturbed(x, file_id)
     with wave.open(path + ".wav", "wb") as w:
         w.setnchannels(1)
         w.setsampwidth(2)
