@@ -2,6 +2,7 @@
 # Benchmark and evaluation of the local analyze stage (not a test).
 #
 #   bench/analyze.sh eval [MODEL] [THREADS]   evaluation set (default qwen2.5-coder-1.5b, 2 threads)
+#   bench/analyze.sh heldout [MODEL] [THREADS]  held-out dialogues (never used to tune; see below)
 #   bench/analyze.sh speed [quick]            speed table on synthesised 5- and 30-minute meetings
 #
 # eval: builds recordings in target/analyze-eval/ — the AMI excerpts (alone and concatenated),
@@ -58,8 +59,27 @@ eval_set() {
   [ -f "$dir/phone_call.wav" ] || speak bench/analyze_eval/phone_call.txt "$dir/phone_call.wav" narrow
   [ -f "$dir/voicemail.wav" ] || speak bench/analyze_eval/voicemail.txt "$dir/voicemail.wav"
   [ -f "$dir/meeting.wav" ] || speak bench/analyze_eval/meeting.txt "$dir/meeting.wav"
-  local name kind
-  for entry in ami_dev00:multi ami_meeting:multi jfk:solo interview:multi phone_call:multi voicemail:solo meeting:multi; do
+  analyse_set "$model" "$threads" "$dir" ami_dev00:multi ami_meeting:multi jfk:solo interview:multi \
+    phone_call:multi voicemail:solo meeting:multi
+}
+
+# heldout: dialogues from bench/analyze_heldout/*.txt (written after the rules were set, never
+# used to tune them), run once per change to report on material the levers were not chosen on.
+heldout_set() {
+  local model=${1:-qwen2.5-coder-1.5b} threads=${2:-2} dir=target/analyze-heldout
+  mkdir -p "$dir"
+  [ -f "$dir/support_call.wav" ] || speak bench/analyze_heldout/support_call.txt "$dir/support_call.wav" narrow
+  [ -f "$dir/standup.wav" ] || speak bench/analyze_heldout/standup.txt "$dir/standup.wav"
+  [ -f "$dir/lecture.wav" ] || speak bench/analyze_heldout/lecture.txt "$dir/lecture.wav"
+  analyse_set "$model" "$threads" "$dir" support_call:multi standup:multi lecture:solo
+}
+
+# analyse_set MODEL THREADS DIR NAME:multi|solo…: transcribes DIR/NAME.wav once (kept as
+# DIR/NAME.json), analyses each transcript and prints the table.
+analyse_set() {
+  local model=$1 threads=$2 dir=$3 name kind entry
+  shift 3
+  for entry in "$@"; do
     name=${entry%%:*}
     kind=${entry#*:}
     if [ ! -s "$dir/$name.json" ]; then
@@ -125,6 +145,7 @@ PY
 
 case "${1:-eval}" in
   eval) shift || true; eval_set "$@" ;;
+  heldout) shift; heldout_set "$@" ;;
   speed) shift; speed "$@" ;;
-  *) echo "usage: bench/analyze.sh eval [MODEL] [THREADS] | speed [quick]" >&2; exit 2 ;;
+  *) echo "usage: bench/analyze.sh eval|heldout [MODEL] [THREADS] | speed [quick]" >&2; exit 2 ;;
 esac
