@@ -17,6 +17,7 @@ use super::quotes;
 use super::schema::{
     ACTION_ITEMS_MAX, KEYPOINTS_MAX, KEYPOINTS_MIN, MONOLOGUE_TYPES, MULTI_PARTY_TYPES, MergeReply, Reply,
     SUMMARY_SENTENCES_MAX, SUMMARY_SENTENCES_MIN, TOPIC_MAX_WORDS, TOPICS_MAX, TOPICS_MIN, allowed_types,
+    constraints,
 };
 use crate::model::ActionItem;
 
@@ -28,6 +29,10 @@ pub const MAX_OVERLAP: f64 = 0.6;
 /// occur in it (participant labels count as occurring): a detail the model made up ("the
 /// password is password456") falls below.
 pub const MIN_KEYPOINT_GROUNDING: f64 = 0.7;
+
+/// A keypoint sharing a run of this many words (labels aside) with the prompt's own lines
+/// repeats the prompt, not the conversation.
+const ECHO_WORDS: usize = 5;
 
 /// Words that carry no fact (English and German function words).
 const STOPWORDS: &[&str] = &[
@@ -795,11 +800,34 @@ pub struct TopUp {
 }
 
 /// Whether a keypoint passes the rules on its own: not empty, no copy of a summary sentence,
-/// attributable to the transcript.
+/// attributable to the transcript, no echo of the prompt.
 fn passes(keypoint: &str, summary: &str, facts: &Facts) -> bool {
     !keypoint.trim().is_empty()
         && sentences(summary).iter().all(|s| overlap(keypoint, s) < MAX_OVERLAP)
         && keypoint_grounded(keypoint, facts)
+        && !echoes_prompt(keypoint, facts)
+}
+
+/// Whether `keypoint` repeats the prompt rather than the conversation: it starts with the
+/// prompt's `Transcript:` heading, or shares [`ECHO_WORDS`] words in a row (participant labels
+/// aside) with what the prompt says about the speakers. A small model does both on long
+/// transcripts, and the words of such lines are mostly labels and reporting words, so the
+/// grounding rule lets them through.
+fn echoes_prompt(keypoint: &str, facts: &Facts) -> bool {
+    if keypoint.trim_start().to_lowercase().starts_with("transcript:") {
+        return true;
+    }
+    let labels: Vec<String> = facts.labels().iter().map(|l| l.to_lowercase()).collect();
+    let words = |text: &str| -> Vec<String> {
+        text.split(|c: char| !c.is_alphanumeric())
+            .filter(|w| !w.is_empty())
+            .map(str::to_lowercase)
+            .filter(|w| !labels.contains(w))
+            .collect()
+    };
+    let prompt = words(&constraints(facts));
+    let runs: BTreeSet<&[String]> = prompt.windows(ECHO_WORDS).collect();
+    words(keypoint).windows(ECHO_WORDS).any(|run| runs.contains(run))
 }
 
 /// The request for more keypoints when `reply` has fewer than [`KEYPOINTS_MIN`] that pass the

@@ -210,7 +210,7 @@ pub fn system_prompt(with_transcript: bool) -> String {
 }
 
 /// What the prompt says about the speakers and the types allowed.
-fn constraints(facts: &Facts) -> String {
+pub(super) fn constraints(facts: &Facts) -> String {
     let mut s = facts.describe();
     let participants = facts.participants();
     if facts.is_multi_party() {

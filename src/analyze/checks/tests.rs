@@ -107,6 +107,21 @@ fn summary_rules() {
 }
 
 #[test]
+fn keypoints_echoing_the_prompt_do_not_pass() {
+    // Seen on a long transcript with the 0.5B model: the prompt's own lines as keypoints.
+    let f = facts(MEETING);
+    let summary = good().summary;
+    for echo in [
+        "The summary names who raised, proposed or decided what: Speaker00, Speaker01, Speaker02",
+        "Transcript: Speaker00: Good morning, let us decide on the release date for the mobile app today.",
+    ] {
+        assert!(!passes(echo, &summary, &f), "{echo}");
+    }
+    // A keypoint about what was said still passes, labels and all.
+    assert!(passes("Speaker02: marketing can send the newsletter on Friday afternoon", &summary, &f));
+}
+
+#[test]
 fn keypoint_copying_a_summary_sentence_is_caught() {
     let mut r = good();
     r.keypoints[1] = "Speaker01 reports that the Android login crash needs two more days.".into();
