@@ -252,6 +252,8 @@ pub enum Problem {
         index: usize,
         share: f64,
     },
+    /// The keypoint repeats the prompt's own lines (see [`echoes_prompt`]).
+    KeypointEchoesPrompt(usize),
     TopicCount(usize),
     TopicTooLong(usize),
     ActionItemOwner {
@@ -304,6 +306,11 @@ impl fmt::Display for Problem {
                 index + 1,
                 share * 100.0
             ),
+            Problem::KeypointEchoesPrompt(index) => write!(
+                f,
+                "keypoint {} repeats these instructions, not the conversation; give a fact from the transcript",
+                index + 1
+            ),
             Problem::TopicCount(n) => write!(f, "there are {n} topics; give {TOPICS_MIN} to {TOPICS_MAX}"),
             Problem::TopicTooLong(i) => {
                 write!(f, "topic {} is longer than {TOPIC_MAX_WORDS} words", i + 1)
@@ -342,6 +349,9 @@ pub fn check(reply: &Reply, facts: &Facts) -> Vec<Problem> {
         let share = grounding(k, facts);
         if share < MIN_KEYPOINT_GROUNDING {
             out.push(Problem::KeypointUngrounded { index, share });
+        }
+        if echoes_prompt(k, facts) {
+            out.push(Problem::KeypointEchoesPrompt(index));
         }
     }
     let n = reply.topics.len();
@@ -617,15 +627,14 @@ impl Problem {
 
 /// One analysis from the analyses of consecutive parts and the merge step's type, summary and
 /// language: keypoints taken in turn from every part (first of each part, then second, …),
-/// topics ranked by how many parts name them, action items in order; duplicates dropped. With
-/// `last` the lists are cut to their limits, keypoints repeating the summary left out.
-pub fn combine(parts: &[Reply], merged: MergeReply, last: bool) -> Reply {
-    let sents = sentences(&merged.summary);
+/// topics ranked by how many parts name them, action items in order; duplicates dropped. The
+/// lists are not cut here: the review of the last merge drops what breaks a rule before it
+/// cuts them to their limits, so a dropped keypoint gives way to the next in turn.
+pub fn combine(parts: &[Reply], merged: MergeReply) -> Reply {
     let mut keypoints: Vec<String> = Vec::new();
     let rounds = parts.iter().map(|p| p.keypoints.len()).max().unwrap_or(0);
     for k in (0..rounds).flat_map(|i| parts.iter().filter_map(move |p| p.keypoints.get(i))) {
-        let copies = last && sents.iter().any(|s| overlap(k, s) >= MAX_OVERLAP);
-        if !copies && !keypoints.iter().any(|x| alike(x, k)) && (!last || keypoints.len() < KEYPOINTS_MAX) {
+        if !keypoints.iter().any(|x| alike(x, k)) {
             keypoints.push(k.clone());
         }
     }
@@ -642,10 +651,6 @@ pub fn combine(parts: &[Reply], merged: MergeReply, last: bool) -> Reply {
         if !action_items.iter().any(|x| alike(&x.text, &a.text)) {
             action_items.push(a.clone());
         }
-    }
-    if last {
-        topics.truncate(TOPICS_MAX);
-        action_items.truncate(ACTION_ITEMS_MAX);
     }
     Reply {
         conversation_type: merged.conversation_type,
@@ -886,6 +891,16 @@ pub fn add_quotes(reviewed: &mut Reviewed, facts: &Facts, clean: &str) {
     if !picked.is_empty() {
         reviewed.quoted = extend_keypoints(reviewed, facts, &picked);
     }
+}
+
+/// One part of a long transcript made to obey the rules without asking the model again (the
+/// merge reads only its gist): repaired, then quoted from `clean`, the part's own text, when
+/// fewer than [`KEYPOINTS_MIN`] keypoints pass, so that every part brings facts of its own to
+/// the merge.
+pub fn settle_part(reply: Reply, facts: &Facts, clean: &str) -> Reply {
+    let mut reviewed = Reviewed::new(repair(reply, facts, &[]), Vec::new(), false, true);
+    add_quotes(&mut reviewed, facts, clean);
+    reviewed.reply
 }
 
 /// Adds the `more` keypoints that pass (see [`add_keypoints`]); returns how many passing

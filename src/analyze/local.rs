@@ -411,11 +411,13 @@ impl LocalAnalyzer {
             let n = parts.len();
             let mut replies = Vec::with_capacity(n);
             for (i, part) in parts.iter().enumerate() {
-                // Parts are repaired, not asked again: the merge reads only their gist.
+                // Parts are settled without asking again: the merge reads only their gist.
                 let pf = Facts::from_text(part);
                 let prompt = schema::transcript_prompt(&pf, part, language, Some((i + 1, n)));
                 let text = self.generate(&prompt, &[], &schema::local_grammar(&pf))?;
-                replies.push(checks::repair(schema::parse_reply(&text, false)?, &pf, &[]));
+                let reply = checks::settle_part(schema::parse_reply(&text, false)?, &pf, part);
+                tracing::debug!(part = i + 1, keypoints = ?reply.keypoints, "part analysed");
+                replies.push(reply);
             }
             self.last_parts = parts;
             self.reduce(replies, facts)?
@@ -463,7 +465,7 @@ impl LocalAnalyzer {
                             &[],
                             &schema::merge_grammar(facts),
                         )?;
-                        checks::combine(&g, schema::parse_merge_reply(&text)?, false)
+                        checks::combine(&g, schema::parse_merge_reply(&text)?)
                     }
                 });
             }
@@ -481,11 +483,11 @@ impl LocalAnalyzer {
         let prompt = schema::merge_prompt(facts, group);
         let grammar = schema::merge_grammar(facts);
         let text = self.generate(&prompt, &[], &grammar)?;
-        let first = checks::combine(group, schema::parse_merge_reply(&text)?, true);
+        let first = checks::combine(group, schema::parse_merge_reply(&text)?);
         Ok(checks::review(first, facts, Scope::TypeAndSummary, |correction| {
             let again =
                 self.generate(&prompt, &[("assistant", text.as_str()), ("user", correction)], &grammar)?;
-            Ok(checks::combine(group, schema::parse_merge_reply(&again)?, true))
+            Ok(checks::combine(group, schema::parse_merge_reply(&again)?))
         }))
     }
 

@@ -467,9 +467,26 @@ fn combine_takes_keypoints_from_every_part() {
         summary: "Speaker00 and Speaker01 talk. The newsletter goes out Friday afternoon.".into(),
         language: "en".into(),
     };
-    let r = combine(&parts, merged, true);
+    let r = combine(&parts, merged);
+    // In turn, duplicates dropped; the copy of the summary is left to the review.
     assert_eq!(
         r.keypoints,
+        vec![
+            "Budget is fifty euros",
+            "Login crash fixed by Friday",
+            "Maria reviews payment code",
+            "Tests start Thursday",
+            "Newsletter goes out Friday afternoon",
+            "Server costs rose twenty percent"
+        ]
+    );
+    assert_eq!(r.topics, vec!["budget", "release", "hiring"]);
+    assert_eq!(r.action_items.len(), 1);
+    let mut f = facts(MEETING);
+    f.vocabulary.clear(); // these keypoints are not in MEETING's words
+    let out = review(r, &f, Scope::TypeAndSummary, |_| panic!("asked again"));
+    assert_eq!(
+        out.reply.keypoints,
         vec![
             "Budget is fifty euros",
             "Login crash fixed by Friday",
@@ -478,8 +495,46 @@ fn combine_takes_keypoints_from_every_part() {
             "Server costs rose twenty percent"
         ]
     );
-    assert_eq!(r.topics, vec!["budget", "release", "hiring"]);
-    assert_eq!(r.action_items.len(), 1);
+}
+
+/// Issue 13 (found by `long_transcript_is_analysed_in_parts_and_merged`): the merge cut the
+/// keypoints to seven before the review, so a part's keypoint that echoed the prompt took a
+/// place and was stored, and what followed it in turn was lost.
+#[test]
+fn merged_keypoints_that_break_a_rule_give_way_to_the_next_in_turn() {
+    let echo = "The summary names who raised, proposed or decided what: Speaker00, Speaker01, Speaker02";
+    let part = |kp: &[&str]| Reply { keypoints: kp.iter().map(|s| s.to_string()).collect(), ..good() };
+    let parts = [
+        part(&["Release moves to Friday", echo, "Payment code review tomorrow", "Vouchers of fifty euros"]),
+        part(&[
+            "Hiring one backend developer",
+            "Advert published on Monday",
+            "Salary up to sixty thousand",
+            "Two remote days per week",
+        ]),
+    ];
+    let merged = MergeReply {
+        conversation_type: "meeting".into(),
+        summary: "Speaker00 leads the meeting. Speaker01 and Speaker02 report.".into(),
+        language: "en".into(),
+    };
+    let mut f = facts(MEETING);
+    f.vocabulary.clear();
+    let combined = combine(&parts, merged);
+    assert!(check(&combined, &f).contains(&Problem::KeypointEchoesPrompt(2)), "{:?}", combined.keypoints);
+    let out = review(combined, &f, Scope::TypeAndSummary, |_| panic!("asked again"));
+    assert_eq!(
+        out.reply.keypoints,
+        vec![
+            "Release moves to Friday",
+            "Hiring one backend developer",
+            "Advert published on Monday",
+            "Payment code review tomorrow",
+            "Salary up to sixty thousand",
+            "Vouchers of fifty euros",
+            "Two remote days per week"
+        ]
+    );
 }
 
 #[test]
@@ -580,4 +635,26 @@ fn quotes_of_the_transcript_fill_in_for_missing_keypoints() {
     let mut enough = review(good(), &f, Scope::AllButLists, |_| panic!("asked again"));
     add_quotes(&mut enough, &f, MEETING);
     assert_eq!((enough.quoted, enough.reply), (0, good()));
+}
+
+/// Issue 13 (found by `long_transcript_is_analysed_in_parts_and_merged`): a part whose only
+/// keypoint echoed the prompt kept it (the repair keeps its best rather than none), the merge
+/// then dropped it, and the part — the recording's second meeting — brought no fact at all.
+#[test]
+fn a_part_without_passing_keypoints_brings_quotes_of_its_own_text() {
+    let f = facts(MEETING);
+    let mut r = good();
+    r.keypoints = vec![
+        "The summary names who raised, proposed or decided what: Speaker00, Speaker01, Speaker02".into(),
+    ];
+    let part = settle_part(r, &f, MEETING);
+    assert_eq!(part.keypoints.len(), KEYPOINTS_MIN, "{:?}", part.keypoints);
+    assert!(
+        part.keypoints.iter().all(|k| k.starts_with("Speaker0") && k.contains(": \"")),
+        "{:?}",
+        part.keypoints
+    );
+    assert_eq!(check(&part, &f), vec![]);
+    // A part whose keypoints pass is left as the repair made it.
+    assert_eq!(settle_part(good(), &f, MEETING), good());
 }
