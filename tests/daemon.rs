@@ -266,7 +266,7 @@ fn watched_folder_takes_complete_files_once() {
     assert!(jobs.iter().all(|j| j["source"] == "watch" && j["status"] == "done"), "{jobs:?}");
     let jfk = jobs.iter().find(|j| j["original_filename"] == "jfk.wav").unwrap();
     assert!(wer(JFK, jfk["transcript"].as_str().unwrap()) <= 0.1, "{jfk}");
-    assert!(up.join("jfk.wav.json").is_file());
+    assert_eq!(d.sidecar("jfk.wav.json")["job"]["status"], "done");
 
     // The same content under another name is not a second job; an API upload is not registered twice.
     std::fs::copy(fixture("jfk.wav"), up.join("jfk-copy.wav")).unwrap();

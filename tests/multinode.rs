@@ -116,12 +116,19 @@ fn a_serve_and_two_workers_run_every_job_once_and_take_over_a_killed_workers_job
     ran.sort();
     assert_eq!(ran, ids, "every job ran exactly once on the live nodes");
     assert!(!on_serve.is_empty() && !on_b.is_empty(), "both live nodes worked: {on_serve:?} {on_b:?}");
-    // One sidecar per job, beside its audio in the shared folder.
-    let sidecars = std::fs::read_dir(&uploads)
-        .unwrap()
-        .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().ends_with(".json"))
-        .count();
-    assert_eq!(sidecars, JOBS);
+    // One sidecar per job, beside its audio in the shared folder. It is written right after the
+    // job is recorded as done (the store comes first), so the last one may land a moment later.
+    let sidecars = || {
+        std::fs::read_dir(&uploads)
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().ends_with(".json"))
+            .count()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while sidecars() < JOBS && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(sidecars(), JOBS);
     // The streams of the jobs worker B ran saw them end too (relayed over NOTIFY).
     for (id, stream) in ids.iter().zip(streams) {
         let statuses = stream

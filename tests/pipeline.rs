@@ -50,9 +50,7 @@ fn stereo_clip_gets_two_speakers_and_a_local_analysis() {
     assert!(job["conversation_type"].is_string(), "{job}");
     assert_eq!(job["language"], "en");
 
-    let sidecar: Value =
-        serde_json::from_slice(&std::fs::read(d.uploads().join(format!("{uuid}.wav.json"))).unwrap())
-            .unwrap();
+    let sidecar = d.sidecar(&format!("{uuid}.wav.json"));
     assert!(sidecar["speaker_turns"].as_array().is_some_and(|t| t.len() >= 2), "{sidecar}");
     assert_eq!(sidecar["job"]["summary"], job["summary"]);
 }
