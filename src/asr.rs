@@ -42,6 +42,12 @@ const SWITCH_P: f32 = 0.8;
 /// A stretch of the speech stream this long without any decoded segment is decoded again.
 const REPAIR_GAP_S: f64 = 10.0;
 
+/// Repetition loops: a segment of at least [`LOOP_MIN_WORDS`] words whose text comes back
+/// [`LOOP_REPEATS`] times among [`LOOP_SPAN`] consecutive segments marks a loop.
+const LOOP_SPAN: usize = 8;
+const LOOP_REPEATS: usize = 3;
+const LOOP_MIN_WORDS: usize = 2;
+
 /// Recognition settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AsrOptions {
@@ -202,9 +208,11 @@ impl WhisperTranscriber {
                 live(&seg);
             };
             let probe = self.detects_language();
-            let (mut found, windows) = self.run_whisper(&pcm, &language, probe, report, show, cancelled)?;
+            let (mut found, windows) =
+                self.run_whisper(&pcm, &language, probe, true, report, show, cancelled)?;
             let spans = self.switch_languages(&pcm, &language, windows, &mut found, cancelled)?;
             self.fill_gaps(&pcm, &language, &mut found, cancelled)?;
+            self.break_loops(&pcm, &language, &mut found, cancelled)?;
             languages.extend(spans.into_iter().map(|(range, language, probability)| ChunkLanguage {
                 start_s: block.map_time(range.start),
                 end_s: block.map_time(range.end),
@@ -316,7 +324,7 @@ impl WhisperTranscriber {
             let range = spans[i].0.start..spans[j - 1].0.end;
             let code = spans[i].1.clone();
             tracing::debug!(start = range.start, end = range.end, language = %code, "language switch");
-            let again = self.redecode(pcm, range.clone(), &code, cancelled)?;
+            let again = self.redecode(pcm, range.clone(), &code, true, cancelled)?;
             found.retain(|s| !range.contains(&s.start_s));
             let at = found.partition_point(|s| s.start_s < range.start);
             found.splice(at..at, again);
@@ -341,7 +349,7 @@ impl WhisperTranscriber {
         let len_s = pcm.len() as f64 / SAMPLE_RATE as f64;
         for gap in gaps(found, len_s, REPAIR_GAP_S) {
             let again: Vec<Segment> = self
-                .redecode(pcm, gap.clone(), language, cancelled)?
+                .redecode(pcm, gap.clone(), language, true, cancelled)?
                 .into_iter()
                 .map(|mut seg| {
                     retime(&mut seg, |t| t.min(gap.end));
@@ -356,18 +364,51 @@ impl WhisperTranscriber {
         Ok(())
     }
 
-    /// Decodes `range` (seconds) of `pcm` again on its own, in `language`, without the previous
-    /// text as context; times are relative to `pcm`.
+    /// Loop repair: whisper.cpp can fall into a repetition loop that outlives its temperature
+    /// fallback, because each window is prompted with the loop's own text ("And he said, he is
+    /// a user." for a minute of a meeting). A stretch where [`loops`] finds one is decoded again
+    /// without any previous text as context, and the new text is kept if it loops less.
+    fn break_loops(
+        &mut self,
+        pcm: &[f32],
+        language: &str,
+        found: &mut Vec<Segment>,
+        cancelled: Cancelled<'_>,
+    ) -> Result<(), StageError> {
+        for range in loops(found) {
+            let inside = |s: &Segment| range.contains(&s.start_s);
+            let before: Vec<Segment> = found.iter().filter(|s| inside(s)).cloned().collect();
+            let again: Vec<Segment> = self
+                .redecode(pcm, range.clone(), language, false, cancelled)?
+                .into_iter()
+                .filter(|s| s.start_s < range.end)
+                .collect();
+            let (old, new) = (looping(&before), looping(&again));
+            tracing::debug!(start = range.start, end = range.end, old, new, "loop repair");
+            if new < old {
+                found.retain(|s| !inside(s));
+                let at = found.partition_point(|s| s.start_s < range.start);
+                found.splice(at..at, again);
+            }
+        }
+        Ok(())
+    }
+
+    /// Decodes `range` (seconds) of `pcm` again on its own, in `language`, without the text
+    /// before it as context (`chained`: each window after the first is prompted with the text
+    /// of the one before, as whisper.cpp does by default; else no window gets any); times are
+    /// relative to `pcm`.
     fn redecode(
         &mut self,
         pcm: &[f32],
         range: Range<f64>,
         language: &str,
+        chained: bool,
         cancelled: Cancelled<'_>,
     ) -> Result<Vec<Segment>, StageError> {
         let sr = SAMPLE_RATE as f64;
         let slice = &pcm[(range.start * sr) as usize..((range.end * sr) as usize).min(pcm.len())];
-        let (mut again, _) = self.run_whisper(slice, language, false, |_| {}, |_| {}, cancelled)?;
+        let (mut again, _) = self.run_whisper(slice, language, false, chained, |_| {}, |_| {}, cancelled)?;
         for seg in &mut again {
             retime(seg, |t| t + range.start);
         }
@@ -377,11 +418,15 @@ impl WhisperTranscriber {
     /// Runs whisper.cpp over `pcm` (seeking continuously); times are relative to `pcm`. With
     /// language detection on, also returns the language of every window it decoded. Each
     /// segment is also shown to `live` as soon as whisper.cpp has it (text and times only).
+    /// `chained`: each window is prompted with the text before it (else with none, not even the
+    /// configured prompt).
+    #[allow(clippy::too_many_arguments)]
     fn run_whisper(
         &mut self,
         pcm: &[f32],
         language: &str,
         probe_languages: bool,
+        chained: bool,
         progress: impl Fn(f32) + Sync,
         live: impl Fn(Segment) + Sync,
         cancelled: Cancelled<'_>,
@@ -403,7 +448,9 @@ impl WhisperTranscriber {
         // Hallucination guards (the values of OpenAI's reference decoder): temperature fallback on
         // repetitive (high compression / low entropy) or unlikely output, no-speech skipping, and a
         // bounded text context so one bad window cannot seed a repetition loop.
-        if !prompt.is_empty() {
+        if !chained {
+            params.set_no_context(true);
+        } else if !prompt.is_empty() {
             params.set_tokens(&prompt);
         }
         params.set_temperature(self.decode.temperature.unwrap_or(0.0));
@@ -728,6 +775,42 @@ fn gaps(segments: &[Segment], len_s: f64, min_s: f64) -> Vec<Range<f64>> {
     out
 }
 
+/// The segments of a repetition loop: one whose text (of at least [`LOOP_MIN_WORDS`] words) is
+/// the [`LOOP_REPEATS`]th or later occurrence of that text among [`LOOP_SPAN`] consecutive ones.
+fn loop_marks(segments: &[Segment]) -> Vec<Option<usize>> {
+    let texts: Vec<String> = segments.iter().map(|s| normalize(&s.text)).collect();
+    (0..segments.len())
+        .map(|k| {
+            if texts[k].split_whitespace().count() < LOOP_MIN_WORDS {
+                return None;
+            }
+            let from = (k + 1).saturating_sub(LOOP_SPAN);
+            let same: Vec<usize> = (from..=k).filter(|&i| texts[i] == texts[k]).collect();
+            (same.len() >= LOOP_REPEATS).then_some(same[0])
+        })
+        .collect()
+}
+
+/// How many segments are repeats inside a loop (see [`loop_marks`]).
+fn looping(segments: &[Segment]) -> usize {
+    loop_marks(segments).iter().flatten().count()
+}
+
+/// The stretches (seconds) that repetition loops cover: from the first occurrence of a repeated
+/// text to the end of its last repeat, overlapping stretches merged.
+fn loops(segments: &[Segment]) -> Vec<Range<f64>> {
+    let mut out: Vec<Range<f64>> = Vec::new();
+    for (k, first) in loop_marks(segments).into_iter().enumerate() {
+        let Some(first) = first else { continue };
+        let range = segments[first].start_s..segments[k].end_s;
+        match out.last_mut() {
+            Some(last) if range.start <= last.end => last.end = last.end.max(range.end),
+            _ => out.push(range),
+        }
+    }
+    out
+}
+
 /// Maps the times of a segment and its words through `to` (an end never before its start).
 fn retime(seg: &mut Segment, to: impl Fn(f64) -> f64) {
     seg.start_s = to(seg.start_s);
@@ -852,6 +935,40 @@ mod tests {
 
     fn seg(start_s: f64, end_s: f64) -> Segment {
         Segment { start_s, end_s, text: "x".into(), speaker: None, words: Vec::new() }
+    }
+
+    fn said(start_s: f64, text: &str) -> Segment {
+        Segment { text: text.into(), ..seg(start_s, start_s + 1.0) }
+    }
+
+    #[test]
+    fn a_repetition_loop_is_found_from_its_first_line_to_its_last() {
+        // The loop of the 5-minute benchmark meeting: two lines taking turns for a minute.
+        let mut segs =
+            vec![said(0.0, "She had your dark suit in greasy wash water."), said(2.0, "And he said,")];
+        for i in 0..6 {
+            segs.push(said(4.0 + 2.0 * i as f64, "he is a user."));
+            segs.push(said(5.0 + 2.0 * i as f64, "And he said,"));
+        }
+        segs.push(said(30.0, "And so my fellow Americans,"));
+        assert_eq!(loops(&segs), vec![2.0..16.0]);
+        assert_eq!(looping(&segs), 9);
+        assert_eq!(looping(&segs[..3]), 0);
+    }
+
+    #[test]
+    fn backchannels_and_distant_repeats_are_not_loops() {
+        let mut segs: Vec<Segment> = (0..6).map(|i| said(i as f64, "Okay.")).collect();
+        // A line said three times, but never three times within eight segments.
+        for (i, t) in
+            ["Ready to begin?", "a", "b", "c", "Ready to begin?", "d", "e", "f", "g", "Ready to begin?"]
+                .iter()
+                .enumerate()
+        {
+            segs.push(said(10.0 + i as f64, t));
+        }
+        assert!(loops(&segs).is_empty());
+        assert_eq!(looping(&segs), 0);
     }
 
     #[test]
