@@ -618,9 +618,10 @@ fn shared_context(path: &Path) -> Result<Arc<WhisperContext>, StageError> {
         return Ok(ctx);
     }
     let name = path.to_string_lossy();
-    // Flash attention on. Off, whisper-cli's encoder is 1.3–1.6× faster here, but our decode of
-    // the 5-minute meeting lost 28 % of its words (a 74-s stretch skipped) and was no faster
-    // (bench/meeting.py, 2026-11-26 and again with the native tinyBLAS build on 2026-11-27).
+    // Flash attention on: the encoder's attention then runs in our tiled kernel (cpp/, built into
+    // whisper.cpp's ggml), 1.5× faster transcription than ggml's kernel. Off, our decode of the
+    // 5-minute meeting lost 28 % of its words (a 74-s stretch skipped) and was no faster than
+    // ggml's kernel (bench/meeting.py, 2026-11-26 and 2026-11-27).
     let mut cparams = WhisperContextParameters::default();
     cparams.flash_attn(true);
     let ctx = WhisperContext::new_with_params(path, cparams)
