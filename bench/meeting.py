@@ -12,7 +12,9 @@ lengths, then runs on each, one after the other with the same threads:
   LANGUAGE=en (the WER reference), and with diarization on (full pipeline, no analysis).
 
 Prints one Markdown table per file: wall seconds, RTF, ratios against faster-whisper and
-whisper-cli of the same run, and WER against ours with LANGUAGE=en. Then checks multilingual.mp3.
+whisper-cli of the same run, WER against ours with LANGUAGE=en and against faster-whisper's text
+(neither is a human transcript; the second is an independent decoder). Then checks
+multilingual.mp3.
 
 Setup: `make build` and the `base` model installed (`target/release/diarized models install base`);
 faster-whisper in a virtualenv (FW_PYTHON, default /tmp/fwenv/bin/python: `python3 -m venv
@@ -20,9 +22,11 @@ faster-whisper in a virtualenv (FW_PYTHON, default /tmp/fwenv/bin/python: `pytho
 `models install base` downloaded (assembled into models-cache/ct2/base); whisper-cli
 built from whisper.cpp v1.8.3, the version whisper-rs-sys bundles, with the build options of
 .cargo/config.toml (`cmake -B build -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON -DGGML_LLAMAFILE=ON
-&& cmake --build build --target whisper-cli`; WHISPER_CLI=path).
+&& cmake --build build --target whisper-cli`, from the v1.8.3 tag of the whisper.cpp repository:
+the crate's copy has no examples; WHISPER_CLI=path). whisper-cli is built without this project's
+attention kernel (cpp/), so its rows show upstream whisper.cpp.
 
-Usage: bench/meeting.py [--minutes 5,60] [--threads 2] [--model base] [--repeat 3]
+Usage: bench/meeting.py [--minutes 5,60] [--threads 2] [--model base] [--repeat 3] [--no-cli]
 """
 
 import argparse
@@ -169,6 +173,8 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--model", default="base")
     ap.add_argument("--repeat", type=int, default=3, help="runs per row; the median is shown")
+    ap.add_argument("--no-cli", action="store_true",
+                    help="skip the whisper-cli rows (they take longest on the 60-minute file)")
     a = ap.parse_args()
     global REPEAT
     REPEAT = a.repeat
@@ -179,14 +185,15 @@ def main():
         dur = minutes * 60.0
         w_en, ref, _ = ours(audio, m, t, LANGUAGE="en")
         w_fw, fw_text = fw(audio, m, t)
-        w_cli, cli_text = cli(audio, m, t)
-        w_nfa, nfa_text = cli(audio, m, t, "-nfa")
+        w_cli, cli_text = cli(audio, m, t) if not a.no_cli else (None, None)
+        w_nfa, nfa_text = cli(audio, m, t, "-nfa") if not a.no_cli else (None, None)
         w_asr, asr_text, asr_json = ours(audio, m, t)
         w_full, _, full_json = ours(audio, m, t, DIARIZATION="true")
         speakers = len({s["speaker"] for s in full_json["speaker_turns"]})
-        print(f"### {minutes}-minute meeting ({audio.name}); WER against ours with LANGUAGE=en\n")
-        print("| run | wall s | RTF | / faster-whisper | / whisper-cli | WER | words |")
-        print("|---|---|---|---|---|---|---|")
+        print(f"### {minutes}-minute meeting ({audio.name}); WER against ours with LANGUAGE=en "
+              f"and against faster-whisper\n")
+        print("| run | wall s | RTF | / faster-whisper | / whisper-cli | WER | WER vs fw | words |")
+        print("|---|---|---|---|---|---|---|---|")
         rows = [("faster-whisper int8, ASR only", w_fw, fw_text),
                 ("whisper-cli, ASR only", w_cli, cli_text),
                 ("whisper-cli -nfa (no flash attention), ASR only", w_nfa, nfa_text),
@@ -194,9 +201,13 @@ def main():
                 ("diarized, ASR only, LANGUAGE=en", w_en, ref),
                 (f"diarized, ASR + diarization ({speakers} speakers)", w_full, None)]
         for name, wall, text in rows:
+            if wall is None:
+                continue
             w = f"{wer(ref, text):.3f}" if text is not None else ""
+            wf = f"{wer(fw_text, text):.3f}" if text is not None else ""
             nw = len(words(text)) if text is not None else ""
-            print(f"| {name} | {wall:.1f} | {wall / dur:.3f} | {wall / w_fw:.2f} | {wall / w_cli:.2f} | {w} | {nw} |",
+            by_cli = f"{wall / w_cli:.2f}" if w_cli else ""
+            print(f"| {name} | {wall:.1f} | {wall / dur:.3f} | {wall / w_fw:.2f} | {by_cli} | {w} | {wf} | {nw} |",
                   flush=True)
         diar = w_full - w_asr
         print(f"\ndiarization ≈ full − ASR-only = {diar:.1f} s = {diar / w_asr:.2f}× ASR; "
