@@ -325,9 +325,7 @@ impl WhisperTranscriber {
             let code = spans[i].1.clone();
             tracing::debug!(start = range.start, end = range.end, language = %code, "language switch");
             let again = self.redecode(pcm, range.clone(), &code, true, cancelled)?;
-            found.retain(|s| !range.contains(&s.start_s));
-            let at = found.partition_point(|s| s.start_s < range.start);
-            found.splice(at..at, again);
+            replace_segments(found, &range, again);
             i = j;
         }
         Ok(spans)
@@ -358,8 +356,7 @@ impl WhisperTranscriber {
                 .filter(|seg| seg.start_s < gap.end)
                 .collect();
             tracing::debug!(start = gap.start, end = gap.end, repaired = again.len(), "gap repair");
-            let at = found.partition_point(|s| s.start_s < gap.start);
-            found.splice(at..at, again);
+            replace_segments(found, &gap, again);
         }
         Ok(())
     }
@@ -376,8 +373,7 @@ impl WhisperTranscriber {
         cancelled: Cancelled<'_>,
     ) -> Result<(), StageError> {
         for range in loops(found) {
-            let inside = |s: &Segment| range.contains(&s.start_s);
-            let before: Vec<Segment> = found.iter().filter(|s| inside(s)).cloned().collect();
+            let before: Vec<Segment> = found.iter().filter(|s| range.contains(&s.start_s)).cloned().collect();
             let again: Vec<Segment> = self
                 .redecode(pcm, range.clone(), language, false, cancelled)?
                 .into_iter()
@@ -386,9 +382,7 @@ impl WhisperTranscriber {
             let (old, new) = (looping(&before), looping(&again));
             tracing::debug!(start = range.start, end = range.end, old, new, "loop repair");
             if new < old {
-                found.retain(|s| !inside(s));
-                let at = found.partition_point(|s| s.start_s < range.start);
-                found.splice(at..at, again);
+                replace_segments(found, &range, again);
             }
         }
         Ok(())
@@ -810,6 +804,14 @@ fn loops(segments: &[Segment]) -> Vec<Range<f64>> {
         }
     }
     out
+}
+
+/// Puts `again` (sorted, decoded anew for `range`) in place of the segments of `found` that start
+/// in `range`, keeping `found` in time order.
+fn replace_segments(found: &mut Vec<Segment>, range: &Range<f64>, again: Vec<Segment>) {
+    found.retain(|s| !range.contains(&s.start_s));
+    let at = found.partition_point(|s| s.start_s < range.start);
+    found.splice(at..at, again);
 }
 
 /// Maps the times of a segment and its words through `to` (an end never before its start).
