@@ -86,7 +86,7 @@ fn tiled_attention_matches_the_reference() {
 }
 
 #[test]
-fn few_queries_still_take_ggmls_kernel() {
+fn few_queries_below_the_tiled_minimum_are_right_too() {
     // Below the tiled kernel's row minimum (a decoder step); ggml's kernel accumulates in f16.
     let err = max_error(4, 300, 3, 64, 2);
     assert!(err < 2e-2, "ggml's kernel off by {err}");
