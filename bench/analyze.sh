@@ -22,9 +22,27 @@ BENCH=target/release/examples/analyze_bench
 OUT=$(mktemp)
 trap 'rm -f "$OUT"' EXIT
 
+# distinct_voices DIALOGUE.txt: stops when two voices of the dialogue sound the same. espeak-ng
+# 1.51 drops the variant of a voice named by language tag and region ("en-gb+f3", "en-gb+m1" and
+# "en-gb" are one voice, byte for byte; "en+f3" works), and two names that render one voice make
+# a dialogue of one speaker.
+distinct_voices() {
+  local src=$1 voice sum
+  declare -A seen=()
+  for voice in $(grep -v '^#' "$src" | grep -o '^[^:]*:' | tr -d : | sort -u); do
+    sum=$(espeak-ng -v "$voice" --stdout "One two three." | md5sum | cut -d' ' -f1)
+    if [ -n "${seen[$sum]:-}" ]; then
+      echo "$src: voices ${seen[$sum]} and $voice of espeak-ng sound the same" >&2
+      exit 1
+    fi
+    seen[$sum]=$voice
+  done
+}
+
 # speak DIALOGUE.txt OUT.wav [narrow]: each line "voice: text", 0.4 s between turns, 16 kHz mono.
 speak() {
   local src=$1 out=$2 narrow=${3:-} tmp i=0 voice text
+  distinct_voices "$src"
   tmp=$(mktemp -d)
   local parts=()
   while IFS= read -r line; do
