@@ -12,7 +12,8 @@
 # (`diarized transcribe --format json`, whisper base, no LLM), then analyses each transcript and
 # prints per file: type right, summary multi-party (2–5 sentences, ≥ 2 participants named, no
 # "the speaker"), highest keypoint/summary-sentence overlap, keypoints and duplicates, action
-# items, retry/repair, keypoints added by a top-up request, time. Models are installed into
+# items, retry/repair, keypoints added by a top-up request, keypoints quoted and action items
+# taken from the transcript's commitments (when the model listed none), time. Models are installed into
 # $MODELS_DIR (default models-cache/).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -112,7 +113,7 @@ analyse_set() {
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
 print(f"\n{'file':12} {'audio s':>7} {'spk':>3} {'type':20} {'type ok':>7} {'summary ok':>10} {'max ovl':>7} "
-      f"{'kp':>3} {'dup':>3} {'actions':>7} {'retry':>5} {'repair':>6} {'added':>5} {'quoted':>6} {'wall s':>6} {'prompt s':>8} {'gen s':>5}")
+      f"{'kp':>3} {'dup':>3} {'actions':>7} {'retry':>5} {'repair':>6} {'added':>5} {'quoted':>6} {'commit':>6} {'wall s':>6} {'prompt s':>8} {'gen s':>5}")
 for r in rows:
     name = r["file"].split("/")[-1].removesuffix(".json")
     if not r["ok"]:
@@ -122,7 +123,7 @@ for r in rows:
     print(f"{name:12} {r['audio_s']:>7g} {r['speakers']:>3} {s['conversation_type']:20} {str(s['type_right']):>7} "
           f"{str(s['summary_ok']):>10} {s['max_keypoint_overlap']:>7} {s['keypoints']:>3} {s['duplicate_keypoints']:>3} "
           f"{s['action_items']:>7} {str(r.get('retried')):>5} {str(r.get('repaired')):>6} "
-          f"{'-' if r.get('topped_up') is None else r['topped_up']:>5} {r.get('quoted', 0):>6} {r['wall_s']:>6} "
+          f"{'-' if r.get('topped_up') is None else r['topped_up']:>5} {r.get('quoted', 0):>6} {r.get('committed', 0):>6} {r['wall_s']:>6} "
           f"{r['prompt_s']:>8} {r['generate_s']:>5}")
 PY
 }

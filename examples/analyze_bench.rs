@@ -191,6 +191,7 @@ fn main() {
                 line["repaired"] = json!(rv.repaired);
                 line["topped_up"] = json!(rv.topped_up);
                 line["quoted"] = json!(rv.quoted);
+                line["committed"] = json!(rv.committed);
                 line["first_problems"] = json!(rv.first_problems.iter().map(ToString::to_string).collect::<Vec<_>>());
             }
             if let Ok(r) = &result {

@@ -1,7 +1,7 @@
 //! Deterministic checks of a model's analysis against what the pipeline knows, the short
 //! correction prompt for a reply that breaks them, the request for missing keypoints, the
-//! repair applied when the one retry does not fix it, and transcript quotes as the last source of
-//! keypoints: nothing that breaks the rules is stored.
+//! repair applied when the one retry does not fix it, and transcript quotes and commitments as
+//! the last source of keypoints and action items: nothing that breaks the rules is stored.
 //!
 //! Rules (issue 13): `conversation_type` fits the number of participants; the summary has 2–5
 //! sentences and, for several participants, names at least two of them and never says "the
@@ -13,12 +13,12 @@ use std::collections::BTreeSet;
 use std::fmt;
 
 use super::facts::Facts;
-use super::quotes;
 use super::schema::{
     ACTION_ITEMS_MAX, KEYPOINTS_MAX, KEYPOINTS_MIN, MONOLOGUE_TYPES, MULTI_PARTY_TYPES, MergeReply, Reply,
     SUMMARY_SENTENCES_MAX, SUMMARY_SENTENCES_MIN, TOPIC_MAX_WORDS, TOPICS_MAX, TOPICS_MIN, allowed_types,
     constraints,
 };
+use super::{commitments, quotes};
 use crate::model::ActionItem;
 
 /// A keypoint sharing this share of its content words with a summary sentence (or another
@@ -689,12 +689,14 @@ pub struct Reviewed {
     pub topped_up: Option<usize>,
     /// Keypoints quoted from the transcript ([`add_quotes`]).
     pub quoted: usize,
+    /// Action items taken from the transcript's commitments ([`add_commitments`]).
+    pub committed: usize,
 }
 
 impl Reviewed {
     /// A reviewed reply before any keypoints are topped up or quoted.
     fn new(reply: Reply, first_problems: Vec<Problem>, retried: bool, repaired: bool) -> Self {
-        Self { reply, first_problems, retried, repaired, topped_up: None, quoted: 0 }
+        Self { reply, first_problems, retried, repaired, topped_up: None, quoted: 0, committed: 0 }
     }
 }
 
@@ -891,6 +893,24 @@ pub fn add_quotes(reviewed: &mut Reviewed, facts: &Facts, clean: &str) {
     if !picked.is_empty() {
         reviewed.quoted = extend_keypoints(reviewed, facts, &picked);
     }
+}
+
+/// When the reply lists no action items, the transcript's own commitments stand in
+/// ([`commitments::commitments`] of `clean`: "I will send the offer by Friday." owned by its
+/// speaker, "Let's …" by no one); a list the model gave is left as it is.
+pub fn add_commitments(reviewed: &mut Reviewed, clean: &str) {
+    if reviewed.reply.action_items.is_empty() {
+        reviewed.reply.action_items = commitments::commitments(clean, ACTION_ITEMS_MAX);
+        reviewed.committed = reviewed.reply.action_items.len();
+    }
+}
+
+/// The transcript's own words as the last source of the lists, after the model and its top-up,
+/// for either backend: quotes for missing keypoints ([`add_quotes`]), commitments for missing
+/// action items ([`add_commitments`]).
+pub fn fill_from_transcript(reviewed: &mut Reviewed, facts: &Facts, clean: &str) {
+    add_quotes(reviewed, facts, clean);
+    add_commitments(reviewed, clean);
 }
 
 /// One part of a long transcript made to obey the rules without asking the model again (the

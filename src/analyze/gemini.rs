@@ -291,7 +291,7 @@ impl Analyzer for GeminiAnalyzer {
                 self.body(&facts, &clean, input.language, &[("model", text.as_str()), ("user", correction)]);
             self.send(&body).map(|(reply, _)| reply).map_err(|e| e.message)
         });
-        checks::add_quotes(&mut reviewed, &facts, &clean);
+        checks::fill_from_transcript(&mut reviewed, &facts, &clean);
         let transcript = checked_transcript(reviewed.reply.clean_transcript.as_deref(), &clean);
         Ok(reviewed.reply.into_analysis(transcript))
     }

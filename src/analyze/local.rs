@@ -422,7 +422,7 @@ impl LocalAnalyzer {
             self.last_parts = parts;
             self.reduce(replies, facts)?
         };
-        checks::add_quotes(&mut reviewed, facts, transcript);
+        checks::fill_from_transcript(&mut reviewed, facts, transcript);
         let reply = reviewed.reply.clone();
         self.last_review = Some(reviewed);
         Ok(reply)

@@ -11,6 +11,7 @@
 
 pub mod checks;
 pub mod clean;
+pub mod commitments;
 pub mod facts;
 pub mod gemini;
 pub mod local;

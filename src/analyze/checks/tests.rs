@@ -658,3 +658,24 @@ fn a_part_without_passing_keypoints_brings_quotes_of_its_own_text() {
     // A part whose keypoints pass is left as the repair made it.
     assert_eq!(settle_part(good(), &f, MEETING), good());
 }
+
+/// Issue 13: the model listed no action item for a transcript that states one ("I will fix …");
+/// the transcript's commitment stands in, owned by its speaker. A list the model gave is kept.
+#[test]
+fn a_reply_without_action_items_takes_the_transcripts_commitments() {
+    let clean = format!("{MEETING}\nSpeaker01: Okay, I will fix the login crash by Thursday.");
+    let f = facts(&clean);
+    let mut r = good();
+    r.action_items.clear();
+    let mut out = review(r, &f, Scope::AllButLists, |_| panic!("asked again"));
+    fill_from_transcript(&mut out, &f, &clean);
+    let fix = ActionItem {
+        owner: Some("Speaker01".into()),
+        text: "I will fix the login crash by Thursday.".into(),
+    };
+    assert_eq!((out.committed, &out.reply.action_items), (1, &vec![fix]));
+    assert_eq!(check(&out.reply, &f), vec![]);
+    let mut listed = review(good(), &f, Scope::AllButLists, |_| panic!("asked again"));
+    fill_from_transcript(&mut listed, &f, &clean);
+    assert_eq!((listed.committed, listed.reply.action_items), (0, good().action_items));
+}

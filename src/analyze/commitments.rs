@@ -1,0 +1,130 @@
+//! Action items the transcript states in so many words: when a model lists none, a speaker's
+//! own commitment ("I will send you the written offer by Friday.") becomes one owned by that
+//! speaker, and a plan of the group ("Let's move the release to Friday.") one without owner.
+//! The last resort after the model, as [`super::quotes`] is for keypoints: the speaker's words
+//! are kept as said, never rewritten.
+
+use super::checks::{content_words, sentences};
+use crate::model::ActionItem;
+
+/// Openings of a commitment by the speaker, in lower case (curly apostrophes normalised).
+const MINE: &[&str] = &["i'll ", "i will ", "i'm going to ", "i am going to ", "let me "];
+
+/// Openings of a plan of the group: no one owns it.
+const OURS: &[&str] = &["we'll ", "we will ", "we're going to ", "we are going to ", "we need to ", "let's "];
+
+/// Words that may come before the opening without changing what is said ("Okay, so I'll …").
+const LEAD: &[&str] =
+    &["okay", "ok", "so", "and", "then", "well", "yes", "yeah", "sure", "right", "fine", "good", "great"];
+
+/// Verbs after the opening that make talk, not a task ("I'll be honest", "let me think").
+const TALK: &[&str] = &[
+    "be", "say", "tell", "admit", "think", "see", "know", "guess", "ask", "start", "try", "just", "get",
+    "have", "go",
+];
+
+/// A task names at least this many content words besides its opening ("I'll do it." does not).
+const MIN_CONTENT_WORDS: usize = 3;
+
+/// Longer sentences are rambling turns, not tasks a reader takes in at a glance.
+const MAX_WORDS: usize = 30;
+
+/// The commitments of a clean transcript (`Label: text` lines), in transcript order, at most
+/// `max`, none said twice: statements (not questions) opening with a speaker's "I'll …",
+/// "I will …", "I'm going to …", "Let me …" (owner: that speaker) or the group's "We'll …",
+/// "We need to …", "Let's …" (no owner), after optional lead words ("Okay, so …").
+pub fn commitments(clean: &str, max: usize) -> Vec<ActionItem> {
+    let mut out: Vec<ActionItem> = Vec::new();
+    for (label, text) in clean.lines().filter_map(|l| l.split_once(':')) {
+        let label = label.trim();
+        for sentence in sentences(text.trim()) {
+            if out.len() >= max {
+                return out;
+            }
+            let Some((task, mine)) = task(sentence) else { continue };
+            if !out.iter().any(|a| a.text.eq_ignore_ascii_case(task)) {
+                out.push(ActionItem { owner: mine.then(|| label.to_string()), text: task.to_string() });
+            }
+        }
+    }
+    out
+}
+
+/// The part of `sentence` from its commitment opening on, and whether the speaker owns it.
+fn task(sentence: &str) -> Option<(&str, bool)> {
+    let sentence = sentence.trim();
+    if sentence.ends_with('?') || sentence.split_whitespace().count() > MAX_WORDS {
+        return None;
+    }
+    let mut rest = sentence;
+    loop {
+        let word = rest.split_whitespace().next()?;
+        let bare = word.trim_end_matches([',', ';']).to_lowercase();
+        if !LEAD.contains(&bare.as_str()) {
+            break;
+        }
+        rest = rest[word.len()..].trim_start();
+    }
+    let lower = rest.to_lowercase().replace('\u{2019}', "'");
+    let (opening, mine) = MINE
+        .iter()
+        .map(|o| (o, true))
+        .chain(OURS.iter().map(|o| (o, false)))
+        .find(|(o, _)| lower.starts_with(**o))?;
+    let after = &lower[opening.len()..];
+    let verb = after.split(|c: char| !c.is_alphanumeric()).next().unwrap_or("");
+    if TALK.contains(&verb) || content_words(after).len() < MIN_CONTENT_WORDS {
+        return None;
+    }
+    Some((rest, mine))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(owner: Option<&str>, text: &str) -> ActionItem {
+        ActionItem { owner: owner.map(str::to_string), text: text.to_string() }
+    }
+
+    #[test]
+    fn a_speakers_commitment_is_theirs_and_a_plan_of_the_group_is_no_ones() {
+        let clean = "Speaker00: That is fine. Okay, so I will send you the written offer by Friday.\n\
+            Speaker01: Great. Let's meet again next Tuesday at ten.\n\
+            Speaker00: I\u{2019}ll book the small meeting room for it.";
+        assert_eq!(
+            commitments(clean, 8),
+            vec![
+                item(Some("Speaker00"), "I will send you the written offer by Friday."),
+                item(None, "Let's meet again next Tuesday at ten."),
+                item(Some("Speaker00"), "I\u{2019}ll book the small meeting room for it."),
+            ]
+        );
+    }
+
+    #[test]
+    fn talk_questions_and_empty_promises_are_not_tasks() {
+        let clean = "Speaker00: I'll be honest, the first version was slow.\n\
+            Speaker01: Let me think about that for a second.\n\
+            Speaker00: Will you send me the numbers by Friday?\n\
+            Speaker01: I'll do it.\n\
+            Speaker00: We said we will look at the numbers.\n\
+            Speaker01: Yeah, we need to talk.";
+        assert_eq!(commitments(clean, 8), Vec::<ActionItem>::new());
+    }
+
+    #[test]
+    fn a_named_speakers_task_is_owned_by_the_name_and_the_list_is_bounded() {
+        let clean = "Maria: I'm going to look at the flaky checkout tests today.\n\
+            Maria: I'm going to look at the flaky checkout tests today.\n\
+            Ken: I will review the pricing change before Thursday's release.";
+        assert_eq!(
+            commitments(clean, 8),
+            vec![
+                item(Some("Maria"), "I'm going to look at the flaky checkout tests today."),
+                item(Some("Ken"), "I will review the pricing change before Thursday's release."),
+            ]
+        );
+        assert_eq!(commitments(clean, 1).len(), 1);
+    }
+}
