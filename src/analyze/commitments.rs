@@ -50,22 +50,38 @@ pub fn commitments(clean: &str, max: usize) -> Vec<ActionItem> {
     out
 }
 
-/// The part of `sentence` from its commitment opening on, and whether the speaker owns it.
+/// The part of `sentence` from its commitment opening on, and whether the speaker owns it. The
+/// opening may start the sentence or one of its clauses ("I have moved you to Thursday and I
+/// will send a reminder the day before.").
 fn task(sentence: &str) -> Option<(&str, bool)> {
     let sentence = sentence.trim();
     if sentence.ends_with('?') || sentence.split_whitespace().count() > MAX_WORDS {
         return None;
     }
-    let mut rest = sentence;
+    let mut starts: Vec<usize> = [", ", "; ", " and "]
+        .iter()
+        .flat_map(|sep| sentence.match_indices(sep).map(|(i, m)| i + m.len()))
+        .collect();
+    starts.push(0);
+    starts.sort_unstable();
+    starts.into_iter().find_map(|i| opening(without_lead(&sentence[i..])?))
+}
+
+/// `text` without its lead words ("Okay, so …"); `None` when nothing else is left.
+fn without_lead(mut text: &str) -> Option<&str> {
     loop {
-        let word = rest.split_whitespace().next()?;
+        let word = text.split_whitespace().next()?;
         let bare = word.trim_end_matches([',', ';']).to_lowercase();
         if !LEAD.contains(&bare.as_str()) {
-            break;
+            return Some(text);
         }
-        rest = rest[word.len()..].trim_start();
+        text = text[word.len()..].trim_start();
     }
-    let lower = rest.to_lowercase().replace('\u{2019}', "'");
+}
+
+/// `text` when it opens with a commitment that names a task, and whether the speaker owns it.
+fn opening(text: &str) -> Option<(&str, bool)> {
+    let lower = text.to_lowercase().replace('\u{2019}', "'");
     let (opening, mine) = MINE
         .iter()
         .map(|o| (o, true))
@@ -76,7 +92,7 @@ fn task(sentence: &str) -> Option<(&str, bool)> {
     if TALK.contains(&verb) || content_words(after).len() < MIN_CONTENT_WORDS {
         return None;
     }
-    Some((rest, mine))
+    Some((text, mine))
 }
 
 #[cfg(test)]
@@ -91,13 +107,15 @@ mod tests {
     fn a_speakers_commitment_is_theirs_and_a_plan_of_the_group_is_no_ones() {
         let clean = "Speaker00: That is fine. Okay, so I will send you the written offer by Friday.\n\
             Speaker01: Great. Let's meet again next Tuesday at ten.\n\
-            Speaker00: I\u{2019}ll book the small meeting room for it.";
+            Speaker00: I\u{2019}ll book the small meeting room for it.\n\
+            Speaker01: I have moved you to Thursday and I will send a reminder text the day before.";
         assert_eq!(
             commitments(clean, 8),
             vec![
                 item(Some("Speaker00"), "I will send you the written offer by Friday."),
                 item(None, "Let's meet again next Tuesday at ten."),
                 item(Some("Speaker00"), "I\u{2019}ll book the small meeting room for it."),
+                item(Some("Speaker01"), "I will send a reminder text the day before."),
             ]
         );
     }
@@ -109,7 +127,8 @@ mod tests {
             Speaker00: Will you send me the numbers by Friday?\n\
             Speaker01: I'll do it.\n\
             Speaker00: We said we will look at the numbers.\n\
-            Speaker01: Yeah, we need to talk.";
+            Speaker01: Yeah, we need to talk.\n\
+            Speaker00: The numbers are late, and let me know when they arrive.";
         assert_eq!(commitments(clean, 8), Vec::<ActionItem>::new());
     }
 
