@@ -70,12 +70,13 @@ fn task(sentence: &str) -> Option<(&str, bool)> {
 /// `text` without its lead words ("Okay, so …"); `None` when nothing else is left.
 fn without_lead(mut text: &str) -> Option<&str> {
     loop {
+        text = text.trim_start();
         let word = text.split_whitespace().next()?;
         let bare = word.trim_end_matches([',', ';']).to_lowercase();
         if !LEAD.contains(&bare.as_str()) {
             return Some(text);
         }
-        text = text[word.len()..].trim_start();
+        text = &text[word.len()..];
     }
 }
 
@@ -130,6 +131,14 @@ mod tests {
             Speaker01: Yeah, we need to talk.\n\
             Speaker00: The numbers are late, and let me know when they arrive.";
         assert_eq!(commitments(clean, 8), Vec::<ActionItem>::new());
+    }
+
+    /// Transcript text is input: odd whitespace before a lead word (an em space) must not cut a
+    /// character in two.
+    #[test]
+    fn unusual_spaces_before_a_lead_word_do_not_panic() {
+        let clean = "Speaker00: Thanks, \u{2003}ok I will send the report by Friday.";
+        assert_eq!(commitments(clean, 8), vec![item(Some("Speaker00"), "I will send the report by Friday.")]);
     }
 
     #[test]
