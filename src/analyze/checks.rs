@@ -103,6 +103,15 @@ pub fn sentences(text: &str) -> Vec<&str> {
     out
 }
 
+/// Every sentence of a clean transcript (`Label: text` lines) with its speaker's label, in
+/// transcript order: what quotes and commitments are taken from.
+pub fn labelled_sentences(clean: &str) -> impl Iterator<Item = (&str, &str)> {
+    clean
+        .lines()
+        .filter_map(|l| l.split_once(':'))
+        .flat_map(|(label, text)| sentences(text.trim()).into_iter().map(move |s| (label.trim(), s)))
+}
+
 /// Titles and abbreviations after which a full stop ends no sentence ("Mr. Jensen").
 const ABBREVIATIONS: &[&str] =
     &["mr", "mrs", "ms", "dr", "prof", "st", "jr", "sr", "vs", "etc", "nr", "hr", "fr", "frau", "herr"];
@@ -898,7 +907,7 @@ pub fn add_quotes(reviewed: &mut Reviewed, facts: &Facts, clean: &str) {
 /// When the reply lists no action items, the transcript's own commitments stand in
 /// ([`commitments::commitments`] of `clean`: "I will send the offer by Friday." owned by its
 /// speaker, "Let's …" by no one); a list the model gave is left as it is.
-pub fn add_commitments(reviewed: &mut Reviewed, clean: &str) {
+fn add_commitments(reviewed: &mut Reviewed, clean: &str) {
     if reviewed.reply.action_items.is_empty() {
         reviewed.reply.action_items = commitments::commitments(clean, ACTION_ITEMS_MAX);
         reviewed.committed = reviewed.reply.action_items.len();

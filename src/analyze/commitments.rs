@@ -4,7 +4,8 @@
 //! The last resort after the model, as [`super::quotes`] is for keypoints: the speaker's words
 //! are kept as said, never rewritten.
 
-use super::checks::{content_words, sentences};
+use super::checks::{content_words, labelled_sentences};
+use super::quotes::MAX_WORDS;
 use crate::model::ActionItem;
 
 /// Openings of a commitment by the speaker, in lower case (curly apostrophes normalised).
@@ -26,25 +27,19 @@ const TALK: &[&str] = &[
 /// A task names at least this many content words besides its opening ("I'll do it." does not).
 const MIN_CONTENT_WORDS: usize = 3;
 
-/// Longer sentences are rambling turns, not tasks a reader takes in at a glance.
-const MAX_WORDS: usize = 30;
-
 /// The commitments of a clean transcript (`Label: text` lines), in transcript order, at most
 /// `max`, none said twice: statements (not questions) opening with a speaker's "I'll …",
 /// "I will …", "I'm going to …", "Let me …" (owner: that speaker) or the group's "We'll …",
 /// "We need to …", "Let's …" (no owner), after optional lead words ("Okay, so …").
 pub fn commitments(clean: &str, max: usize) -> Vec<ActionItem> {
     let mut out: Vec<ActionItem> = Vec::new();
-    for (label, text) in clean.lines().filter_map(|l| l.split_once(':')) {
-        let label = label.trim();
-        for sentence in sentences(text.trim()) {
-            if out.len() >= max {
-                return out;
-            }
-            let Some((task, mine)) = task(sentence) else { continue };
-            if !out.iter().any(|a| a.text.eq_ignore_ascii_case(task)) {
-                out.push(ActionItem { owner: mine.then(|| label.to_string()), text: task.to_string() });
-            }
+    for (label, sentence) in labelled_sentences(clean) {
+        if out.len() >= max {
+            break;
+        }
+        let Some((task, mine)) = task(sentence) else { continue };
+        if !out.iter().any(|a| a.text.eq_ignore_ascii_case(task)) {
+            out.push(ActionItem { owner: mine.then(|| label.to_string()), text: task.to_string() });
         }
     }
     out

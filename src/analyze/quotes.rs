@@ -5,14 +5,15 @@
 
 use std::collections::HashSet;
 
-use super::checks::{content_words, sentences};
+use super::checks::{content_words, labelled_sentences};
 
 /// A sentence needs at least this many content words to say something on its own ("Okay, go for
 /// it." does not).
 const MIN_CONTENT_WORDS: usize = 4;
 
-/// Longer sentences are rambling turns, not statements a reader takes in at a glance.
-const MAX_WORDS: usize = 30;
+/// Longer sentences are rambling turns, not statements a reader takes in at a glance (nor
+/// tasks: [`super::commitments`] uses the same bound).
+pub(super) const MAX_WORDS: usize = 30;
 
 /// Words of talk, not of content ("Okay, well, I think we're ready"): they do not make a
 /// sentence informative. Contraction tails ("re" of "we're") included.
@@ -27,24 +28,20 @@ const DISCOURSE: &[&str] = &[
 pub fn statements(clean: &str) -> Vec<String> {
     let mut ranked: Vec<(usize, usize, String)> = Vec::new();
     let mut seen = HashSet::new();
-    for (label, text) in clean.lines().filter_map(|l| l.split_once(':')) {
-        let label = label.trim();
-        for sentence in sentences(text.trim()) {
-            let sentence = sentence.trim();
-            if sentence.split_whitespace().count() > MAX_WORDS {
-                continue;
-            }
-            let content = content_words(sentence).iter().filter(|w| !DISCOURSE.contains(&w.as_str())).count();
-            if content < MIN_CONTENT_WORDS {
-                continue;
-            }
-            let quote = format!("{label}: \"{sentence}\"");
-            if !seen.insert(quote.clone()) {
-                continue;
-            }
-            let order = ranked.len();
-            ranked.push((content + details(sentence), order, quote));
+    for (label, sentence) in labelled_sentences(clean) {
+        if sentence.split_whitespace().count() > MAX_WORDS {
+            continue;
         }
+        let content = content_words(sentence).iter().filter(|w| !DISCOURSE.contains(&w.as_str())).count();
+        if content < MIN_CONTENT_WORDS {
+            continue;
+        }
+        let quote = format!("{label}: \"{sentence}\"");
+        if !seen.insert(quote.clone()) {
+            continue;
+        }
+        let order = ranked.len();
+        ranked.push((content + details(sentence), order, quote));
     }
     ranked.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
     ranked.into_iter().map(|(_, _, q)| q).collect()
