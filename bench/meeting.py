@@ -9,7 +9,8 @@ lengths, then runs on each, one after the other with the same threads:
 - whisper.cpp's own whisper-cli on the same ggml file, `-bs 1 -l auto`, with and without flash
   attention (ASR only);
 - `diarized transcribe` (the optimised binary users run) with DIARIZATION=false (ASR only),
-  LANGUAGE=en (the WER reference), and with diarization on (full pipeline, no analysis).
+  LANGUAGE=en (the WER reference), the decoder's weights kept 16-bit (WHISPER_DECODER_Q8=false,
+  the default before 2026-11-28), and with diarization on (full pipeline, no analysis).
 
 Prints one Markdown table per file: wall seconds, RTF, ratios against faster-whisper and
 whisper-cli of the same run, WER against ours with LANGUAGE=en and against faster-whisper's text
@@ -188,6 +189,7 @@ def main():
         w_cli, cli_text = cli(audio, m, t) if not a.no_cli else (None, None)
         w_nfa, nfa_text = cli(audio, m, t, "-nfa") if not a.no_cli else (None, None)
         w_asr, asr_text, asr_json = ours(audio, m, t)
+        w_f16, f16_text, _ = ours(audio, m, t, WHISPER_DECODER_Q8="false")
         w_full, _, full_json = ours(audio, m, t, DIARIZATION="true")
         speakers = len({s["speaker"] for s in full_json["speaker_turns"]})
         print(f"### {minutes}-minute meeting ({audio.name}); WER against ours with LANGUAGE=en "
@@ -198,6 +200,7 @@ def main():
                 ("whisper-cli, ASR only", w_cli, cli_text),
                 ("whisper-cli -nfa (no flash attention), ASR only", w_nfa, nfa_text),
                 ("diarized, ASR only, language detected", w_asr, asr_text),
+                ("diarized, ASR only, 16-bit decoder (WHISPER_DECODER_Q8=false)", w_f16, f16_text),
                 ("diarized, ASR only, LANGUAGE=en", w_en, ref),
                 (f"diarized, ASR + diarization ({speakers} speakers)", w_full, None)]
         for name, wall, text in rows:

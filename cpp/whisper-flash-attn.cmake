@@ -1,16 +1,7 @@
-# Builds cpp/flash_attn_tiled.inc into whisper.cpp's copy of ggml.
-#
-# whisper-rs-sys copies the whisper.cpp sources into its OUT_DIR and runs CMake there, passing on
-# every CMAKE_* environment variable. `.cargo/config.toml` sets CMAKE_PROJECT_whisper.cpp_INCLUDE
-# to this file, so CMake runs it inside whisper.cpp's project() call, before ggml is configured.
-# It edits that copy only (never the crate in ~/.cargo): the tiled kernel is included ahead of
-# ggml's flash-attention entry point, and the entry point tries it before ggml's own kernel.
-# Idempotent (project() is called twice, and OUT_DIR survives rebuilds). If the whisper.cpp
-# version changes and the two anchors below are gone, the build stops here rather than ship
-# without the kernel.
-#
-# Cargo does not rebuild whisper-rs-sys when this file or the kernel changes: after editing them,
-# `cargo clean --release -p whisper-rs-sys`.
+# Builds cpp/flash_attn_tiled.inc into whisper.cpp's copy of ggml (included by
+# whisper-patches.cmake, which says how the patches are applied): the tiled kernel is included
+# ahead of ggml's flash-attention entry point, and the entry point tries it before ggml's own
+# kernel.
 
 set(ops "${CMAKE_SOURCE_DIR}/ggml/src/ggml-cpu/ops.cpp")
 file(READ "${ops}" text)

@@ -55,6 +55,9 @@ pub struct Config {
     pub whisper_model: String,
     /// Threads for whisper.cpp; `None` = number of cores (`WHISPER_THREADS`).
     pub whisper_threads: Option<usize>,
+    /// Hold the decoder's weights of a 16-bit Whisper model in q8_0, which decodes faster
+    /// (`WHISPER_DECODER_Q8`; false keeps the file's weights as they are).
+    pub whisper_decoder_q8: bool,
     /// Force the transcription language (ISO code); `None` auto-detects (`LANGUAGE`).
     pub language: Option<String>,
     /// Run speaker diarization (`DIARIZATION`).
@@ -189,6 +192,7 @@ impl Default for Config {
             models_dir: "models-cache".into(),
             whisper_model: "base".into(),
             whisper_threads: None,
+            whisper_decoder_q8: true,
             language: None,
             diarization: true,
             num_speakers: None,
@@ -305,6 +309,9 @@ impl Config {
         }
         if let Some(v) = text("WHISPER_THREADS") {
             self.whisper_threads = Some(parse_num("WHISPER_THREADS", &v)?);
+        }
+        if let Some(v) = text("WHISPER_DECODER_Q8") {
+            self.whisper_decoder_q8 = parse_bool("WHISPER_DECODER_Q8", &v)?;
         }
         if let Some(v) = text("LANGUAGE") {
             self.language = (v != "auto").then_some(v);

@@ -290,6 +290,7 @@ pub fn load_transcriber(cfg: &crate::config::Config, model: &str) -> Slot<dyn Tr
                 threads: cfg.whisper_threads(),
                 language: cfg.language.clone(),
                 beam_size: None,
+                decoder_q8: cfg.whisper_decoder_q8,
             };
             crate::asr::WhisperTranscriber::load(&path, opts)
         });

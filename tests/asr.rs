@@ -34,7 +34,7 @@ fn transcriber(model: &str, language: Option<&str>) -> WhisperTranscriber {
     let dir = models_dir();
     diarized::models::install(&dir, &[model.to_string()]).expect("install model");
     let path = resolve_whisper_model(&dir, model).expect("resolve model");
-    let opts = AsrOptions { threads: 1, language: language.map(str::to_string), beam_size: None };
+    let opts = AsrOptions { threads: 1, language: language.map(str::to_string), ..AsrOptions::default() };
     WhisperTranscriber::load(&path, opts).expect("load model")
 }
 
@@ -108,6 +108,26 @@ fn jfk_wav_transcribes_to_reference() {
     assert!(wer(JFK, &again.text()) <= 0.10);
 }
 
+/// The default holds the decoder's matrices of a 16-bit model in q8_0 (tiny.en: the token
+/// embedding and 10 per layer of 4 layers); off, the file's weights load as they are. Both
+/// transcribe jfk.
+#[test]
+fn decoder_q8_quantizes_the_decoder_only_when_asked() {
+    let _g = serial();
+    let dir = models_dir();
+    diarized::models::install(&dir, &["tiny.en".to_string()]).expect("install model");
+    let path = resolve_whisper_model(&dir, "tiny.en").expect("resolve model");
+    let audio = load("jfk.wav");
+    for (decoder_q8, matrices) in [(true, 41), (false, 0)] {
+        let opts = AsrOptions { threads: 1, decoder_q8, ..AsrOptions::default() };
+        let mut t = WhisperTranscriber::load(&path, opts).expect("load model");
+        assert_eq!(t.decoder_q8_matrices(), matrices, "decoder_q8 {decoder_q8}");
+        let text = t.transcribe(&audio, &|_| {}, &|| false).expect("transcribe").text();
+        let e = wer(JFK, &text);
+        assert!(e <= 0.10, "decoder_q8 {decoder_q8}: WER {e:.2}: {text:?}");
+    }
+}
+
 #[test]
 fn jfk_in_every_container_transcribes() {
     let _g = serial();
@@ -165,7 +185,7 @@ fn configured_language_and_bad_settings() {
     diarized::models::install(&dir, &["tiny.en".to_string()]).expect("install");
     let path = resolve_whisper_model(&dir, "tiny.en").unwrap();
     let bad = |language: Option<&str>, threads: usize| {
-        let opts = AsrOptions { threads, language: language.map(str::to_string), beam_size: None };
+        let opts = AsrOptions { threads, language: language.map(str::to_string), ..AsrOptions::default() };
         WhisperTranscriber::load(&path, opts).is_err()
     };
     assert!(bad(Some("de"), 1), "English-only model must refuse German");

@@ -277,7 +277,7 @@ fn per_job_decode_options_apply_to_their_job_only() {
     let dir = common::models_dir();
     let load = |model: &str| {
         let path = diarized::models::whisper::resolve_whisper_model(&dir, model).unwrap();
-        WhisperTranscriber::load(&path, AsrOptions { threads: 1, language: None, beam_size: None }).unwrap()
+        WhisperTranscriber::load(&path, AsrOptions { threads: 1, ..AsrOptions::default() }).unwrap()
     };
     let audio = |name: &str| diarized::audio::decode_file(&fixture(name)).unwrap();
     let (progress, cancelled) = (|_: f32| {}, || false);
