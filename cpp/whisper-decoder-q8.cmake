@@ -15,11 +15,14 @@ if(NOT text MATCHES "diarized_whisper_decoder_q8")
     set(load "static bool whisper_model_load(struct whisper_model_loader * loader, whisper_context & wctx) {\n")
     set(types "    const ggml_type vtype = wctx.wtype == GGML_TYPE_F32 ? GGML_TYPE_F32 : GGML_TYPE_F16; // conv type\n")
     set(read "            const size_t bpe = ggml_type_size(ggml_type(ttype));\n")
+    # Each anchor once, but the tensor-reading line, which the VAD model's loader (later in the
+    # file) has too: the first is the Whisper model's.
     foreach(anchor load types read)
-        string(FIND "${text}" "${${anchor}}" at)
-        if(at EQUAL -1)
+        string(FIND "${text}" "${${anchor}}" first)
+        string(FIND "${text}" "${${anchor}}" last REVERSE)
+        if(first EQUAL -1 OR (NOT anchor STREQUAL "read" AND NOT first EQUAL last))
             message(FATAL_ERROR "diarized: ${src} is not the whisper.cpp this patch was written for "
-                                "(anchor '${anchor}' not found); update cpp/whisper-decoder-q8.cmake")
+                                "(anchor '${anchor}' not found once); update cpp/whisper-decoder-q8.cmake")
         endif()
     endforeach()
 
@@ -38,11 +41,12 @@ extern "C" int diarized_whisper_decoder_q8_matrices(void) {
     return diarized_decoder_q8_count;
 }
 
-// The type the decoder's matrices are held in, for a model whose matrices are `wtype` (asked
-// once per load).
-static ggml_type diarized_decoder_type(ggml_type wtype) {
+// The type the decoder's matrices are held in, for a model whose matrices are `wtype` and whose
+// decoder rows have `n_state` values (q8_0 packs blocks of 32). Asked once per load.
+static ggml_type diarized_decoder_type(ggml_type wtype, int32_t n_state) {
     diarized_decoder_q8_count = 0;
-    return diarized_decoder_q8 && wtype == GGML_TYPE_F16 ? GGML_TYPE_Q8_0 : wtype;
+    const bool q8 = diarized_decoder_q8 && wtype == GGML_TYPE_F16 && n_state % ggml_blck_size(GGML_TYPE_Q8_0) == 0;
+    return q8 ? GGML_TYPE_Q8_0 : wtype;
 }
 
 // Reads `tensor`, stored in the file as F16, into its (quantized) type a chunk of rows at a time.
@@ -66,7 +70,7 @@ static void diarized_read_quantized(whisper_model_loader * loader, ggml_tensor *
 ]==])
     string(REPLACE "${load}" "${functions}${load}" text "${text}")
 
-    string(REPLACE "${types}" "${types}    const ggml_type dtype = diarized_decoder_type(wtype); // diarized: decoder matrices\n"
+    string(REPLACE "${types}" "${types}    const ggml_type dtype = diarized_decoder_type(wtype, model.hparams.n_text_state); // diarized: decoder matrices\n"
         text "${text}")
     string(REGEX REPLACE "(ASR_SYSTEM_(DECODER|CROSS), ggml_new_tensor_2d\\(ctx, )wtype," "\\1dtype," text "${text}")
     string(REGEX MATCHALL "ctx, dtype," uses "${text}")
@@ -77,7 +81,7 @@ static void diarized_read_quantized(whisper_model_loader * loader, ggml_tensor *
     endif()
 
     set(convert [==[
-            if (ttype == GGML_TYPE_F16 && tensor->type == GGML_TYPE_Q8_0) { // diarized: decoder in q8_0
+            if (dtype != wtype && ttype == wtype && tensor->type == dtype) { // diarized: decoder in q8_0
                 diarized_read_quantized(loader, tensor);
                 diarized_decoder_q8_count++;
                 total_size += ggml_nbytes(tensor);
@@ -86,7 +90,10 @@ static void diarized_read_quantized(whisper_model_loader * loader, ggml_tensor *
             }
 
 ]==])
-    string(REPLACE "${read}" "${convert}${read}" text "${text}")
+    string(FIND "${text}" "${read}" at)
+    string(SUBSTRING "${text}" 0 ${at} head)
+    string(SUBSTRING "${text}" ${at} -1 tail)
+    set(text "${head}${convert}${tail}")
     file(WRITE "${src}" "${text}")
     message(STATUS "diarized: q8_0 decoder loading patched into ${src}")
 endif()
