@@ -417,8 +417,10 @@ impl WhisperTranscriber {
         chained: bool,
         cancelled: Cancelled<'_>,
     ) -> Result<Vec<Segment>, StageError> {
-        let sr = SAMPLE_RATE as f64;
-        let slice = &pcm[(range.start * sr) as usize..((range.end * sr) as usize).min(pcm.len())];
+        let slice = &pcm[samples_of(&range, pcm.len())];
+        if slice.is_empty() {
+            return Ok(Vec::new()); // a stretch past the audio's end: its segments were invented
+        }
         let (mut again, _) = self.run_whisper(slice, language, false, chained, |_| {}, |_| {}, cancelled)?;
         for seg in &mut again {
             retime(seg, |t| t + range.start);
@@ -836,6 +838,15 @@ fn looping(segments: &[Segment]) -> usize {
     loop_marks(segments).iter().flatten().count()
 }
 
+/// The samples of `range` (seconds) in audio of `len` samples, clamped to it: whisper.cpp's
+/// segment times can run past the end of the audio it was given (a 60-minute meeting's loop did),
+/// and a repair of such a stretch has no samples.
+fn samples_of(range: &Range<f64>, len: usize) -> Range<usize> {
+    let at = |t: f64| ((t.max(0.0) * SAMPLE_RATE as f64) as usize).min(len);
+    let start = at(range.start);
+    start..at(range.end).max(start)
+}
+
 /// The stretches (seconds) that repetition loops cover: from the first occurrence of a repeated
 /// text to the end of its last repeat, overlapping stretches merged.
 fn loops(segments: &[Segment]) -> Vec<Range<f64>> {
@@ -983,6 +994,19 @@ mod tests {
 
     fn seg(start_s: f64, end_s: f64) -> Segment {
         Segment { start_s, end_s, text: "x".into(), speaker: None, words: Vec::new() }
+    }
+
+    /// A repair range past the end of the audio (whisper.cpp's times ran past it on a 60-minute
+    /// meeting, and the repair asked whisper.cpp to decode no samples, failing the whole job) has
+    /// no samples; one straddling the end is cut at it.
+    #[test]
+    fn a_repair_past_the_audio_end_has_no_samples() {
+        let len = 16_000 * 10;
+        assert_eq!(samples_of(&(2.0..3.5), len), 32_000..56_000);
+        assert_eq!(samples_of(&(9.5..12.0), len), 152_000..len);
+        assert!(samples_of(&(10.0..12.0), len).is_empty());
+        assert!(samples_of(&(11.0..12.0), len).is_empty());
+        assert!(samples_of(&(3.0..2.0), len).is_empty());
     }
 
     fn said(start_s: f64, text: &str) -> Segment {
