@@ -1,9 +1,10 @@
 //! Benchmark driver for the diarization stage (used by `bench/diarize.sh`, not a test).
 //!
 //! `cargo run --release --example diarize_eval -- [--threads N] [--step F] [--threshold T]
-//!   [--min-cluster N] [--models DIR] FILE.wav[=REF.rttm] | @LIST ...`
+//!   [--min-cluster N] [--models DIR] [--onnxruntime LIB | --tract] FILE.wav[=REF.rttm] | @LIST ...`
 //! (`@LIST`: a file of `wav=rttm` lines, as `bench/diar_material.py` writes; `--rttm DIR` writes
-//! each hypothesis there.)
+//! each hypothesis there. The models run in ONNX Runtime when the models folder has its library
+//! or `--onnxruntime` names one, else in tract; `--tract` forces tract.)
 //! Prints per file: seconds of audio, wall seconds, RTF, speakers found (and in the reference),
 //! DER at collar 0 and 0.25 when a reference is given, and the one-speaker baseline (the
 //! reference's speech regions all given to one speaker) at both collars; then corpus totals.
@@ -11,6 +12,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use diarized::diarize::runtime::Engine;
 use diarized::diarize::{PyannoteDiarizer, der, parse_rttm};
 use diarized::model::{SpeakerHints, SpeakerTurn};
 
@@ -58,6 +60,7 @@ fn main() {
     let mut files = Vec::new();
     let mut rttm_dir: Option<PathBuf> = None;
     let mut params = diarized::diarize::Params::default();
+    let mut engine = None;
     while let Some(a) = args.next() {
         let mut val = || args.next().expect("missing value");
         match a.as_str() {
@@ -72,7 +75,12 @@ fn main() {
             "--max-embed-frames" => params.max_embed_frames = val().parse().unwrap(),
             "--rttm" => rttm_dir = Some(PathBuf::from(val())),
             "--models" => models = PathBuf::from(val()),
-            "--profile" => return profile(&models),
+            "--onnxruntime" => engine = Some(Engine::OnnxRuntime(PathBuf::from(val()))),
+            "--tract" => engine = Some(Engine::Tract),
+            "--profile" => {
+                let engine = engine.unwrap_or_else(|| Engine::for_models_dir(&models));
+                return profile(&models, &engine);
+            }
             _ => match a.strip_prefix('@') {
                 Some(list) => files.extend(
                     std::fs::read_to_string(list)
@@ -86,9 +94,10 @@ fn main() {
         }
     }
     let t0 = Instant::now();
-    let mut d = PyannoteDiarizer::load(&models, threads).expect("load models");
+    let engine = engine.unwrap_or_else(|| Engine::for_models_dir(&models));
+    let mut d = PyannoteDiarizer::load_with(&models, threads, engine).expect("load models");
     d.params = params;
-    eprintln!("load {:.2}s params {:?}", t0.elapsed().as_secs_f64(), d.params);
+    eprintln!("load {:.2}s engine {} params {:?}", t0.elapsed().as_secs_f64(), d.engine(), d.params);
     let (mut c0, mut c25) = (der::DerReport::default(), der::DerReport::default());
     let (mut b0, mut b25) = (der::DerReport::default(), der::DerReport::default());
     let (mut audio_s, mut wall_s, mut cpu_s) = (0.0, 0.0, 0.0);
@@ -156,11 +165,12 @@ fn main() {
 }
 
 /// Times one segmentation window and one embedding per bucket length (10 runs each).
-fn profile(models: &Path) {
+fn profile(models: &Path, engine: &Engine) {
     use diarized::diarize::embedding::{BUCKETS, Embedder};
     use diarized::diarize::segmentation::{Segmenter, WINDOW};
-    let seg = Segmenter::load(&models.join(diarized::diarize::SEGMENTATION_FILE)).unwrap();
-    let emb = Embedder::load(&models.join(diarized::diarize::EMBEDDING_FILE)).unwrap();
+    let seg = Segmenter::load(&models.join(diarized::diarize::SEGMENTATION_FILE), engine, 1).unwrap();
+    let emb = Embedder::load(&models.join(diarized::diarize::EMBEDDING_FILE), engine, 1).unwrap();
+    println!("engine: {engine}");
     let x: Vec<f32> = (0..WINDOW).map(|i| ((i * 7919) % 1000) as f32 / 5000.0 - 0.1).collect();
     seg.run(&x).unwrap();
     let t = Instant::now();

@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
+use diarized::diarize::runtime::Engine;
 use diarized::diarize::{PyannoteDiarizer, der, parse_rttm, to_rttm};
 use diarized::model::{SpeakerHints, SpeakerTurn};
 
@@ -106,6 +107,28 @@ fn diarizes_real_recordings() {
 
 /// A few short utterances in near-silence (the pieces of jfk.wav at `pieces`, 6 s apart from
 /// 3 s on, in 20 s of very low noise). Returns the samples and where each piece was placed.
+/// ONNX Runtime (installed like any model) runs the same models as tract: the same speakers
+/// and, scored against tract's turns, next to no disagreement on two AMI fixtures.
+#[test]
+fn onnx_runtime_diarizes_as_tract_does() {
+    let cache = std::env::var_os("MODELS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("models-cache"));
+    let lib = diarized::models::install(&cache, &["onnxruntime".to_string()]).unwrap().remove(0);
+    let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
+    let tract = PyannoteDiarizer::load_with(&models, 1, Engine::Tract).unwrap();
+    let ort = PyannoteDiarizer::load_with(&models, 1, Engine::OnnxRuntime(lib)).unwrap();
+    assert!(matches!(ort.engine(), Engine::OnnxRuntime(_)));
+    for name in ["ami_sample", "ami_dev00"] {
+        let audio = load_wav(&fixture(&format!("{name}.wav")));
+        let a = tract.diarize_samples(&audio[..], SpeakerHints::default()).unwrap();
+        let b = ort.diarize_samples(&audio[..], SpeakerHints::default()).unwrap();
+        assert_eq!(speakers(&a), speakers(&b), "{name}");
+        let apart = der::score(&a, &b, 0.0).der();
+        assert!(apart <= 0.02, "{name}: ONNX Runtime's turns {apart:.3} apart from tract's");
+    }
+}
+
 fn short_utterances(pieces: &[(f64, f64)]) -> (Vec<f32>, Vec<(f64, f64)>) {
     let jfk = load_wav(&fixture("jfk.wav"));
     // Deterministic noise of about -80 dBFS instead of digital silence.

@@ -1,9 +1,10 @@
 //! CAM++ speaker embeddings from Kaldi fbank features, with fixed-shape plans per length bucket.
 //!
 //! The features of one speaker are tiled (repeated) up to the nearest bucket length, which keeps
-//! the frame statistics that the pooling layer sees, so each bucket needs only one plan. Plans
-//! are built when a bucket is first used (the smallest at load, which also checks the model):
-//! with embeddings capped at 250 frames the largest is never needed.
+//! the frame statistics that the pooling layer sees, so each bucket needs only one plan. In
+//! tract, plans are built when a bucket is first used (the smallest at load, which also checks
+//! the model): with embeddings capped at 250 frames the largest is never needed. ONNX Runtime
+//! takes every length with one session and gets the same tiled input.
 
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
@@ -12,6 +13,7 @@ use tract_onnx::prelude::*;
 
 use super::DiarizeError;
 use super::fbank::NUM_BINS;
+use super::runtime::{Engine, OrtModel};
 
 /// Input lengths (fbank frames) with a prepared plan.
 pub const BUCKETS: [usize; 3] = [150, 250, 500];
@@ -20,22 +22,29 @@ pub const DIM: usize = 192;
 /// Frames of one segment of CAM++'s segment pooling (after its stride-2 layer).
 const SEG_LEN: usize = 100;
 
-/// The runnable model for one input length.
-struct Plan {
-    plan: Arc<TypedSimplePlan>,
-    seg_avg: Tensor,
-    seg_expand: Tensor,
-}
-
+/// One input length, with the segment-pooling inputs that go with it.
 struct Bucket {
     frames: usize,
-    /// Built on first use; a failure is kept (as its message) and reported on every use.
-    plan: OnceLock<Result<Plan, String>>,
+    /// `[t2, s]` averaging and `[s, t2]` expanding matrices (see [`seg_matrices`]).
+    t2: usize,
+    s: usize,
+    seg_avg: Vec<f32>,
+    seg_expand: Vec<f32>,
+    /// tract's plan, built on first use; a failure is kept (as its message) and reported on
+    /// every use.
+    plan: OnceLock<Result<Arc<TypedSimplePlan>, String>>,
+}
+
+/// The model in its engine.
+enum Net {
+    /// The parsed model, from which each bucket's plan is built.
+    Tract(InferenceModel),
+    Ort(OrtModel),
 }
 
 /// A loaded CAM++ model.
 pub struct Embedder {
-    proto: InferenceModel,
+    net: Net,
     buckets: Vec<Bucket>,
 }
 
@@ -56,36 +65,47 @@ fn seg_matrices(t: usize) -> (usize, usize, Vec<f32>, Vec<f32>) {
 }
 
 impl Embedder {
-    /// Loads the ONNX export and builds the smallest bucket's plan.
-    pub fn load(path: &Path) -> Result<Self, DiarizeError> {
-        let proto = tract_onnx::onnx()
-            .model_for_path(path)
-            .map_err(|e| DiarizeError::Model(format!("{}: {e:#}", path.display())))?;
-        let buckets = BUCKETS.iter().map(|&frames| Bucket { frames, plan: OnceLock::new() }).collect();
-        let embedder = Self { proto, buckets };
-        embedder
-            .plan(&embedder.buckets[0])
-            .map_err(|e| DiarizeError::Model(format!("{}: {e}", path.display())))?;
+    /// Loads the ONNX export into `engine` (tract: with the smallest bucket's plan built;
+    /// ONNX Runtime: `sessions` sessions for as many concurrent callers).
+    pub fn load(path: &Path, engine: &Engine, sessions: usize) -> Result<Self, DiarizeError> {
+        let buckets = BUCKETS
+            .iter()
+            .map(|&frames| {
+                let (t2, s, seg_avg, seg_expand) = seg_matrices(frames);
+                Bucket { frames, t2, s, seg_avg, seg_expand, plan: OnceLock::new() }
+            })
+            .collect();
+        let net = match engine {
+            Engine::OnnxRuntime(lib) => Net::Ort(OrtModel::load(lib, path, sessions)?),
+            Engine::Tract => Net::Tract(
+                tract_onnx::onnx()
+                    .model_for_path(path)
+                    .map_err(|e| DiarizeError::Model(format!("{}: {e:#}", path.display())))?,
+            ),
+        };
+        let embedder = Self { net, buckets };
+        if let Net::Tract(proto) = &embedder.net {
+            Self::plan(proto, &embedder.buckets[0])
+                .map_err(|e| DiarizeError::Model(format!("{}: {e}", path.display())))?;
+        }
         Ok(embedder)
     }
 
-    /// The bucket's plan, built on first use.
-    fn plan<'a>(&'a self, bucket: &'a Bucket) -> Result<&'a Plan, DiarizeError> {
+    /// The bucket's tract plan, built on first use.
+    fn plan<'a>(
+        proto: &InferenceModel,
+        bucket: &'a Bucket,
+    ) -> Result<&'a Arc<TypedSimplePlan>, DiarizeError> {
         let built = bucket.plan.get_or_init(|| {
-            let frames = bucket.frames;
-            let (t2, s, avg, expand) = seg_matrices(frames);
-            let build = || -> TractResult<Plan> {
-                let plan = self
-                    .proto
+            let (frames, t2, s) = (bucket.frames, bucket.t2, bucket.s);
+            let build = || -> TractResult<Arc<TypedSimplePlan>> {
+                proto
                     .clone()
                     .with_input_fact(0, f32::fact([1, frames, NUM_BINS]).into())?
                     .with_input_fact(1, f32::fact([t2, s]).into())?
                     .with_input_fact(2, f32::fact([s, t2]).into())?
                     .into_optimized()?
-                    .into_runnable()?;
-                let seg_avg = Tensor::from_shape(&[t2, s], &avg)?;
-                let seg_expand = Tensor::from_shape(&[s, t2], &expand)?;
-                Ok(Plan { plan, seg_avg, seg_expand })
+                    .into_runnable()
             };
             build().map_err(|e| format!("{frames}-frame plan: {e:#}"))
         });
@@ -106,15 +126,26 @@ impl Embedder {
             let take = (bucket.frames * NUM_BINS - input.len()).min(n * NUM_BINS);
             input.extend_from_slice(&feats[..take]);
         }
-        let err = |e: TractError| DiarizeError::Model(format!("{e:#}"));
-        let x = Tensor::from_shape(&[1, bucket.frames, NUM_BINS], &input).map_err(err)?;
-        let plan = self.plan(bucket)?;
-        let out = plan
-            .plan
-            .run(tvec!(x.into(), plan.seg_avg.clone().into(), plan.seg_expand.clone().into()))
-            .map_err(err)?;
-        let emb = out[0].to_plain_array_view::<f32>().map_err(err)?;
-        let v: Vec<f32> = emb.iter().copied().collect();
+        let (frames, t2, s) = (bucket.frames, bucket.t2, bucket.s);
+        let v = match &self.net {
+            Net::Tract(proto) => {
+                let err = |e: TractError| DiarizeError::Model(format!("{e:#}"));
+                let plan = Self::plan(proto, bucket)?;
+                let x = Tensor::from_shape(&[1, frames, NUM_BINS], &input).map_err(err)?;
+                let avg = Tensor::from_shape(&[t2, s], &bucket.seg_avg).map_err(err)?;
+                let expand = Tensor::from_shape(&[s, t2], &bucket.seg_expand).map_err(err)?;
+                let out = plan.run(tvec!(x.into(), avg.into(), expand.into())).map_err(err)?;
+                out[0].to_plain_array_view::<f32>().map_err(err)?.iter().copied().collect()
+            }
+            Net::Ort(model) => {
+                let inputs: [(&[usize], &[f32]); 3] = [
+                    (&[1, frames, NUM_BINS], &input),
+                    (&[t2, s], &bucket.seg_avg),
+                    (&[s, t2], &bucket.seg_expand),
+                ];
+                model.run(&inputs)?.1
+            }
+        };
         if v.len() != DIM {
             return Err(DiarizeError::Model(format!("embedding has {} values, expected {DIM}", v.len())));
         }

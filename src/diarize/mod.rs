@@ -12,6 +12,7 @@ pub mod embedding;
 pub mod fbank;
 pub mod reconstruct;
 pub mod rttm;
+pub mod runtime;
 pub mod segmentation;
 
 use std::path::{Path, PathBuf};
@@ -26,6 +27,7 @@ use crate::pipeline::{Diarization, Diarizer, StageError};
 use embedding::Embedder;
 use fbank::{FRAME_LEN, FRAME_SHIFT, Fbank, NUM_BINS};
 use reconstruct::Reconstructor;
+use runtime::Engine;
 use segmentation::{FRAME_CENTER, FRAME_STEP, FRAMES, LOCAL_SPEAKERS, Segmenter, WINDOW};
 
 /// File name of the segmentation model inside the diarization models folder.
@@ -100,10 +102,11 @@ impl Default for Params {
     }
 }
 
-/// The two ONNX models with their prepared plans (read-only once loaded).
+/// The two ONNX models in their engine (read-only once loaded).
 struct Models {
     seg: Segmenter,
     emb: Embedder,
+    engine: Engine,
 }
 
 /// The pyannote-style diarizer (segmentation-3.0 + CAM++ + agglomerative clustering).
@@ -136,22 +139,39 @@ impl PyannoteDiarizer {
     /// Loads `segmentation-3.0.onnx` and `campplus-192.onnx` from `dir`: either the models
     /// folder (`config.models_dir`, into whose `diarization/` subfolder
     /// `diarized models install diarization` copies them) or a folder holding the files directly
-    /// (such as the repository's `models/`). `threads` ≥ 1 windows run in parallel.
+    /// (such as the repository's `models/`). `threads` ≥ 1 windows run in parallel. They run in
+    /// ONNX Runtime when the models folder has its library (`diarized models install
+    /// onnxruntime`), else in tract.
     pub fn load(dir: &Path, threads: usize) -> Result<Self, StageError> {
-        let sub = crate::models::diarization::install_dir(dir);
-        let dir = if sub.join(SEGMENTATION_FILE).is_file() { sub } else { dir.to_owned() };
-        Self::load_files(&dir.join(SEGMENTATION_FILE), &dir.join(EMBEDDING_FILE), threads)
+        Self::load_with(dir, threads, Engine::for_models_dir(dir))
     }
 
-    /// Loads the two models from explicit paths.
-    pub fn load_files(segmentation: &Path, embedding: &Path, threads: usize) -> Result<Self, StageError> {
+    /// The engine running the models.
+    pub fn engine(&self) -> &Engine {
+        &self.models.engine
+    }
+
+    /// [`Self::load`] in the given engine.
+    pub fn load_with(dir: &Path, threads: usize, engine: Engine) -> Result<Self, StageError> {
+        let sub = crate::models::diarization::install_dir(dir);
+        let dir = if sub.join(SEGMENTATION_FILE).is_file() { sub } else { dir.to_owned() };
+        Self::load_files(&dir.join(SEGMENTATION_FILE), &dir.join(EMBEDDING_FILE), threads, engine)
+    }
+
+    /// Loads the two models from explicit paths into `engine`.
+    pub fn load_files(
+        segmentation: &Path,
+        embedding: &Path,
+        threads: usize,
+        engine: Engine,
+    ) -> Result<Self, StageError> {
         for p in [segmentation, embedding] {
             if !p.is_file() {
                 return Err(DiarizeError::Missing(p.to_owned()).into());
             }
         }
         Ok(Self {
-            models: shared_models(segmentation, embedding)?,
+            models: shared_models(segmentation, embedding, engine)?,
             fbank: Fbank::new(),
             threads: threads.max(1),
             params: Params::default(),
@@ -480,17 +500,24 @@ fn fold_thin_speakers(
 }
 
 /// The models for these files, shared by every diarizer alive in the process: with several
-/// workers the plans (about 90 MB) are in memory once.
-fn shared_models(segmentation: &Path, embedding: &Path) -> Result<Arc<Models>, DiarizeError> {
-    type Loaded = Vec<((PathBuf, PathBuf), Weak<Models>)>;
+/// workers the plans (about 90 MB) are in memory once. In ONNX Runtime each model has a session
+/// per core, so that the windows diarized in parallel do not wait for each other.
+fn shared_models(segmentation: &Path, embedding: &Path, engine: Engine) -> Result<Arc<Models>, DiarizeError> {
+    type Loaded = Vec<((PathBuf, PathBuf, Engine), Weak<Models>)>;
     static LOADED: Mutex<Loaded> = Mutex::new(Vec::new());
-    let key = (segmentation.to_path_buf(), embedding.to_path_buf());
+    let key = (segmentation.to_path_buf(), embedding.to_path_buf(), engine.clone());
     let mut loaded = LOADED.lock().unwrap_or_else(|e| e.into_inner());
     loaded.retain(|(_, m)| m.strong_count() > 0);
     if let Some(models) = loaded.iter().find(|(k, _)| *k == key).and_then(|(_, m)| m.upgrade()) {
         return Ok(models);
     }
-    let models = Arc::new(Models { seg: Segmenter::load(segmentation)?, emb: Embedder::load(embedding)? });
+    let sessions = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let models = Arc::new(Models {
+        seg: Segmenter::load(segmentation, &engine, sessions)?,
+        emb: Embedder::load(embedding, &engine, sessions)?,
+        engine,
+    });
+    tracing::info!(engine = %models.engine, "diarization models loaded");
     loaded.push((key, Arc::downgrade(&models)));
     Ok(models)
 }

@@ -7,6 +7,7 @@ pub mod ct2;
 pub mod diarization;
 pub mod ggml_whisper;
 pub mod llm;
+pub mod onnxruntime;
 pub mod pip;
 pub mod whisper;
 
@@ -57,6 +58,12 @@ pub fn catalogue() -> Vec<ModelEntry> {
         description: "speaker diarization: pyannote segmentation-3.0 + CAM++ 192-d + silero VAD (ONNX, ~34 MB)",
         path: diarization::installed_marker,
         install: diarization::install,
+    });
+    all.push(ModelEntry {
+        name: onnxruntime::NAME,
+        description: "ONNX Runtime's CPU library (PyPI onnxruntime, ~35 MB): diarization ~2x faster than built-in tract",
+        path: onnxruntime::library,
+        install: onnxruntime::install,
     });
     all.extend(llm::entries());
     all
