@@ -45,6 +45,9 @@ pub enum DiarizeError {
     Model(String),
     #[error("missing model file {0} (run `diarized models install diarization`)")]
     Missing(PathBuf),
+    /// ONNX Runtime's library could not be loaded or could not load a model.
+    #[error("ONNX Runtime: {0}")]
+    Runtime(String),
 }
 
 impl From<DiarizeError> for StageError {
@@ -141,9 +144,22 @@ impl PyannoteDiarizer {
     /// `diarized models install diarization` copies them) or a folder holding the files directly
     /// (such as the repository's `models/`). `threads` ≥ 1 windows run in parallel. They run in
     /// ONNX Runtime when the models folder has its library (`diarized models install
-    /// onnxruntime`), else in tract.
+    /// onnxruntime`), else in tract; if that library cannot run them (broken, or built for
+    /// another system), in tract with a warning.
     pub fn load(dir: &Path, threads: usize) -> Result<Self, StageError> {
-        Self::load_with(dir, threads, Engine::for_models_dir(dir))
+        let loaded = match Self::open(dir, threads, Engine::for_models_dir(dir)) {
+            Err(DiarizeError::Runtime(e)) => {
+                tracing::warn!(error = %e, "ONNX Runtime unusable: diarization runs in tract");
+                Self::open(dir, threads, Engine::Tract)
+            }
+            loaded => loaded,
+        };
+        Ok(loaded?)
+    }
+
+    /// [`Self::load`] in the given engine, without falling back.
+    pub fn load_with(dir: &Path, threads: usize, engine: Engine) -> Result<Self, StageError> {
+        Ok(Self::open(dir, threads, engine)?)
     }
 
     /// The engine running the models.
@@ -151,27 +167,17 @@ impl PyannoteDiarizer {
         &self.models.engine
     }
 
-    /// [`Self::load`] in the given engine.
-    pub fn load_with(dir: &Path, threads: usize, engine: Engine) -> Result<Self, StageError> {
+    fn open(dir: &Path, threads: usize, engine: Engine) -> Result<Self, DiarizeError> {
         let sub = crate::models::diarization::install_dir(dir);
         let dir = if sub.join(SEGMENTATION_FILE).is_file() { sub } else { dir.to_owned() };
-        Self::load_files(&dir.join(SEGMENTATION_FILE), &dir.join(EMBEDDING_FILE), threads, engine)
-    }
-
-    /// Loads the two models from explicit paths into `engine`.
-    pub fn load_files(
-        segmentation: &Path,
-        embedding: &Path,
-        threads: usize,
-        engine: Engine,
-    ) -> Result<Self, StageError> {
-        for p in [segmentation, embedding] {
+        let (segmentation, embedding) = (dir.join(SEGMENTATION_FILE), dir.join(EMBEDDING_FILE));
+        for p in [&segmentation, &embedding] {
             if !p.is_file() {
-                return Err(DiarizeError::Missing(p.to_owned()).into());
+                return Err(DiarizeError::Missing(p.to_owned()));
             }
         }
         Ok(Self {
-            models: shared_models(segmentation, embedding, engine)?,
+            models: shared_models(&segmentation, &embedding, engine)?,
             fbank: Fbank::new(),
             threads: threads.max(1),
             params: Params::default(),

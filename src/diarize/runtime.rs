@@ -48,7 +48,7 @@ fn environment(lib: &Path) -> Result<&'static Environment, DiarizeError> {
         let builder = ort::init_from(lib).map_err(|e| format!("{}: {e}", lib.display()))?;
         builder.with_name("diarized").build().map_err(|e| format!("{}: {e}", lib.display()))
     });
-    env.as_ref().map_err(|e| DiarizeError::Model(format!("ONNX Runtime: {e}")))
+    env.as_ref().map_err(|e| DiarizeError::Runtime(e.clone()))
 }
 
 /// An ONNX model in ONNX Runtime, with one single-threaded session per concurrent caller (a
@@ -61,7 +61,7 @@ impl OrtModel {
     /// Loads `model` into `sessions` (≥ 1) sessions of the runtime `lib`.
     pub fn load(lib: &Path, model: &Path, sessions: usize) -> Result<Self, DiarizeError> {
         let env = environment(lib)?;
-        let err = |e: ort::Error| DiarizeError::Model(format!("{}: {e}", model.display()));
+        let err = |e: ort::Error| DiarizeError::Runtime(format!("{}: {e}", model.display()));
         let sessions = (0..sessions.max(1))
             .map(|_| {
                 let session = Session::builder(env)
