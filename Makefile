@@ -5,8 +5,8 @@ CARGO ?= cargo
 PROFILE := --release
 BIN := target/release/diarized
 # Models the default configuration uses, and the (smaller) ones the tests use.
-RUN_MODELS := base diarization onnxruntime qwen2.5-coder-1.5b
-TEST_MODELS := tiny.en base diarization onnxruntime qwen2.5-coder-0.5b
+RUN_MODELS := base diarization qwen2.5-coder-1.5b onnxruntime
+TEST_MODELS := tiny.en base diarization qwen2.5-coder-0.5b onnxruntime
 # The real OpenAI Python client, pinned, for tests/openai.rs (tests/openai_client.py).
 PYENV := target/pyenv
 OPENAI_VERSION := 3.51.0

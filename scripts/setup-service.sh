@@ -11,7 +11,7 @@
 #   CONFDIR         default /etc/diarized
 #   STATEDIR        default /var/lib/diarized (the unit's StateDirectory and WorkingDirectory)
 #   SERVICE_USER    default diarized
-#   MODELS          models to install (default: base diarization onnxruntime qwen2.5-coder-1.5b; empty: none)
+#   MODELS          models to install (default: base diarization qwen2.5-coder-1.5b onnxruntime; empty: none)
 #   MODELS_OPTIONAL when set, a failed model install warns instead of failing (offline installs)
 set -eu
 : "${BIN:?BIN must name the installed diarized binary}"
@@ -19,7 +19,7 @@ ROOT=${ROOT:-}
 CONFDIR=${CONFDIR:-/etc/diarized}
 STATEDIR=${STATEDIR:-/var/lib/diarized}
 SERVICE_USER=${SERVICE_USER:-diarized}
-MODELS=${MODELS-base diarization onnxruntime qwen2.5-coder-1.5b}
+MODELS=${MODELS-base diarization qwen2.5-coder-1.5b onnxruntime}
 CONFIG_EXAMPLE=${CONFIG_EXAMPLE:-}
 
 own() {

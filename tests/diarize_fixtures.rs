@@ -105,8 +105,6 @@ fn diarizes_real_recordings() {
     assert!(talk_in(&turns, 0.0, 11.0, "Speaker00") > 6.0);
 }
 
-/// A few short utterances in near-silence (the pieces of jfk.wav at `pieces`, 6 s apart from
-/// 3 s on, in 20 s of very low noise). Returns the samples and where each piece was placed.
 /// ONNX Runtime (installed like any model) runs the same models as tract: the same speakers
 /// and, scored against tract's turns, next to no disagreement on two AMI fixtures.
 #[test]
@@ -129,6 +127,8 @@ fn onnx_runtime_diarizes_as_tract_does() {
     }
 }
 
+/// A few short utterances in near-silence (the pieces of jfk.wav at `pieces`, 6 s apart from
+/// 3 s on, in 20 s of very low noise). Returns the samples and where each piece was placed.
 fn short_utterances(pieces: &[(f64, f64)]) -> (Vec<f32>, Vec<(f64, f64)>) {
     let jfk = load_wav(&fixture("jfk.wav"));
     // Deterministic noise of about -80 dBFS instead of digital silence.

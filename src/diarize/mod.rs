@@ -506,8 +506,9 @@ fn fold_thin_speakers(
 }
 
 /// The models for these files, shared by every diarizer alive in the process: with several
-/// workers the plans (about 90 MB) are in memory once. In ONNX Runtime each model has a session
-/// per core, so that the windows diarized in parallel do not wait for each other.
+/// workers the plans (about 90 MB in tract) are in memory once. In ONNX Runtime each model has a
+/// session per core, so that the windows diarized in parallel do not wait for each other (peak
+/// RSS of the 5-minute meeting's diarization at 2 threads: 214 MiB, tract 206 MiB).
 fn shared_models(segmentation: &Path, embedding: &Path, engine: Engine) -> Result<Arc<Models>, DiarizeError> {
     type Loaded = Vec<((PathBuf, PathBuf, Engine), Weak<Models>)>;
     static LOADED: Mutex<Loaded> = Mutex::new(Vec::new());

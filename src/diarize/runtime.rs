@@ -26,7 +26,9 @@ pub enum Engine {
 impl Engine {
     /// ONNX Runtime when the models folder `models_dir` has its library, else tract.
     pub fn for_models_dir(models_dir: &Path) -> Self {
+        // Absolute: a relative library path is looked up beside the executable first.
         let lib = crate::models::onnxruntime::library(models_dir);
+        let lib = std::path::absolute(&lib).unwrap_or(lib);
         if lib.is_file() { Engine::OnnxRuntime(lib) } else { Engine::Tract }
     }
 }
