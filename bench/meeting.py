@@ -10,7 +10,8 @@ lengths, then runs on each, one after the other with the same threads:
   attention (ASR only);
 - `diarized transcribe` (the optimised binary users run) with DIARIZATION=false (ASR only),
   LANGUAGE=en (the WER reference), the decoder's weights kept 16-bit (WHISPER_DECODER_Q8=false,
-  the default before 2026-11-28), and with diarization on (full pipeline, no analysis).
+  the default before 2026-11-28), and with diarization on (full pipeline, no analysis; in ONNX
+  Runtime when `diarized models install onnxruntime` has put it in the models folder, else tract).
 
 Prints one Markdown table per file: wall seconds, RTF, ratios against faster-whisper and
 whisper-cli of the same run, WER against ours with LANGUAGE=en and against faster-whisper's text
