@@ -61,6 +61,7 @@ fn main() {
     let mut rttm_dir: Option<PathBuf> = None;
     let mut params = diarized::diarize::Params::default();
     let mut engine = None;
+    let mut profiling = false;
     while let Some(a) = args.next() {
         let mut val = || args.next().expect("missing value");
         match a.as_str() {
@@ -77,10 +78,7 @@ fn main() {
             "--models" => models = PathBuf::from(val()),
             "--onnxruntime" => engine = Some(Engine::OnnxRuntime(PathBuf::from(val()))),
             "--tract" => engine = Some(Engine::Tract),
-            "--profile" => {
-                let engine = engine.unwrap_or_else(|| Engine::for_models_dir(&models));
-                return profile(&models, &engine);
-            }
+            "--profile" => profiling = true,
             _ => match a.strip_prefix('@') {
                 Some(list) => files.extend(
                     std::fs::read_to_string(list)
@@ -93,8 +91,11 @@ fn main() {
             },
         }
     }
-    let t0 = Instant::now();
     let engine = engine.unwrap_or_else(|| Engine::for_models_dir(&models));
+    if profiling {
+        return profile(&models, &engine);
+    }
+    let t0 = Instant::now();
     let mut d = PyannoteDiarizer::load_with(&models, threads, engine).expect("load models");
     d.params = params;
     eprintln!("load {:.2}s engine {} params {:?}", t0.elapsed().as_secs_f64(), d.engine(), d.params);

@@ -63,22 +63,17 @@ impl OrtModel {
     /// Loads `model` into `sessions` (≥ 1) sessions of the runtime `lib`.
     pub fn load(lib: &Path, model: &Path, sessions: usize) -> Result<Self, DiarizeError> {
         let env = environment(lib)?;
-        let err = |e: ort::Error| DiarizeError::Runtime(format!("{}: {e}", model.display()));
+        let session = || -> ort::Result<Session> {
+            Session::builder(env)?
+                .with_optimization_level(GraphOptimizationLevel::Level3)?
+                .with_intra_threads(1)?
+                .with_inter_threads(1)?
+                .commit_from_file(model)
+        };
         let sessions = (0..sessions.max(1))
-            .map(|_| {
-                let session = Session::builder(env)
-                    .map_err(err)?
-                    .with_optimization_level(GraphOptimizationLevel::Level3)
-                    .map_err(|e| err(e.into()))?
-                    .with_intra_threads(1)
-                    .map_err(|e| err(e.into()))?
-                    .with_inter_threads(1)
-                    .map_err(|e| err(e.into()))?
-                    .commit_from_file(model)
-                    .map_err(err)?;
-                Ok(Mutex::new(session))
-            })
-            .collect::<Result<_, DiarizeError>>()?;
+            .map(|_| session().map(Mutex::new))
+            .collect::<ort::Result<_>>()
+            .map_err(|e| DiarizeError::Runtime(format!("{}: {e}", model.display())))?;
         Ok(Self { sessions })
     }
 
