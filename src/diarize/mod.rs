@@ -32,6 +32,9 @@ use segmentation::{FRAME_CENTER, FRAME_STEP, FRAMES, LOCAL_SPEAKERS, Segmenter, 
 
 /// File name of the segmentation model inside the diarization models folder.
 pub const SEGMENTATION_FILE: &str = "segmentation-3.0.onnx";
+/// The segmentation model with 8-bit LSTM weights (`models/export/quantize_segmentation.py`),
+/// which ONNX Runtime runs instead of [`SEGMENTATION_FILE`] when it is there.
+pub const SEGMENTATION_INT8_FILE: &str = "segmentation-3.0-int8.onnx";
 /// File name of the embedding model inside the diarization models folder.
 pub const EMBEDDING_FILE: &str = "campplus-192.onnx";
 
@@ -110,6 +113,8 @@ struct Models {
     seg: Segmenter,
     emb: Embedder,
     engine: Engine,
+    /// The segmentation model's file (the f32 export, or its 8-bit-LSTM twin).
+    seg_file: PathBuf,
 }
 
 /// The pyannote-style diarizer (segmentation-3.0 + CAM++ + agglomerative clustering).
@@ -145,7 +150,8 @@ impl PyannoteDiarizer {
     /// (such as the repository's `models/`). `threads` ≥ 1 windows run in parallel. They run in
     /// ONNX Runtime when the models folder has its library (`diarized models install
     /// onnxruntime`), else in tract; if that library cannot run them (broken, or built for
-    /// another system), in tract with a warning.
+    /// another system), in tract with a warning. ONNX Runtime runs the segmentation model with
+    /// 8-bit LSTM weights ([`SEGMENTATION_INT8_FILE`]) when the folder has it.
     pub fn load(dir: &Path, threads: usize) -> Result<Self, StageError> {
         let loaded = match Self::open(dir, threads, Engine::for_models_dir(dir)) {
             Err(DiarizeError::Runtime(e)) => {
@@ -167,10 +173,22 @@ impl PyannoteDiarizer {
         &self.models.engine
     }
 
+    /// The segmentation model's file: [`SEGMENTATION_INT8_FILE`] in ONNX Runtime when installed,
+    /// else [`SEGMENTATION_FILE`].
+    pub fn segmentation_file(&self) -> &Path {
+        &self.models.seg_file
+    }
+
     fn open(dir: &Path, threads: usize, engine: Engine) -> Result<Self, DiarizeError> {
         let sub = crate::models::diarization::install_dir(dir);
         let dir = if sub.join(SEGMENTATION_FILE).is_file() { sub } else { dir.to_owned() };
-        let (segmentation, embedding) = (dir.join(SEGMENTATION_FILE), dir.join(EMBEDDING_FILE));
+        let (mut segmentation, embedding) = (dir.join(SEGMENTATION_FILE), dir.join(EMBEDDING_FILE));
+        // ONNX Runtime runs the 8-bit-LSTM export when installed (tract cannot: its LSTM
+        // operator is ONNX Runtime's own).
+        let int8 = dir.join(SEGMENTATION_INT8_FILE);
+        if matches!(engine, Engine::OnnxRuntime(_)) && int8.is_file() {
+            segmentation = int8;
+        }
         for p in [&segmentation, &embedding] {
             if !p.is_file() {
                 return Err(DiarizeError::Missing(p.to_owned()));
@@ -523,8 +541,9 @@ fn shared_models(segmentation: &Path, embedding: &Path, engine: Engine) -> Resul
         seg: Segmenter::load(segmentation, &engine, sessions)?,
         emb: Embedder::load(embedding, &engine, sessions)?,
         engine,
+        seg_file: segmentation.to_path_buf(),
     });
-    tracing::info!(engine = %models.engine, "diarization models loaded");
+    tracing::info!(engine = %models.engine, segmentation = %segmentation.display(), "diarization models loaded");
     loaded.push((key, Arc::downgrade(&models)));
     Ok(models)
 }

@@ -152,7 +152,12 @@ mod tests {
         let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
         assert_eq!(std::fs::read_to_string(models.join("SHA256SUMS")).unwrap(), SHA256SUMS);
         let names: Vec<&str> = parse_sums(SHA256SUMS).unwrap().into_iter().map(|(_, n)| n).collect();
-        for model in ["segmentation-3.0.onnx", "campplus-192.onnx", "silero_vad_16k.onnx"] {
+        for model in [
+            "segmentation-3.0.onnx",
+            "segmentation-3.0-int8.onnx",
+            "campplus-192.onnx",
+            "silero_vad_16k.onnx",
+        ] {
             assert!(names.contains(&model), "{model} not in SHA256SUMS: {names:?}");
         }
         let dest = tempfile::tempdir().unwrap();
