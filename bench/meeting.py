@@ -11,7 +11,8 @@ lengths, then runs on each, one after the other with the same threads:
 - `diarized transcribe` (the optimised binary users run) with DIARIZATION=false (ASR only),
   LANGUAGE=en (the WER reference), the decoder's weights kept 16-bit (WHISPER_DECODER_Q8=false,
   the default before 2026-11-28), and with diarization on (full pipeline, no analysis; in ONNX
-  Runtime when `diarized models install onnxruntime` has put it in the models folder, else tract).
+  Runtime when `diarized models install onnxruntime` has put it in the models folder, else tract);
+- the diarization stage alone (`examples/diarize_eval`, same models folder), as a share of ASR.
 
 Prints one Markdown table per file: wall seconds, RTF, ratios against faster-whisper and
 whisper-cli of the same run, WER against ours with LANGUAGE=en and against faster-whisper's text
@@ -51,6 +52,7 @@ ROOT = Path(__file__).resolve().parent.parent
 FIX = ROOT.parent / "shared" / "fixtures"
 MODELS = Path(os.environ.get("MODELS_DIR", ROOT / "models-cache"))
 BIN = ROOT / "target" / "release" / "diarized"
+DIARIZE_EVAL = ROOT / "target" / "release" / "examples" / "diarize_eval"
 WHISPER_CLI = os.environ.get("WHISPER_CLI", "/tmp/whisper.cpp-1.8.3/build/bin/whisper-cli")
 FW_PYTHON = os.environ.get("FW_PYTHON", "/tmp/fwenv/bin/python")
 TMP = Path(tempfile.gettempdir()) / "diarized-bench"
@@ -118,7 +120,7 @@ REPEAT = 1
 
 def timed(cmd, env=None):
     """Median wall time of REPEAT runs (one run varies by ±15 % on this 2-core machine) and the
-    last run's output."""
+    last run (its stdout and stderr)."""
     walls = []
     for _ in range(REPEAT):
         t0 = time.time()
@@ -126,17 +128,33 @@ def timed(cmd, env=None):
         walls.append(time.time() - t0)
         if p.returncode != 0:
             sys.exit(f"failed: {' '.join(map(str, cmd))}\n{p.stderr[-2000:]}")
-    return statistics.median(walls), p.stdout
+    return statistics.median(walls), p
 
 
 def ours(audio, model, threads, **env):
     e = dict(os.environ, WHISPER_MODEL=model, WHISPER_THREADS=str(threads), LLM_MODEL="none",
              DIARIZATION="false", MODELS_DIR=str(MODELS), RUST_LOG="warn")
     e.update({k: str(v) for k, v in env.items()})
-    wall, out = timed([BIN, "transcribe", audio, "--format", "json"], e)
-    j = json.loads(out)
+    wall, p = timed([BIN, "transcribe", audio, "--format", "json"], e)
+    j = json.loads(p.stdout)
     text = " ".join(s["text"] for s in j["segments"])
     return wall, text, j
+
+
+def diarize_alone(audio, threads):
+    """The diarization stage by itself: examples/diarize_eval with the models folder's models (in
+    ONNX Runtime when it is installed there). Returns the medians over REPEAT runs of the
+    process's wall time (model loading and reading the file included) and of the stage's own
+    (models loaded, as in the daemon), and the engine it names."""
+    walls, stages = [], []
+    for _ in range(REPEAT):
+        t0 = time.time()
+        p = subprocess.run([str(c) for c in [DIARIZE_EVAL, "--threads", threads, "--models", MODELS, audio]],
+                           capture_output=True, text=True, check=True)
+        walls.append(time.time() - t0)
+        stages.append(float(p.stdout.strip().splitlines()[-1].split("\t")[2]))
+    engine = re.search(r"engine (.*?) params", p.stderr)
+    return statistics.median(walls), statistics.median(stages), engine.group(1) if engine else "?"
 
 
 def ct2_base():
@@ -159,14 +177,14 @@ def ct2_base():
 
 def fw(audio, model, threads):
     ct2 = ct2_base()
-    wall, out = timed([FW_PYTHON, "-c", FW_SCRIPT, ct2, audio, threads])
-    return wall, json.loads(out.strip().splitlines()[-1])["text"]
+    wall, p = timed([FW_PYTHON, "-c", FW_SCRIPT, ct2, audio, threads])
+    return wall, json.loads(p.stdout.strip().splitlines()[-1])["text"]
 
 
 def cli(audio, model, threads, *extra):
-    wall, out = timed([WHISPER_CLI, "-m", MODELS / f"ggml-{model}.bin", "-f", audio, "-t", threads,
-                       "-bs", "1", "-l", "auto", "-np", "-nt", *extra])
-    return wall, " ".join(out.split())
+    wall, p = timed([WHISPER_CLI, "-m", MODELS / f"ggml-{model}.bin", "-f", audio, "-t", threads,
+                     "-bs", "1", "-l", "auto", "-np", "-nt", *extra])
+    return wall, " ".join(p.stdout.split())
 
 
 def main():
@@ -192,6 +210,7 @@ def main():
         w_asr, asr_text, asr_json = ours(audio, m, t)
         w_f16, f16_text, _ = ours(audio, m, t, WHISPER_DECODER_Q8="false")
         w_full, _, full_json = ours(audio, m, t, DIARIZATION="true")
+        w_diar, w_stage, engine = diarize_alone(audio, t)
         speakers = len({s["speaker"] for s in full_json["speaker_turns"]})
         print(f"### {minutes}-minute meeting ({audio.name}); WER against ours with LANGUAGE=en "
               f"and against faster-whisper\n")
@@ -214,7 +233,9 @@ def main():
             print(f"| {name} | {wall:.1f} | {wall / dur:.3f} | {wall / w_fw:.2f} | {by_cli} | {w} | {wf} | {nw} |",
                   flush=True)
         diar = w_full - w_asr
-        print(f"\ndiarization ≈ full − ASR-only = {diar:.1f} s = {diar / w_asr:.2f}× ASR; "
+        print(f"\ndiarization alone (examples/diarize_eval, {engine}): the stage {w_stage:.1f} s = "
+              f"{w_stage / w_asr:.2f}× ASR-only, the process {w_diar:.1f} s = {w_diar / w_asr:.2f}× "
+              f"(full − ASR-only = {diar:.1f} s); "
               f"language detected: {asr_json['language']} p={asr_json['language_probability']}\n")
     w, text, j = ours(FIX / "multilingual.mp3", m, t)
     low = words(text)

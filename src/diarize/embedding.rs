@@ -1,10 +1,13 @@
-//! CAM++ speaker embeddings from Kaldi fbank features, with fixed-shape plans per length bucket.
+//! CAM++ speaker embeddings from Kaldi fbank features.
 //!
-//! The features of one speaker are tiled (repeated) up to the nearest bucket length, which keeps
-//! the frame statistics that the pooling layer sees, so each bucket needs only one plan. In
-//! tract, plans are built when a bucket is first used (the smallest at load, which also checks
-//! the model): with embeddings capped at 250 frames the largest is never needed. ONNX Runtime
-//! takes every length with one session and gets the same tiled input.
+//! ONNX Runtime takes any length with one session: it embeds the frames as they are. tract
+//! needs fixed-shape plans, one per length bucket: the features of one speaker are tiled
+//! (repeated) up to the nearest bucket length, which keeps the frame statistics that the pooling
+//! layer sees; plans are built when a bucket is first used (the smallest at load, which also
+//! checks the model), and with embeddings capped at 250 frames the largest is never needed.
+//! Tiling costs time in proportion to the bucket (a 0.4-s speaker pays for 1.5 s); untiled, the
+//! 5-minute meeting diarizes ~10 % faster in ONNX Runtime with the same or lower DER on every
+//! benchmark set (bench/diarize.md).
 
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
@@ -15,7 +18,8 @@ use super::DiarizeError;
 use super::fbank::NUM_BINS;
 use super::runtime::{Engine, OrtModel};
 
-/// Input lengths (fbank frames) with a prepared plan.
+/// Input lengths (fbank frames) with a prepared tract plan; the last is the longest input
+/// embedded in either engine.
 pub const BUCKETS: [usize; 3] = [150, 250, 500];
 /// Embedding dimension.
 pub const DIM: usize = 192;
@@ -38,14 +42,16 @@ struct Bucket {
 /// The model in its engine.
 enum Net {
     /// The parsed model, from which each bucket's plan is built.
-    Tract(InferenceModel),
+    Tract {
+        proto: InferenceModel,
+        buckets: Vec<Bucket>,
+    },
     Ort(OrtModel),
 }
 
 /// A loaded CAM++ model.
 pub struct Embedder {
     net: Net,
-    buckets: Vec<Bucket>,
 }
 
 /// The segment-pooling matrices for `t` input frames: `[t2, s]` averaging and `[s, t2]` expanding.
@@ -68,27 +74,25 @@ impl Embedder {
     /// Loads the ONNX export into `engine` (tract: with the smallest bucket's plan built;
     /// ONNX Runtime: `sessions` sessions for as many concurrent callers).
     pub fn load(path: &Path, engine: &Engine, sessions: usize) -> Result<Self, DiarizeError> {
-        let buckets = BUCKETS
-            .iter()
-            .map(|&frames| {
-                let (t2, s, seg_avg, seg_expand) = seg_matrices(frames);
-                Bucket { frames, t2, s, seg_avg, seg_expand, plan: OnceLock::new() }
-            })
-            .collect();
         let net = match engine {
             Engine::OnnxRuntime(lib) => Net::Ort(OrtModel::load(lib, path, sessions)?),
-            Engine::Tract => Net::Tract(
-                tract_onnx::onnx()
+            Engine::Tract => {
+                let proto = tract_onnx::onnx()
                     .model_for_path(path)
-                    .map_err(|e| DiarizeError::Model(format!("{}: {e:#}", path.display())))?,
-            ),
+                    .map_err(|e| DiarizeError::Model(format!("{}: {e:#}", path.display())))?;
+                let buckets: Vec<Bucket> = BUCKETS
+                    .iter()
+                    .map(|&frames| {
+                        let (t2, s, seg_avg, seg_expand) = seg_matrices(frames);
+                        Bucket { frames, t2, s, seg_avg, seg_expand, plan: OnceLock::new() }
+                    })
+                    .collect();
+                Self::plan(&proto, &buckets[0])
+                    .map_err(|e| DiarizeError::Model(format!("{}: {e}", path.display())))?;
+                Net::Tract { proto, buckets }
+            }
         };
-        let embedder = Self { net, buckets };
-        if let Net::Tract(proto) = &embedder.net {
-            Self::plan(proto, &embedder.buckets[0])
-                .map_err(|e| DiarizeError::Model(format!("{}: {e}", path.display())))?;
-        }
-        Ok(embedder)
+        Ok(Self { net })
     }
 
     /// The bucket's tract plan, built on first use.
@@ -115,20 +119,20 @@ impl Embedder {
     /// Embeds mean-normalised features `[frames][NUM_BINS]` (at least one frame). Inputs longer than
     /// the largest bucket are truncated to it.
     pub fn embed(&self, feats: &[f32]) -> Result<Vec<f32>, DiarizeError> {
-        let n = feats.len() / NUM_BINS;
+        let n = (feats.len() / NUM_BINS).min(BUCKETS[BUCKETS.len() - 1]);
         if n == 0 {
             return Err(DiarizeError::Model("no frames to embed".into()));
         }
-        let bucket =
-            self.buckets.iter().find(|b| b.frames >= n).unwrap_or(&self.buckets[self.buckets.len() - 1]);
-        let mut input = Vec::with_capacity(bucket.frames * NUM_BINS);
-        while input.len() < bucket.frames * NUM_BINS {
-            let take = (bucket.frames * NUM_BINS - input.len()).min(n * NUM_BINS);
-            input.extend_from_slice(&feats[..take]);
-        }
-        let (frames, t2, s) = (bucket.frames, bucket.t2, bucket.s);
+        let feats = &feats[..n * NUM_BINS];
         let v = match &self.net {
-            Net::Tract(proto) => {
+            Net::Tract { proto, buckets } => {
+                let bucket = buckets.iter().find(|b| b.frames >= n).unwrap_or(&buckets[buckets.len() - 1]);
+                let mut input = Vec::with_capacity(bucket.frames * NUM_BINS);
+                while input.len() < bucket.frames * NUM_BINS {
+                    let take = (bucket.frames * NUM_BINS - input.len()).min(feats.len());
+                    input.extend_from_slice(&feats[..take]);
+                }
+                let (frames, t2, s) = (bucket.frames, bucket.t2, bucket.s);
                 let err = |e: TractError| DiarizeError::Model(format!("{e:#}"));
                 let plan = Self::plan(proto, bucket)?;
                 let x = Tensor::from_shape(&[1, frames, NUM_BINS], &input).map_err(err)?;
@@ -138,12 +142,8 @@ impl Embedder {
                 out[0].to_plain_array_view::<f32>().map_err(err)?.iter().copied().collect()
             }
             Net::Ort(model) => {
-                let inputs: [(&[usize], &[f32]); 3] = [
-                    (&[1, frames, NUM_BINS], &input),
-                    (&[t2, s], &bucket.seg_avg),
-                    (&[s, t2], &bucket.seg_expand),
-                ];
-                model.run(&inputs)?.1
+                let (t2, s, avg, expand) = seg_matrices(n);
+                model.run(&[(&[1, n, NUM_BINS], feats), (&[t2, s], &avg), (&[s, t2], &expand)])?.1
             }
         };
         if v.len() != DIM {
