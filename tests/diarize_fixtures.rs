@@ -131,6 +131,26 @@ fn onnx_runtime_diarizes_as_tract_does() {
     }
 }
 
+/// ONNX Runtime embeds a speaker's frames at their own length; the shortest inputs (one or two
+/// frames give CAM++ a non-finite statistics pooling) still come out finite and unit-sized.
+#[test]
+fn onnx_runtime_embeds_very_short_inputs() {
+    use diarized::diarize::embedding::{DIM, Embedder};
+    use diarized::diarize::fbank::NUM_BINS;
+    let cache = std::env::var_os("MODELS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("models-cache"));
+    let lib = diarized::models::install(&cache, &["onnxruntime".to_string()]).unwrap().remove(0);
+    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("models").join(diarized::diarize::EMBEDDING_FILE);
+    let emb = Embedder::load(&model, &Engine::OnnxRuntime(lib), 1).unwrap();
+    for frames in [1, 2, 40] {
+        let feats: Vec<f32> = (0..frames * NUM_BINS).map(|i| ((i * 37) % 101) as f32 / 101.0 - 0.5).collect();
+        let e = emb.embed(&feats).unwrap_or_else(|err| panic!("{frames} frames: {err}"));
+        assert_eq!(e.len(), DIM);
+        assert!(e.iter().all(|x| x.is_finite()), "{frames} frames: {e:?}");
+    }
+}
+
 /// A few short utterances in near-silence (the pieces of jfk.wav at `pieces`, 6 s apart from
 /// 3 s on, in 20 s of very low noise). Returns the samples and where each piece was placed.
 fn short_utterances(pieces: &[(f64, f64)]) -> (Vec<f32>, Vec<(f64, f64)>) {

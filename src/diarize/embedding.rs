@@ -25,6 +25,9 @@ pub const BUCKETS: [usize; 3] = [150, 250, 500];
 pub const DIM: usize = 192;
 /// Frames of one segment of CAM++'s segment pooling (after its stride-2 layer).
 const SEG_LEN: usize = 100;
+/// Shortest input given to ONNX Runtime (shorter ones are tiled up to it): CAM++'s statistics
+/// pooling turns one or two frames into a non-finite embedding.
+const MIN_FRAMES: usize = 30;
 
 /// One input length, with the segment-pooling inputs that go with it.
 struct Bucket {
@@ -127,11 +130,7 @@ impl Embedder {
         let v = match &self.net {
             Net::Tract { proto, buckets } => {
                 let bucket = buckets.iter().find(|b| b.frames >= n).unwrap_or(&buckets[buckets.len() - 1]);
-                let mut input = Vec::with_capacity(bucket.frames * NUM_BINS);
-                while input.len() < bucket.frames * NUM_BINS {
-                    let take = (bucket.frames * NUM_BINS - input.len()).min(feats.len());
-                    input.extend_from_slice(&feats[..take]);
-                }
+                let input = tiled(feats, bucket.frames);
                 let (frames, t2, s) = (bucket.frames, bucket.t2, bucket.s);
                 let err = |e: TractError| DiarizeError::Model(format!("{e:#}"));
                 let plan = Self::plan(proto, bucket)?;
@@ -142,20 +141,30 @@ impl Embedder {
                 out[0].to_plain_array_view::<f32>().map_err(err)?.iter().copied().collect()
             }
             Net::Ort(model) => {
+                let n = n.max(MIN_FRAMES);
+                let input = tiled(feats, n);
                 let (t2, s, avg, expand) = seg_matrices(n);
-                model.run(&[(&[1, n, NUM_BINS], feats), (&[t2, s], &avg), (&[s, t2], &expand)])?.1
+                model.run(&[(&[1, n, NUM_BINS], &input), (&[t2, s], &avg), (&[s, t2], &expand)])?.1
             }
         };
         if v.len() != DIM {
             return Err(DiarizeError::Model(format!("embedding has {} values, expected {DIM}", v.len())));
         }
+        if v.iter().any(|x| !x.is_finite()) {
+            return Err(DiarizeError::Model(format!("non-finite embedding of {n} frames")));
+        }
         Ok(v)
     }
 }
 
+/// `feats` (whole frames) repeated until `frames` frames, the last copy cut short.
+fn tiled(feats: &[f32], frames: usize) -> Vec<f32> {
+    feats.iter().copied().cycle().take(frames * NUM_BINS).collect()
+}
+
 #[cfg(test)]
 mod tests {
-    use super::seg_matrices;
+    use super::{NUM_BINS, seg_matrices, tiled};
 
     #[test]
     fn segment_matrices_average_and_expand() {
@@ -166,5 +175,17 @@ mod tests {
         assert!((col0 - 1.0).abs() < 1e-5 && (col1 - 1.0).abs() < 1e-5);
         assert_eq!(avg[100 * s + 1], 1.0 / 25.0);
         assert_eq!(expand.iter().sum::<f32>(), t2 as f32);
+    }
+
+    #[test]
+    fn short_inputs_are_tiled_whole_frames_first() {
+        let feats: Vec<f32> = (0..2 * NUM_BINS).map(|i| i as f32).collect();
+        let t = tiled(&feats, 5);
+        assert_eq!(t.len(), 5 * NUM_BINS);
+        assert_eq!(&t[..2 * NUM_BINS], &feats[..]);
+        assert_eq!(&t[2 * NUM_BINS..4 * NUM_BINS], &feats[..]);
+        assert_eq!(&t[4 * NUM_BINS..], &feats[..NUM_BINS]);
+        // Longer than asked: the first frames only.
+        assert_eq!(tiled(&feats, 1), &feats[..NUM_BINS]);
     }
 }
