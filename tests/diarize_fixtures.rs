@@ -105,15 +105,20 @@ fn diarizes_real_recordings() {
     assert!(talk_in(&turns, 0.0, 11.0, "Speaker00") > 6.0);
 }
 
+/// ONNX Runtime's library, installed like any model into the models folder the tests use.
+fn onnx_runtime() -> PathBuf {
+    let cache = std::env::var_os("MODELS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("models-cache"));
+    diarized::models::install(&cache, &["onnxruntime".to_string()]).unwrap().remove(0)
+}
+
 /// ONNX Runtime (installed like any model) runs the segmentation model with 8-bit LSTM weights,
 /// tract the f32 export: the same speakers and, scored against tract's turns, little
 /// disagreement on two AMI fixtures.
 #[test]
 fn onnx_runtime_diarizes_as_tract_does() {
-    let cache = std::env::var_os("MODELS_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("models-cache"));
-    let lib = diarized::models::install(&cache, &["onnxruntime".to_string()]).unwrap().remove(0);
+    let lib = onnx_runtime();
     let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
     let tract = PyannoteDiarizer::load_with(&models, 1, Engine::Tract).unwrap();
     let ort = PyannoteDiarizer::load_with(&models, 1, Engine::OnnxRuntime(lib)).unwrap();
@@ -132,15 +137,12 @@ fn onnx_runtime_diarizes_as_tract_does() {
 }
 
 /// ONNX Runtime embeds a speaker's frames at their own length; the shortest inputs (one or two
-/// frames give CAM++ a non-finite statistics pooling) still come out finite and unit-sized.
+/// frames give CAM++ a non-finite statistics pooling) still come out as finite embeddings.
 #[test]
 fn onnx_runtime_embeds_very_short_inputs() {
     use diarized::diarize::embedding::{DIM, Embedder};
     use diarized::diarize::fbank::NUM_BINS;
-    let cache = std::env::var_os("MODELS_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("models-cache"));
-    let lib = diarized::models::install(&cache, &["onnxruntime".to_string()]).unwrap().remove(0);
+    let lib = onnx_runtime();
     let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("models").join(diarized::diarize::EMBEDDING_FILE);
     let emb = Embedder::load(&model, &Engine::OnnxRuntime(lib), 1).unwrap();
     for frames in [1, 2, 40] {
