@@ -149,12 +149,15 @@ def diarize_alone(audio, threads):
     walls, stages = [], []
     for _ in range(REPEAT):
         t0 = time.time()
-        p = subprocess.run([str(c) for c in [DIARIZE_EVAL, "--threads", threads, "--models", MODELS, audio]],
-                           capture_output=True, text=True, check=True)
+        cmd = [str(c) for c in [DIARIZE_EVAL, "--threads", threads, "--models", MODELS, audio]]
+        p = subprocess.run(cmd, capture_output=True, text=True)
+        if p.returncode != 0:
+            sys.exit(f"failed: {' '.join(cmd)}\n{p.stderr[-2000:]}")
         walls.append(time.time() - t0)
         stages.append(float(p.stdout.strip().splitlines()[-1].split("\t")[2]))
-    engine = re.search(r"engine (.*?) params", p.stderr)
-    return statistics.median(walls), statistics.median(stages), engine.group(1) if engine else "?"
+    engine = re.search(r"engine (.*?) segmentation (\S+) params", p.stderr)
+    engine = f"{engine.group(1)}, {Path(engine.group(2)).name}" if engine else "?"
+    return statistics.median(walls), statistics.median(stages), engine
 
 
 def ct2_base():

@@ -98,7 +98,13 @@ fn main() {
     let t0 = Instant::now();
     let mut d = PyannoteDiarizer::load_with(&models, threads, engine).expect("load models");
     d.params = params;
-    eprintln!("load {:.2}s engine {} params {:?}", t0.elapsed().as_secs_f64(), d.engine(), d.params);
+    eprintln!(
+        "load {:.2}s engine {} segmentation {} params {:?}",
+        t0.elapsed().as_secs_f64(),
+        d.engine(),
+        d.segmentation_file().display(),
+        d.params
+    );
     let (mut c0, mut c25) = (der::DerReport::default(), der::DerReport::default());
     let (mut b0, mut b25) = (der::DerReport::default(), der::DerReport::default());
     let (mut audio_s, mut wall_s, mut cpu_s) = (0.0, 0.0, 0.0);
@@ -169,9 +175,11 @@ fn main() {
 fn profile(models: &Path, engine: &Engine) {
     use diarized::diarize::embedding::{BUCKETS, Embedder};
     use diarized::diarize::segmentation::{Segmenter, WINDOW};
-    let seg = Segmenter::load(&models.join(diarized::diarize::SEGMENTATION_FILE), engine, 1).unwrap();
-    let emb = Embedder::load(&models.join(diarized::diarize::EMBEDDING_FILE), engine, 1).unwrap();
-    println!("engine: {engine}");
+    let dir = diarized::diarize::files_dir(models);
+    let seg_file = diarized::diarize::segmentation_path(&dir, engine);
+    let seg = Segmenter::load(&seg_file, engine, 1).unwrap();
+    let emb = Embedder::load(&dir.join(diarized::diarize::EMBEDDING_FILE), engine, 1).unwrap();
+    println!("engine: {engine}, segmentation: {}", seg_file.display());
     let x: Vec<f32> = (0..WINDOW).map(|i| ((i * 7919) % 1000) as f32 / 5000.0 - 0.1).collect();
     seg.run(&x).unwrap();
     let t = Instant::now();

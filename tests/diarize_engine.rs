@@ -10,7 +10,11 @@ use diarized::diarize::runtime::Engine;
 fn a_broken_onnx_runtime_library_leaves_diarization_to_tract() {
     let repo_models = Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
     let dir = tempfile::tempdir().unwrap();
-    for f in [diarized::diarize::SEGMENTATION_FILE, diarized::diarize::EMBEDDING_FILE] {
+    for f in [
+        diarized::diarize::SEGMENTATION_FILE,
+        diarized::diarize::SEGMENTATION_INT8_FILE,
+        diarized::diarize::EMBEDDING_FILE,
+    ] {
         std::os::unix::fs::symlink(repo_models.join(f), dir.path().join(f)).unwrap();
     }
     let lib = diarized::models::onnxruntime::library(dir.path());
@@ -24,4 +28,6 @@ fn a_broken_onnx_runtime_library_leaves_diarization_to_tract() {
 
     let d = PyannoteDiarizer::load(dir.path(), 1).expect("tract takes over");
     assert_eq!(d.engine(), &Engine::Tract);
+    // tract cannot run the 8-bit-LSTM export beside it.
+    assert!(d.segmentation_file().ends_with(diarized::diarize::SEGMENTATION_FILE));
 }

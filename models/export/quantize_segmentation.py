@@ -2,7 +2,7 @@
 
 The four bidirectional LSTM layers are ~60 % of a window's time in ONNX Runtime; with 8-bit
 weights (ONNX Runtime's dynamic quantization: weights quantized here, activations per call) a
-10 s window takes ~27 ms instead of ~45 ms on one core. Everything else (SincNet, linears,
+10 s window takes ~24 ms instead of ~36 ms on one core. Everything else (SincNet, linears,
 classifier) stays f32. Only ONNX Runtime runs this file (`DynamicQuantizeLSTM` is one of its
 own operators); tract keeps the f32 export.
 

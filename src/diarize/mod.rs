@@ -180,15 +180,8 @@ impl PyannoteDiarizer {
     }
 
     fn open(dir: &Path, threads: usize, engine: Engine) -> Result<Self, DiarizeError> {
-        let sub = crate::models::diarization::install_dir(dir);
-        let dir = if sub.join(SEGMENTATION_FILE).is_file() { sub } else { dir.to_owned() };
-        let (mut segmentation, embedding) = (dir.join(SEGMENTATION_FILE), dir.join(EMBEDDING_FILE));
-        // ONNX Runtime runs the 8-bit-LSTM export when installed (tract cannot: its LSTM
-        // operator is ONNX Runtime's own).
-        let int8 = dir.join(SEGMENTATION_INT8_FILE);
-        if matches!(engine, Engine::OnnxRuntime(_)) && int8.is_file() {
-            segmentation = int8;
-        }
+        let dir = files_dir(dir);
+        let (segmentation, embedding) = (segmentation_path(&dir, &engine), dir.join(EMBEDDING_FILE));
         for p in [&segmentation, &embedding] {
             if !p.is_file() {
                 return Err(DiarizeError::Missing(p.to_owned()));
@@ -276,6 +269,11 @@ impl PyannoteDiarizer {
             }
             fbank::subtract_mean(&mut x);
             let mut e = self.models.emb.embed(&x)?;
+            if e.iter().any(|v| !v.is_finite()) {
+                // No voice to compare: the speaker is labelled like one with too little speech.
+                tracing::warn!(window_start_s = start as f64 / 16_000.0, "non-finite embedding skipped");
+                continue;
+            }
             cluster::normalize(&mut e);
             *unit = Some(Unit { emb: e, trains: clean && frames.len() >= min_train });
         }
@@ -546,6 +544,25 @@ fn shared_models(segmentation: &Path, embedding: &Path, engine: Engine) -> Resul
     tracing::info!(engine = %models.engine, segmentation = %segmentation.display(), "diarization models loaded");
     loaded.push((key, Arc::downgrade(&models)));
     Ok(models)
+}
+
+/// The folder holding the model files, given the models folder (its `diarization/` subfolder)
+/// or a folder holding them directly (such as the repository's `models/`).
+pub fn files_dir(dir: &Path) -> PathBuf {
+    let sub = crate::models::diarization::install_dir(dir);
+    if sub.join(SEGMENTATION_FILE).is_file() { sub } else { dir.to_owned() }
+}
+
+/// The segmentation model `engine` runs from the folder `dir` holding the model files: the
+/// 8-bit-LSTM export in ONNX Runtime when the folder has it (tract cannot run it: its LSTM
+/// operator is ONNX Runtime's own), else the f32 export.
+pub fn segmentation_path(dir: &Path, engine: &Engine) -> PathBuf {
+    let int8 = dir.join(SEGMENTATION_INT8_FILE);
+    if matches!(engine, Engine::OnnxRuntime(_)) && int8.is_file() {
+        int8
+    } else {
+        dir.join(SEGMENTATION_FILE)
+    }
 }
 
 /// Names speakers `Speaker00`, `Speaker01`, … in order of their first turn; also returns the

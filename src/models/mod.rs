@@ -55,7 +55,7 @@ pub fn catalogue() -> Vec<ModelEntry> {
     all.extend(whisper::entries());
     all.push(ModelEntry {
         name: diarization::NAME,
-        description: "speaker diarization: pyannote segmentation-3.0 + CAM++ 192-d + silero VAD (ONNX, ~34 MB)",
+        description: "speaker diarization: pyannote segmentation-3.0 + CAM++ 192-d + silero VAD (ONNX, ~37 MB)",
         path: diarization::installed_marker,
         install: diarization::install,
     });
