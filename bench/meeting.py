@@ -118,16 +118,23 @@ def meeting(minutes):
 REPEAT = 1
 
 
+def run_once(cmd, env=None):
+    """Wall time and result of one run of `cmd`; stops the benchmark with its stderr if it fails."""
+    t0 = time.time()
+    p = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, env=env)
+    wall = time.time() - t0
+    if p.returncode != 0:
+        sys.exit(f"failed: {' '.join(map(str, cmd))}\n{p.stderr[-2000:]}")
+    return wall, p
+
+
 def timed(cmd, env=None):
     """Median wall time of REPEAT runs (one run varies by ±15 % on this 2-core machine) and the
     last run (its stdout and stderr)."""
     walls = []
     for _ in range(REPEAT):
-        t0 = time.time()
-        p = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, env=env)
-        walls.append(time.time() - t0)
-        if p.returncode != 0:
-            sys.exit(f"failed: {' '.join(map(str, cmd))}\n{p.stderr[-2000:]}")
+        wall, p = run_once(cmd, env)
+        walls.append(wall)
     return statistics.median(walls), p
 
 
@@ -148,12 +155,8 @@ def diarize_alone(audio, threads):
     (models loaded, as in the daemon), and the engine it names."""
     walls, stages = [], []
     for _ in range(REPEAT):
-        t0 = time.time()
-        cmd = [str(c) for c in [DIARIZE_EVAL, "--threads", threads, "--models", MODELS, audio]]
-        p = subprocess.run(cmd, capture_output=True, text=True)
-        if p.returncode != 0:
-            sys.exit(f"failed: {' '.join(cmd)}\n{p.stderr[-2000:]}")
-        walls.append(time.time() - t0)
+        wall, p = run_once([DIARIZE_EVAL, "--threads", threads, "--models", MODELS, audio])
+        walls.append(wall)
         stages.append(float(p.stdout.strip().splitlines()[-1].split("\t")[2]))
     engine = re.search(r"engine (.*?) segmentation (\S+) params", p.stderr)
     engine = f"{engine.group(1)}, {Path(engine.group(2)).name}" if engine else "?"

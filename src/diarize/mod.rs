@@ -271,7 +271,10 @@ impl PyannoteDiarizer {
             let mut e = self.models.emb.embed(&x)?;
             if e.iter().any(|v| !v.is_finite()) {
                 // No voice to compare: the speaker is labelled like one with too little speech.
-                tracing::warn!(window_start_s = start as f64 / 16_000.0, "non-finite embedding skipped");
+                tracing::warn!(
+                    window_start_s = start as f64 / f64::from(crate::audio::SAMPLE_RATE),
+                    "non-finite embedding skipped"
+                );
                 continue;
             }
             cluster::normalize(&mut e);
