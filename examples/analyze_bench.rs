@@ -9,7 +9,7 @@
 use std::time::Instant;
 
 use diarized::analyze::checks::{self, MAX_OVERLAP};
-use diarized::analyze::local::{CallStats, LocalAnalyzer, LocalOptions};
+use diarized::analyze::local::{CallStats, LocalAnalyzer, LocalOptions, wait_policy};
 use diarized::analyze::schema;
 use diarized::config::Config;
 use diarized::model::{Analysis, Segment};
@@ -97,6 +97,8 @@ fn timing(wall: f64, calls: &[CallStats]) -> Value {
         "generate_s": round(gms / 1e3),
         "gen_tok_s": round(gt / (gms / 1e3)),
         "full_grammar_checks": calls.iter().map(|c| c.full_grammar_checks).sum::<u64>(),
+        "drafted_tokens": calls.iter().map(|c| c.drafted_tokens).sum::<u64>(),
+        "accepted_tokens": calls.iter().map(|c| c.accepted_tokens).sum::<u64>(),
     })
 }
 
@@ -205,7 +207,11 @@ fn main() {
         _ => fail("usage: analyze_bench synth MODEL MINUTES THREADS [full-grammar] | file MODEL THREADS FILE multi|solo".into()),
     };
     line["model"] = json!(model);
-    line["omp_wait_policy"] = json!(std::env::var("OMP_WAIT_POLICY").unwrap_or_else(|_| "PASSIVE".into()));
+    let env = |k: &str| std::env::var(k).ok().map(|v| format!("{k}={v}"));
+    line["wait"] = json!(match wait_policy(true) {
+        Some((k, v)) => format!("{k}={v}"),
+        None => env("OMP_WAIT_POLICY").or_else(|| env("GOMP_SPINCOUNT")).unwrap_or_default(),
+    });
     line["ok"] = json!(line["error"].is_null());
     println!("{line}");
 }

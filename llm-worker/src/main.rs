@@ -7,7 +7,8 @@
 //! - `{"op":"count","system":…,"user":…}` → `{"ok":true,"tokens":N}` (the chat-formatted prompt)
 //! - `{"op":"generate","system":…,"user":…,"grammar":…,"max_tokens":N,"greedy_first":true}` →
 //!   `{"ok":true,"text":…,"prompt_tokens":…,"reused_tokens":…,"generated_tokens":…,"prompt_ms":…,
-//!   "generate_ms":…,"n_ctx":…,"full_grammar_checks":…}`
+//!   "generate_ms":…,"n_ctx":…,"full_grammar_checks":…,"drafted_tokens":…,"accepted_tokens":…}`
+//!   (`"speculate":false` turns prompt-lookup drafting off, for comparisons)
 //!
 //! Both take optional `"turns":[{"role":"assistant"|"user","content":…},…]` after the user
 //! message (a correction round). The context of the last generation is kept: a prompt that
@@ -35,6 +36,7 @@ use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::LlamaToken;
 use llama_cpp_2::token::data::LlamaTokenData;
 use llama_cpp_2::token::data_array::LlamaTokenDataArray;
+use llama_cpp_2::vocab::LlamaVocab;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -112,6 +114,9 @@ enum Request {
         /// positive) or multiplied by this; small models loop under greedy decoding without it.
         #[serde(default = "default_repeat_penalty")]
         repeat_penalty: f32,
+        /// Prompt-lookup drafting (fewer decoding steps); off for comparisons.
+        #[serde(default = "yes")]
+        speculate: bool,
     },
 }
 
@@ -190,6 +195,7 @@ impl Engine {
         max_tokens: u32,
         greedy_first: bool,
         repeat_penalty: f32,
+        speculate: bool,
     ) -> Result<Value, WorkerError> {
         let tokens = self.prompt_tokens(system, user, turns)?;
         if tokens.is_empty() {
@@ -241,43 +247,75 @@ impl Engine {
             ctx.decode(&mut batch).map_err(llama("decode prompt"))?;
         }
         let prompt_ms = t0.elapsed().as_secs_f64() * 1e3;
-        let mut in_cache = tokens.clone();
 
         let t1 = Instant::now();
-        let mut sampler = LlamaSampler::grammar(&self.model, grammar, "root").map_err(llama("grammar"))?;
-        let vocab = self.model.vocab();
-        let mut out = Vec::new();
-        let mut pos = tokens.len();
+        let sampler = LlamaSampler::grammar(&self.model, grammar, "root").map_err(llama("grammar"))?;
+        let mut run = Generation {
+            vocab: self.model.vocab(),
+            sampler,
+            greedy_first,
+            repeat_penalty,
+            max_tokens,
+            history: tokens.clone(),
+            recent: Vec::new(),
+            out: Vec::new(),
+            generated: 0,
+            full_checks: 0,
+            logits: Vec::new(),
+        };
+        let (mut drafted, mut accepted) = (0usize, 0usize);
+        // The batch entry whose logits predict the next token, unless a rejected draft already
+        // told it (`next`).
         let mut idx = batch.n_tokens() - 1;
-        let mut generated = 0u32;
-        let mut full_checks = 0u32;
-        let mut recent: Vec<LlamaToken> = Vec::new();
-        let mut logits = Vec::new();
-        loop {
-            logits.clear();
-            logits.extend_from_slice(ctx.get_logits_ith(idx));
-            penalise(&mut logits, &recent, repeat_penalty);
-            let token = next_token(&logits, &mut sampler, greedy_first, &mut full_checks)?;
-            if vocab.is_eog(token) {
+        let mut next = None;
+        'generation: loop {
+            let token = match next.take() {
+                Some(t) => t,
+                None => run.choose(&ctx, idx)?,
+            };
+            if !run.accept(token)? {
                 break;
             }
-            if generated >= max_tokens {
-                return Err(WorkerError::Llama(format!("output exceeded {max_tokens} tokens")));
-            }
-            sampler.accept(token);
-            in_cache.push(token);
-            recent.push(token);
-            if recent.len() > REPEAT_WINDOW {
-                recent.remove(0);
-            }
-            out.extend(vocab.token_to_piece(token, false, None));
-            generated += 1;
+            // Prompt lookup: the tokens that followed the latest ones where they occurred before
+            // (in the transcript or the reply so far) are decoded with the new token in one
+            // batch and kept as far as greedy decoding agrees with them. A batch of a few tokens
+            // costs little more than one, since reading the weights dominates a step. (A batch's
+            // arithmetic differs from a single step's in the last bits, so where two tokens are
+            // nearly tied the reply can differ, as it can when a cached prompt prefix is reused.)
+            let room = (ctx.n_ctx() as usize).saturating_sub(run.history.len());
+            let draft = if speculate {
+                lookup(&run.history, DRAFT_MAX.min(room), |t| run.vocab.is_eog(t))
+            } else {
+                vec![]
+            };
+            let base = run.history.len() - 1;
             batch.clear();
-            batch.add(token, pos as i32, &[0], true).map_err(llama("batch"))?;
+            for (j, tok) in std::iter::once(token).chain(draft.iter().copied()).enumerate() {
+                batch.add(tok, (base + j) as i32, &[0], true).map_err(llama("batch"))?;
+            }
             ctx.decode(&mut batch).map_err(llama("decode"))?;
-            pos += 1;
+            drafted += draft.len();
             idx = 0;
+            for (j, &guess) in draft.iter().enumerate() {
+                // Entry j predicts draft token j.
+                let t = run.choose(&ctx, j as i32)?;
+                if t != guess {
+                    // The rest of the draft is wrong: drop its KV entries.
+                    let from = (base + j + 1) as u32;
+                    if !ctx.clear_kv_cache_seq(Some(0), Some(from), None).unwrap_or(false) {
+                        return Err(WorkerError::Llama("cannot drop rejected draft tokens".into()));
+                    }
+                    next = Some(t);
+                    continue 'generation;
+                }
+                if !run.accept(t)? {
+                    break 'generation;
+                }
+                accepted += 1;
+                idx = j as i32 + 1;
+            }
         }
+        let Generation { out, generated, full_checks, history: in_cache, .. } = run;
         let generate_ms = t1.elapsed().as_secs_f64() * 1e3;
         let text =
             String::from_utf8(out).map_err(|e| WorkerError::Llama(format!("output is not UTF-8: {e}")))?;
@@ -293,7 +331,76 @@ impl Engine {
             "generate_ms": generate_ms,
             "n_ctx": n_ctx,
             "full_grammar_checks": full_checks,
+            "drafted_tokens": drafted,
+            "accepted_tokens": accepted,
         }))
+    }
+}
+
+/// Longest draft of a lookup step, in tokens.
+const DRAFT_MAX: usize = 4;
+/// Shortest and longest run of latest tokens looked up in the history.
+const NGRAM_MIN: usize = 2;
+const NGRAM_MAX: usize = 4;
+
+/// Prompt lookup ("prompt lookup decoding"): finds the latest earlier occurrence of the last
+/// `n` tokens of `history` (longest `n` first) and returns up to `max` tokens that followed it,
+/// cut before an end-of-generation token.
+fn lookup(history: &[LlamaToken], max: usize, is_eog: impl Fn(LlamaToken) -> bool) -> Vec<LlamaToken> {
+    let len = history.len();
+    for n in (NGRAM_MIN..=NGRAM_MAX.min(len.saturating_sub(1))).rev() {
+        let tail = &history[len - n..];
+        if let Some(start) = (0..len - n).rev().find(|&i| history[i..i + n] == *tail) {
+            let follow = &history[start + n..(start + n + max).min(len)];
+            return follow.iter().copied().take_while(|&t| !is_eog(t)).collect();
+        }
+    }
+    Vec::new()
+}
+
+/// The state of one greedy, grammar-constrained generation.
+struct Generation<'m> {
+    vocab: LlamaVocab<'m>,
+    sampler: LlamaSampler,
+    greedy_first: bool,
+    repeat_penalty: f32,
+    max_tokens: u32,
+    /// Every token whose KV entry is in the context: the prompt, then the accepted output.
+    history: Vec<LlamaToken>,
+    /// The latest generated tokens, for the repetition penalty.
+    recent: Vec<LlamaToken>,
+    out: Vec<u8>,
+    generated: u32,
+    full_checks: u32,
+    logits: Vec<f32>,
+}
+
+impl Generation<'_> {
+    /// The token greedy decoding picks from the logits of batch entry `idx`.
+    fn choose(&mut self, ctx: &LlamaContext<'_>, idx: i32) -> Result<LlamaToken, WorkerError> {
+        self.logits.clear();
+        self.logits.extend_from_slice(ctx.get_logits_ith(idx));
+        penalise(&mut self.logits, &self.recent, self.repeat_penalty);
+        next_token(&self.logits, &mut self.sampler, self.greedy_first, &mut self.full_checks)
+    }
+
+    /// Takes `token` as the next output token; `false` when it ends the generation.
+    fn accept(&mut self, token: LlamaToken) -> Result<bool, WorkerError> {
+        if self.vocab.is_eog(token) {
+            return Ok(false);
+        }
+        if self.generated >= self.max_tokens {
+            return Err(WorkerError::Llama(format!("output exceeded {} tokens", self.max_tokens)));
+        }
+        self.sampler.accept(token);
+        self.history.push(token);
+        self.recent.push(token);
+        if self.recent.len() > REPEAT_WINDOW {
+            self.recent.remove(0);
+        }
+        self.out.extend(self.vocab.token_to_piece(token, false, None));
+        self.generated += 1;
+        Ok(true)
     }
 }
 
@@ -404,6 +511,7 @@ fn run() -> Result<(), WorkerError> {
                 max_tokens,
                 greedy_first,
                 repeat_penalty,
+                speculate,
             }) => engine.generate(
                 &mut cache,
                 &system,
@@ -413,6 +521,7 @@ fn run() -> Result<(), WorkerError> {
                 max_tokens,
                 greedy_first,
                 repeat_penalty,
+                speculate,
             ),
         };
         let v = answer.unwrap_or_else(|e| json!({"ok": false, "error": e.to_string()}));
@@ -424,5 +533,43 @@ fn main() {
     if let Err(e) = run() {
         eprintln!("diarized-llm: {e}");
         std::process::exit(2);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn toks(ids: &[i32]) -> Vec<LlamaToken> {
+        ids.iter().map(|&i| LlamaToken(i)).collect()
+    }
+
+    const NO_EOG: fn(LlamaToken) -> bool = |_| false;
+
+    #[test]
+    fn lookup_drafts_what_followed_the_latest_longest_match() {
+        // "7 8" occurs twice before the end; the later occurrence (followed by 30 31…) wins.
+        let h = toks(&[7, 8, 20, 21, 9, 7, 8, 30, 31, 32, 33, 34, 5, 7, 8]);
+        assert_eq!(lookup(&h, 4, NO_EOG), toks(&[30, 31, 32, 33]));
+        // A longer match beats a later, shorter one: "5 1 2" matches only at the start.
+        let h = toks(&[5, 1, 2, 40, 41, 9, 1, 2, 50, 5, 1, 2]);
+        assert_eq!(lookup(&h, 3, NO_EOG), toks(&[40, 41, 9]));
+    }
+
+    #[test]
+    fn lookup_stops_at_the_history_end_and_before_end_of_generation() {
+        // The match's continuation runs into the tail itself: only what exists is drafted.
+        let h = toks(&[1, 2, 1, 2]);
+        assert_eq!(lookup(&h, 4, NO_EOG), toks(&[1, 2]));
+        let h = toks(&[3, 4, 60, 99, 61, 3, 4]);
+        assert_eq!(lookup(&h, 4, |t| t.0 == 99), toks(&[60]));
+    }
+
+    #[test]
+    fn lookup_without_a_match_drafts_nothing() {
+        assert!(lookup(&toks(&[1, 2, 3, 4, 5]), 4, NO_EOG).is_empty());
+        assert!(lookup(&toks(&[1, 1]), 4, NO_EOG).is_empty());
+        assert!(lookup(&toks(&[1]), 4, NO_EOG).is_empty());
+        assert!(lookup(&[], 4, NO_EOG).is_empty());
     }
 }

@@ -53,6 +53,10 @@ pub struct LocalOptions {
     pub timeout: Duration,
     /// The worker exits (freeing its memory) after this long without a job.
     pub idle_exit: Duration,
+    /// Whether llama.cpp's threads spin briefly between steps before they sleep (see
+    /// [`wait_policy`]): on when jobs run one at a time (`WORKERS=1`), so no other stage
+    /// competes for the cores while the model generates.
+    pub spin: bool,
 }
 
 impl LocalOptions {
@@ -67,6 +71,7 @@ impl LocalOptions {
             max_new_tokens: 768,
             timeout: Duration::from_secs(30 * 60),
             idle_exit: Duration::from_secs(300),
+            spin: cfg.workers == 1,
         }
     }
 
@@ -86,6 +91,26 @@ impl LocalOptions {
             ));
         }
         Ok(())
+    }
+}
+
+/// OpenMP spin count between generation steps when [`LocalOptions::spin`] is on: about as fast
+/// as spinning without end on an idle machine (generation 11–13 tok/s against 8 when sleeping
+/// at once, 1.5B, 2 threads), while on a machine whose cores are busy the threads soon sleep
+/// instead of starving everyone (endless spinning made generation 28× slower there; see
+/// bench/analyze.results.md).
+pub const SPIN_COUNT: &str = "3000";
+
+/// The OpenMP wait setting the worker is started with: `None` when the environment already has
+/// one (`OMP_WAIT_POLICY` or `GOMP_SPINCOUNT`, kept for benchmarks), else a brief spin
+/// ([`SPIN_COUNT`]) or sleeping at once (`OMP_WAIT_POLICY=PASSIVE`).
+pub fn wait_policy(spin: bool) -> Option<(&'static str, &'static str)> {
+    if std::env::var_os("OMP_WAIT_POLICY").is_some() || std::env::var_os("GOMP_SPINCOUNT").is_some() {
+        None
+    } else if spin {
+        Some(("GOMP_SPINCOUNT", SPIN_COUNT))
+    } else {
+        Some(("OMP_WAIT_POLICY", "PASSIVE"))
     }
 }
 
@@ -123,6 +148,9 @@ pub struct CallStats {
     pub generate_ms: f64,
     /// Steps where the greedy token broke the grammar and the whole vocabulary was filtered.
     pub full_grammar_checks: u64,
+    /// Tokens proposed by prompt lookup, and how many of them greedy decoding kept.
+    pub drafted_tokens: u64,
+    pub accepted_tokens: u64,
 }
 
 /// The local analyzer. Holds at most one worker process.
@@ -161,15 +189,16 @@ enum CallError {
 
 impl Worker {
     fn spawn(opts: &LocalOptions) -> Result<Self, String> {
-        let mut child = Command::new(&opts.worker_bin)
+        let mut command = Command::new(&opts.worker_bin);
+        if let Some((key, value)) = wait_policy(opts.spin) {
+            command.env(key, value);
+        }
+        let mut child = command
             .arg("--model")
             .arg(&opts.model_path)
             .args(["--threads", &opts.threads.to_string()])
             .args(["--max-context", &opts.max_context.to_string()])
             .args(["--idle-exit-s", &opts.idle_exit.as_secs().max(1).to_string()])
-            // Sleep rather than spin while waiting for work (OpenMP builds of ggml), unless the
-            // environment says otherwise (benchmarks compare both).
-            .env("OMP_WAIT_POLICY", std::env::var("OMP_WAIT_POLICY").unwrap_or_else(|_| "PASSIVE".into()))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -336,6 +365,8 @@ impl LocalAnalyzer {
             prompt_ms: v["prompt_ms"].as_f64().unwrap_or(0.0),
             generate_ms: v["generate_ms"].as_f64().unwrap_or(0.0),
             full_grammar_checks: v["full_grammar_checks"].as_u64().unwrap_or(0),
+            drafted_tokens: v["drafted_tokens"].as_u64().unwrap_or(0),
+            accepted_tokens: v["accepted_tokens"].as_u64().unwrap_or(0),
         };
         tracing::info!(backend = %self.label(), ?stats, "local LLM call");
         self.last_calls.push(stats);

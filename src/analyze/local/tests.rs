@@ -156,6 +156,11 @@ fn real_ami_meeting_gets_a_multi_party_analysis() {
             assert!(o.starts_with("Speaker0") && o.len() == 9 || !o.starts_with("Speaker"), "{item:?}");
         }
     }
+    // Prompt lookup drafted tokens (speaker labels, names, the JSON of earlier calls) and
+    // greedy decoding kept some of them; none kept beyond those drafted.
+    let (drafted, kept) =
+        a.last_calls.iter().fold((0, 0), |(d, k), c| (d + c.drafted_tokens, k + c.accepted_tokens));
+    assert!(kept > 0 && kept <= drafted, "drafted {drafted}, kept {kept}: {:?}", a.last_calls);
 }
 
 /// Two different meetings back to back: too long for one small context.
