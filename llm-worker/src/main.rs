@@ -1,7 +1,7 @@
 //! `diarized-llm`: runs a GGUF model with llama.cpp in its own process.
 //!
 //! The daemon starts it as `diarized-llm --model FILE [--threads N] [--max-context N]
-//! [--idle-exit-s S]` and speaks JSON lines: one request per stdin line, one reply per stdout
+//! [--idle-exit-s S] [--prefix-cache DIR]` and speaks JSON lines: one request per stdin line, one reply per stdout
 //! line. After the model has loaded the worker prints
 //! `{"ok":true,"ready":true,"n_ctx_train":…}`. Requests:
 //! - `{"op":"count","system":…,"user":…}` → `{"ok":true,"tokens":N}` (the chat-formatted prompt)
@@ -14,6 +14,10 @@
 //! message (a correction round). The context of the last generation is kept: a prompt that
 //! starts like the previous one (the same transcript asked again with a correction) only reads
 //! its new tokens (`reused_tokens` says how many were kept).
+//!
+//! With `--prefix-cache`, a new context starts from the saved KV state of its system message
+//! (saved there by the first worker that read it), so a cold worker reads only the job's own
+//! tokens; `reused_tokens` counts those loaded too.
 //!
 //! Errors are `{"ok":false,"error":…}`. The worker exits with status 0 when stdin closes or after
 //! `--idle-exit-s` seconds without a request (freeing the model's memory).
@@ -60,10 +64,12 @@ struct Args {
     threads: i32,
     max_context: u32,
     idle_exit: Option<Duration>,
+    prefix_cache: Option<std::path::PathBuf>,
 }
 
 fn parse_args() -> Result<Args, WorkerError> {
-    let mut args = Args { model: String::new(), threads: 1, max_context: 16384, idle_exit: None };
+    let mut args =
+        Args { model: String::new(), threads: 1, max_context: 16384, idle_exit: None, prefix_cache: None };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let mut value = || it.next().ok_or_else(|| WorkerError::Usage(format!("{flag} needs a value")));
@@ -78,6 +84,7 @@ fn parse_args() -> Result<Args, WorkerError> {
                 let v = value()?;
                 args.max_context = v.parse().ok().filter(|n| *n >= 512).ok_or_else(|| bad(&v))?;
             }
+            "--prefix-cache" => args.prefix_cache = Some(value()?.into()),
             "--idle-exit-s" => {
                 let v = value()?;
                 let s: u64 = v.parse().map_err(|_| bad(&v))?;
@@ -152,6 +159,7 @@ struct Engine {
     model: LlamaModel,
     threads: i32,
     max_context: u32,
+    prefix_cache: Option<PrefixCache>,
 }
 
 impl Engine {
@@ -164,24 +172,43 @@ impl Engine {
         let all = [("system", system), ("user", user)]
             .into_iter()
             .chain(turns.iter().map(|t| (t.role.as_str(), t.content.as_str())));
+        self.chat_tokens(all, true)
+    }
+
+    /// The chat-formatted tokens of `messages`, with the assistant's opening when `reply`.
+    fn chat_tokens<'a>(
+        &self,
+        messages: impl Iterator<Item = (&'a str, &'a str)>,
+        reply: bool,
+    ) -> Result<Vec<LlamaToken>, WorkerError> {
         let prompt = match self.model.chat_template(None) {
             Ok(tmpl) => {
-                let msgs = all
+                let msgs = messages
                     .map(|(role, text)| {
                         LlamaChatMessage::new(role.into(), text.into()).map_err(llama("message"))
                     })
                     .collect::<Result<Vec<_>, _>>()?;
-                self.model.apply_chat_template(&tmpl, &msgs, true).map_err(llama("chat template"))?
+                self.model.apply_chat_template(&tmpl, &msgs, reply).map_err(llama("chat template"))?
             }
             // Qwen's ChatML, for a model file without a template.
             Err(_) => {
                 let mut p: String =
-                    all.map(|(role, text)| format!("<|im_start|>{role}\n{text}<|im_end|>\n")).collect();
-                p.push_str("<|im_start|>assistant\n");
+                    messages.map(|(role, text)| format!("<|im_start|>{role}\n{text}<|im_end|>\n")).collect();
+                if reply {
+                    p.push_str("<|im_start|>assistant\n");
+                }
                 p
             }
         };
         Ok(self.model.vocab().tokenize(prompt.as_bytes(), true, true))
+    }
+
+    /// How many leading tokens of `tokens` are the system message (0 when they are not).
+    fn system_prefix(&self, system: &str, tokens: &[LlamaToken]) -> usize {
+        match self.chat_tokens(std::iter::once(("system", system)), false) {
+            Ok(prefix) if !prefix.is_empty() && tokens.starts_with(&prefix) => prefix.len(),
+            _ => 0,
+        }
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -236,16 +263,37 @@ impl Engine {
         };
 
         let t0 = Instant::now();
+        // A new context starts from the system message's KV state saved by an earlier worker
+        // (or saves it for the next one): the instructions are the same for every job.
+        let mut save_prefix = None;
+        if reused == 0
+            && let Some(pc) = &self.prefix_cache
+        {
+            let n = self.system_prefix(system, &tokens);
+            if n > 0 && n < tokens.len() {
+                let path = pc.file(&tokens[..n]);
+                match ctx.state_seq_load_file(&path, 0, n) {
+                    Ok((saved, _)) if saved[..] == tokens[..n] => reused = n,
+                    _ => {
+                        ctx.clear_kv_cache();
+                        save_prefix = Some((n, path));
+                    }
+                }
+            }
+        }
         let mut batch = LlamaBatch::new(BATCH, 1);
         let last = tokens.len() - 1;
-        for (c, chunk) in tokens[reused..].chunks(BATCH).enumerate() {
-            batch.clear();
-            for (j, tok) in chunk.iter().enumerate() {
-                let pos = reused + c * BATCH + j;
-                batch.add(*tok, pos as i32, &[0], pos == last).map_err(llama("batch"))?;
+        let mut from = reused;
+        if let Some((n, path)) = save_prefix {
+            read_prompt(&mut ctx, &mut batch, &tokens, 0..n, last)?;
+            from = n;
+            if let Some(pc) = &self.prefix_cache
+                && let Err(e) = pc.save(&ctx, &path, &tokens[..n])
+            {
+                eprintln!("diarized-llm: cannot save the prompt prefix to {}: {e}", path.display());
             }
-            ctx.decode(&mut batch).map_err(llama("decode prompt"))?;
         }
+        read_prompt(&mut ctx, &mut batch, &tokens, from..tokens.len(), last)?;
         let prompt_ms = t0.elapsed().as_secs_f64() * 1e3;
 
         let t1 = Instant::now();
@@ -334,6 +382,77 @@ impl Engine {
             "drafted_tokens": drafted,
             "accepted_tokens": accepted,
         }))
+    }
+}
+
+/// Decodes `tokens[range]` in batches of [`BATCH`], with logits for entry `last` only. The last
+/// batch stays in `batch`.
+fn read_prompt(
+    ctx: &mut LlamaContext<'_>,
+    batch: &mut LlamaBatch,
+    tokens: &[LlamaToken],
+    range: std::ops::Range<usize>,
+    last: usize,
+) -> Result<(), WorkerError> {
+    let start = range.start;
+    for (c, chunk) in tokens[range].chunks(BATCH).enumerate() {
+        batch.clear();
+        for (j, tok) in chunk.iter().enumerate() {
+            let pos = start + c * BATCH + j;
+            batch.add(*tok, pos as i32, &[0], pos == last).map_err(llama("batch"))?;
+        }
+        ctx.decode(batch).map_err(llama("decode prompt"))?;
+    }
+    Ok(())
+}
+
+/// KV states of system messages, one file per model and message, kept across worker processes.
+struct PrefixCache {
+    dir: std::path::PathBuf,
+    /// The model file's name and size: states of one model never load into another.
+    model_tag: String,
+}
+
+impl PrefixCache {
+    fn new(dir: std::path::PathBuf, model: &str) -> Self {
+        let path = std::path::Path::new(model);
+        let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+        Self { dir, model_tag: format!("{name}-{size}") }
+    }
+
+    /// The file for the state after `tokens`.
+    fn file(&self, tokens: &[LlamaToken]) -> std::path::PathBuf {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::hash::DefaultHasher::new();
+        tokens.iter().map(|t| t.0).collect::<Vec<_>>().hash(&mut h);
+        self.dir.join(format!("{}-{:016x}.kv", self.model_tag, h.finish()))
+    }
+
+    /// Writes the state of sequence 0 (holding `tokens`) to `path` through a temporary file, and
+    /// removes this model's other states (left by other versions of the instructions).
+    fn save(
+        &self,
+        ctx: &LlamaContext<'_>,
+        path: &std::path::Path,
+        tokens: &[LlamaToken],
+    ) -> Result<(), String> {
+        std::fs::create_dir_all(&self.dir).map_err(|e| e.to_string())?;
+        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        ctx.state_seq_save_file(&tmp, 0, tokens).map_err(|e| e.to_string())?;
+        std::fs::rename(&tmp, path).map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            e.to_string()
+        })?;
+        let ours = format!("{}-", self.model_tag);
+        for entry in std::fs::read_dir(&self.dir).map_err(|e| e.to_string())?.flatten() {
+            let p = entry.path();
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if p != path && name.starts_with(&ours) && name.ends_with(".kv") {
+                let _ = std::fs::remove_file(p);
+            }
+        }
+        Ok(())
     }
 }
 
@@ -468,7 +587,9 @@ fn run() -> Result<(), WorkerError> {
     backend.void_logs();
     let model = LlamaModel::load_from_file(&backend, &args.model, &LlamaModelParams::default())
         .map_err(llama(&format!("loading {}", args.model)))?;
-    let engine = Engine { backend, model, threads: args.threads, max_context: args.max_context };
+    let prefix_cache = args.prefix_cache.map(|dir| PrefixCache::new(dir, &args.model));
+    let engine =
+        Engine { backend, model, threads: args.threads, max_context: args.max_context, prefix_cache };
     let mut cache: Option<Cache<'_>> = None;
 
     let mut stdout = std::io::stdout().lock();

@@ -11,6 +11,7 @@
 //! merges type and summary, the lists are combined from every part.
 
 use std::collections::VecDeque;
+use std::ffi::OsStr;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
@@ -57,6 +58,9 @@ pub struct LocalOptions {
     /// [`wait_policy`]): on when jobs run one at a time (`WORKERS=1`), so no other stage
     /// competes for the cores while the model generates.
     pub spin: bool,
+    /// Where the worker keeps the KV state of the system message between processes
+    /// (`MODELS_DIR/llm/prefix-cache`; `None`: read it in every new worker).
+    pub prefix_cache: Option<PathBuf>,
 }
 
 impl LocalOptions {
@@ -72,6 +76,7 @@ impl LocalOptions {
             timeout: Duration::from_secs(30 * 60),
             idle_exit: Duration::from_secs(300),
             spin: cfg.workers == 1,
+            prefix_cache: Some(cfg.models_dir.join("llm").join("prefix-cache")),
         }
     }
 
@@ -199,6 +204,7 @@ impl Worker {
             .args(["--threads", &opts.threads.to_string()])
             .args(["--max-context", &opts.max_context.to_string()])
             .args(["--idle-exit-s", &opts.idle_exit.as_secs().max(1).to_string()])
+            .args(opts.prefix_cache.iter().flat_map(|dir| [OsStr::new("--prefix-cache"), dir.as_os_str()]))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -307,3 +307,28 @@ fn grouping_for_the_merge_respects_the_budget() {
     assert!(singles.iter().all(|g| g.len() == 1) && singles.len() == 5);
     assert!(group_by_budget(replies(), 25, |_| Err("worker gone".into())).is_err());
 }
+
+#[test]
+fn a_new_worker_starts_from_the_saved_system_message() {
+    let _guard = MODEL_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("prefix");
+    let opts = LocalOptions { prefix_cache: Some(cache.clone()), ..options() };
+    let segments =
+        one_speaker("The new release moves to Friday because the login bug on old phones is still open.");
+    let mut first = LocalAnalyzer::new(opts.clone());
+    let a = analyze(&mut first, &segments);
+    let read_all = first.last_calls[0].clone();
+    drop(first);
+    let saved: Vec<_> = std::fs::read_dir(&cache).unwrap().flatten().map(|e| e.path()).collect();
+    assert_eq!(saved.len(), 1, "{saved:?}");
+    let mut second = LocalAnalyzer::new(opts);
+    let b = analyze(&mut second, &segments);
+    // The first worker read its whole prompt; the second, a new process, loaded the system
+    // message and read only the rest, and (the same arithmetic on the same tokens) replied the same.
+    let loaded = &second.last_calls[0];
+    assert_eq!(read_all.reused_tokens, 0, "{read_all:?}");
+    assert_eq!(loaded.prompt_tokens, read_all.prompt_tokens);
+    assert!(loaded.reused_tokens > 100 && loaded.reused_tokens < loaded.prompt_tokens, "{loaded:?}");
+    assert_eq!(a, b);
+}
