@@ -110,7 +110,12 @@ pub const SPIN_COUNT: &str = "3000";
 /// one (`OMP_WAIT_POLICY` or `GOMP_SPINCOUNT`, kept for benchmarks), else a brief spin
 /// ([`SPIN_COUNT`]) or sleeping at once (`OMP_WAIT_POLICY=PASSIVE`).
 pub fn wait_policy(spin: bool) -> Option<(&'static str, &'static str)> {
-    if std::env::var_os("OMP_WAIT_POLICY").is_some() || std::env::var_os("GOMP_SPINCOUNT").is_some() {
+    wait_policy_in(spin, |key| std::env::var_os(key).is_some())
+}
+
+/// [`wait_policy`] with `has_env` saying which variables the environment sets.
+fn wait_policy_in(spin: bool, has_env: impl Fn(&str) -> bool) -> Option<(&'static str, &'static str)> {
+    if has_env("OMP_WAIT_POLICY") || has_env("GOMP_SPINCOUNT") {
         None
     } else if spin {
         Some(("GOMP_SPINCOUNT", SPIN_COUNT))

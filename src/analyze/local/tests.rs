@@ -332,3 +332,18 @@ fn a_new_worker_starts_from_the_saved_system_message() {
     assert!(loaded.reused_tokens > 100 && loaded.reused_tokens < loaded.prompt_tokens, "{loaded:?}");
     assert_eq!(a, b);
 }
+
+#[test]
+fn threads_spin_briefly_only_when_jobs_run_one_at_a_time() {
+    let alone = LocalOptions::from_config(&Config::default(), MODEL);
+    let shared = LocalOptions::from_config(&Config { workers: 2, ..Config::default() }, MODEL);
+    assert!(alone.spin && !shared.spin);
+    let none = |_: &str| false;
+    assert_eq!(wait_policy_in(alone.spin, none), Some(("GOMP_SPINCOUNT", SPIN_COUNT)));
+    assert_eq!(wait_policy_in(shared.spin, none), Some(("OMP_WAIT_POLICY", "PASSIVE")));
+    // A setting in the environment is the worker's, whatever the workers.
+    for key in ["OMP_WAIT_POLICY", "GOMP_SPINCOUNT"] {
+        assert_eq!(wait_policy_in(true, |k| k == key), None);
+        assert_eq!(wait_policy_in(false, |k| k == key), None);
+    }
+}
