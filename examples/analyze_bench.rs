@@ -208,7 +208,9 @@ fn main() {
     };
     line["model"] = json!(model);
     let env = |k: &str| std::env::var(k).ok().map(|v| format!("{k}={v}"));
-    line["wait"] = json!(match wait_policy(true) {
+    // The setting the daemon's default configuration gives the worker (as `analyzer` builds it).
+    let spin = LocalOptions::from_config(&Config::default(), model).spin;
+    line["wait"] = json!(match wait_policy(spin) {
         Some((k, v)) => format!("{k}={v}"),
         None => env("OMP_WAIT_POLICY").or_else(|| env("GOMP_SPINCOUNT")).unwrap_or_default(),
     });

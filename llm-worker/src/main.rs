@@ -1,8 +1,8 @@
 //! `diarized-llm`: runs a GGUF model with llama.cpp in its own process.
 //!
 //! The daemon starts it as `diarized-llm --model FILE [--threads N] [--max-context N]
-//! [--idle-exit-s S] [--prefix-cache DIR]` and speaks JSON lines: one request per stdin line, one reply per stdout
-//! line. After the model has loaded the worker prints
+//! [--idle-exit-s S] [--prefix-cache DIR]` and speaks JSON lines: one request per stdin line,
+//! one reply per stdout line. After the model has loaded the worker prints
 //! `{"ok":true,"ready":true,"n_ctx_train":…}`. Requests:
 //! - `{"op":"count","system":…,"user":…}` → `{"ok":true,"tokens":N}` (the chat-formatted prompt)
 //! - `{"op":"generate","system":…,"user":…,"grammar":…,"max_tokens":N,"greedy_first":true}` →
@@ -211,6 +211,36 @@ impl Engine {
         }
     }
 
+    /// Starts a new context from the system message's KV state saved by an earlier worker, or
+    /// reads the system message and saves its state for the next one (the instructions are the
+    /// same for every job). Returns the tokens loaded (not read) and the tokens now in the
+    /// context; `(0, 0)` without a prefix cache or a system message to keep.
+    fn start_from_system(
+        &self,
+        ctx: &mut LlamaContext<'_>,
+        batch: &mut LlamaBatch,
+        system: &str,
+        tokens: &[LlamaToken],
+    ) -> Result<(usize, usize), WorkerError> {
+        let Some(pc) = &self.prefix_cache else { return Ok((0, 0)) };
+        let n = self.system_prefix(system, tokens);
+        if n == 0 || n >= tokens.len() {
+            return Ok((0, 0));
+        }
+        let path = pc.file(&tokens[..n]);
+        if let Ok((saved, _)) = ctx.state_seq_load_file(&path, 0, n)
+            && saved[..] == tokens[..n]
+        {
+            return Ok((n, n));
+        }
+        ctx.clear_kv_cache();
+        read_prompt(ctx, batch, tokens, 0..n, tokens.len() - 1)?;
+        if let Err(e) = pc.save(ctx, &path, &tokens[..n]) {
+            eprintln!("diarized-llm: cannot save the prompt prefix to {}: {e}", path.display());
+        }
+        Ok((0, n))
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn generate<'m>(
         &'m self,
@@ -263,35 +293,11 @@ impl Engine {
         };
 
         let t0 = Instant::now();
-        // A new context starts from the system message's KV state saved by an earlier worker
-        // (or saves it for the next one): the instructions are the same for every job.
-        let mut save_prefix = None;
-        if reused == 0
-            && let Some(pc) = &self.prefix_cache
-        {
-            let n = self.system_prefix(system, &tokens);
-            if n > 0 && n < tokens.len() {
-                let path = pc.file(&tokens[..n]);
-                match ctx.state_seq_load_file(&path, 0, n) {
-                    Ok((saved, _)) if saved[..] == tokens[..n] => reused = n,
-                    _ => {
-                        ctx.clear_kv_cache();
-                        save_prefix = Some((n, path));
-                    }
-                }
-            }
-        }
         let mut batch = LlamaBatch::new(BATCH, 1);
         let last = tokens.len() - 1;
         let mut from = reused;
-        if let Some((n, path)) = save_prefix {
-            read_prompt(&mut ctx, &mut batch, &tokens, 0..n, last)?;
-            from = n;
-            if let Some(pc) = &self.prefix_cache
-                && let Err(e) = pc.save(&ctx, &path, &tokens[..n])
-            {
-                eprintln!("diarized-llm: cannot save the prompt prefix to {}: {e}", path.display());
-            }
+        if reused == 0 {
+            (reused, from) = self.start_from_system(&mut ctx, &mut batch, system, &tokens)?;
         }
         read_prompt(&mut ctx, &mut batch, &tokens, from..tokens.len(), last)?;
         let prompt_ms = t0.elapsed().as_secs_f64() * 1e3;
@@ -425,7 +431,8 @@ impl PrefixCache {
     fn file(&self, tokens: &[LlamaToken]) -> std::path::PathBuf {
         use std::hash::{Hash, Hasher};
         let mut h = std::hash::DefaultHasher::new();
-        tokens.iter().map(|t| t.0).collect::<Vec<_>>().hash(&mut h);
+        tokens.len().hash(&mut h);
+        tokens.iter().for_each(|t| t.0.hash(&mut h));
         self.dir.join(format!("{}-{:016x}.kv", self.model_tag, h.finish()))
     }
 
