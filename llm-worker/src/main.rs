@@ -13,7 +13,9 @@
 //! Both take optional `"turns":[{"role":"assistant"|"user","content":…},…]` after the user
 //! message (a correction round). The context of the last generation is kept: a prompt that
 //! starts like the previous one (the same transcript asked again with a correction) only reads
-//! its new tokens (`reused_tokens` says how many were kept).
+//! its new tokens (`reused_tokens` says how many were kept). An assistant turn that repeats one
+//! of the worker's last replies keeps the tokens it was generated as, so a follow-up question
+//! after a reply reads only the question.
 //!
 //! With `--prefix-cache`, a new context starts from the saved KV state of its system message
 //! (saved there by the first worker that read it), so a cold worker reads only the job's own
@@ -25,6 +27,7 @@
 //! It is a separate process because whisper-rs and llama-cpp-2 each link a static ggml whose
 //! symbols collide in one binary; it also keeps a crash or OOM out of the daemon.
 
+use std::borrow::Cow;
 use std::io::{BufRead, Write};
 use std::num::NonZeroU32;
 use std::sync::mpsc;
@@ -138,6 +141,23 @@ struct Turn {
 struct Cache<'m> {
     ctx: LlamaContext<'m>,
     tokens: Vec<LlamaToken>,
+    /// The latest replies, newest last.
+    replies: Vec<Reply>,
+}
+
+/// A reply this worker generated: its text and the tokens it was generated as.
+struct Reply {
+    text: String,
+    tokens: Vec<LlamaToken>,
+}
+
+/// Replies remembered for [`Engine::prompt_tokens`] (a job's calls repeat the last few).
+const REPLIES_KEPT: usize = 4;
+
+/// Stands in for known reply `i` while the chat template is applied (private-use characters,
+/// which no transcript or reply holds).
+fn reply_mark(i: usize) -> String {
+    format!("\u{E000}{i}\u{E001}")
 }
 
 /// Context tokens reserved beyond a request, so a correction round fits the same context.
@@ -163,16 +183,48 @@ struct Engine {
 }
 
 impl Engine {
+    /// The chat-formatted tokens of a request. An assistant turn that repeats a reply this
+    /// worker generated (`replies`) gets the tokens it was generated as, not a fresh
+    /// tokenization (which often splits the same text differently), so the KV entries of that
+    /// reply, still in the context, are kept instead of read again.
     fn prompt_tokens(
         &self,
         system: &str,
         user: &str,
         turns: &[Turn],
+        replies: &[Reply],
     ) -> Result<Vec<LlamaToken>, WorkerError> {
-        let all = [("system", system), ("user", user)]
-            .into_iter()
-            .chain(turns.iter().map(|t| (t.role.as_str(), t.content.as_str())));
-        self.chat_tokens(all, true)
+        // Known replies are replaced by marks, rendered, and their tokens put where the marks are.
+        let mut spliced = Vec::new();
+        let contents: Vec<(&str, Cow<str>)> = turns
+            .iter()
+            .map(|t| match replies.iter().find(|r| t.role == "assistant" && r.text == t.content) {
+                Some(r) => {
+                    spliced.push(r);
+                    (t.role.as_str(), Cow::Owned(reply_mark(spliced.len() - 1)))
+                }
+                None => (t.role.as_str(), Cow::Borrowed(t.content.as_str())),
+            })
+            .collect();
+        let head = [("system", system), ("user", user)];
+        let text =
+            self.chat_text(head.into_iter().chain(contents.iter().map(|(r, c)| (*r, c.as_ref()))), true)?;
+        let vocab = self.model.vocab();
+        // Each mark must appear once, in order; a template that rewrote them gets plain text.
+        let mut tokens = Vec::new();
+        let mut rest = text.as_str();
+        for (i, reply) in spliced.iter().enumerate() {
+            let Some((before, after)) = rest.split_once(&reply_mark(i)) else {
+                let plain =
+                    head.into_iter().chain(turns.iter().map(|t| (t.role.as_str(), t.content.as_str())));
+                return self.chat_tokens(plain, true);
+            };
+            tokens.extend(vocab.tokenize(before.as_bytes(), tokens.is_empty(), true));
+            tokens.extend_from_slice(&reply.tokens);
+            rest = after;
+        }
+        tokens.extend(vocab.tokenize(rest.as_bytes(), tokens.is_empty(), true));
+        Ok(tokens)
     }
 
     /// The chat-formatted tokens of `messages`, with the assistant's opening when `reply`.
@@ -181,7 +233,17 @@ impl Engine {
         messages: impl Iterator<Item = (&'a str, &'a str)>,
         reply: bool,
     ) -> Result<Vec<LlamaToken>, WorkerError> {
-        let prompt = match self.model.chat_template(None) {
+        let text = self.chat_text(messages, reply)?;
+        Ok(self.model.vocab().tokenize(text.as_bytes(), true, true))
+    }
+
+    /// `messages` in the model's chat template, with the assistant's opening when `reply`.
+    fn chat_text<'a>(
+        &self,
+        messages: impl Iterator<Item = (&'a str, &'a str)>,
+        reply: bool,
+    ) -> Result<String, WorkerError> {
+        Ok(match self.model.chat_template(None) {
             Ok(tmpl) => {
                 let msgs = messages
                     .map(|(role, text)| {
@@ -199,8 +261,7 @@ impl Engine {
                 }
                 p
             }
-        };
-        Ok(self.model.vocab().tokenize(prompt.as_bytes(), true, true))
+        })
     }
 
     /// How many leading tokens of `tokens` are the system message (0 when they are not).
@@ -254,7 +315,8 @@ impl Engine {
         repeat_penalty: f32,
         speculate: bool,
     ) -> Result<Value, WorkerError> {
-        let tokens = self.prompt_tokens(system, user, turns)?;
+        let mut replies = cache.as_mut().map(|c| std::mem::take(&mut c.replies)).unwrap_or_default();
+        let tokens = self.prompt_tokens(system, user, turns, &replies)?;
         if tokens.is_empty() {
             return Err(WorkerError::Llama("empty prompt".into()));
         }
@@ -374,7 +436,11 @@ impl Engine {
         let text =
             String::from_utf8(out).map_err(|e| WorkerError::Llama(format!("output is not UTF-8: {e}")))?;
         let n_ctx = ctx.n_ctx();
-        *cache = Some(Cache { ctx, tokens: in_cache });
+        if replies.len() == REPLIES_KEPT {
+            replies.remove(0);
+        }
+        replies.push(Reply { text: text.clone(), tokens: in_cache[tokens.len()..].to_vec() });
+        *cache = Some(Cache { ctx, tokens: in_cache, replies });
         Ok(json!({
             "ok": true,
             "text": text,
@@ -628,9 +694,9 @@ fn run() -> Result<(), WorkerError> {
         }
         let answer = match serde_json::from_str::<Request>(&line) {
             Err(e) => Err(WorkerError::Usage(format!("bad request: {e}"))),
-            Ok(Request::Count { system, user, turns }) => {
-                engine.prompt_tokens(&system, &user, &turns).map(|t| json!({"ok": true, "tokens": t.len()}))
-            }
+            Ok(Request::Count { system, user, turns }) => engine
+                .prompt_tokens(&system, &user, &turns, &[])
+                .map(|t| json!({"ok": true, "tokens": t.len()})),
             Ok(Request::Generate {
                 system,
                 user,

@@ -161,6 +161,11 @@ fn real_ami_meeting_gets_a_multi_party_analysis() {
     let (drafted, kept) =
         a.last_calls.iter().fold((0, 0), |(d, k), c| (d + c.drafted_tokens, k + c.accepted_tokens));
     assert!(kept > 0 && kept <= drafted, "drafted {drafted}, kept {kept}: {:?}", a.last_calls);
+    // The summary call repeats the lists reply as the assistant's turn: its tokens are the ones
+    // generated, still in the context, so only the summary request is read (a fresh tokenization
+    // split the reply differently and read most of it again).
+    let (lists, summary) = (&a.last_calls[0], &a.last_calls[1]);
+    assert_eq!(summary.reused_tokens, lists.prompt_tokens + lists.generated_tokens, "{:?}", a.last_calls);
 }
 
 /// Two different meetings back to back: too long for one small context.
