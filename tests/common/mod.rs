@@ -80,6 +80,9 @@ impl Daemon {
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("HOME", std::env::var("HOME").unwrap_or_default())
+            // The API's private socket folder goes into the test's folder, which is removed
+            // with it: the daemon removes it on a clean exit, but tests end it with SIGKILL.
+            .env("RUNTIME_DIRECTORY", dir.path())
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&stderr_log).unwrap());
         for (k, v) in &env {
