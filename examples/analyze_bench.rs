@@ -8,9 +8,10 @@
 
 use std::time::Instant;
 
-use diarized::analyze::checks::{self, MAX_OVERLAP};
+use diarized::analyze::checks::MAX_OVERLAP;
 use diarized::analyze::local::{CallStats, LocalAnalyzer, LocalOptions, wait_policy};
 use diarized::analyze::schema;
+use diarized::analyze::text;
 use diarized::config::Config;
 use diarized::model::{Analysis, Segment};
 use diarized::pipeline::{AnalysisInput, Analyzer};
@@ -111,16 +112,14 @@ fn score(a: &Analysis, multi_expected: bool) -> Value {
     let named = labels.iter().filter(|l| summary.contains(l.as_str())).count();
     let the_speaker =
         summary.to_lowercase().contains("the speaker ") || summary.to_lowercase().contains("the speaker.");
-    let sentences = checks::sentences(&summary);
-    let max_overlap = keypoints
-        .iter()
-        .flat_map(|k| sentences.iter().map(move |s| checks::overlap(k, s)))
-        .fold(0.0, f64::max);
+    let sentences = text::sentences(&summary);
+    let max_overlap =
+        keypoints.iter().flat_map(|k| sentences.iter().map(move |s| text::overlap(k, s))).fold(0.0, f64::max);
     let dup_pairs = keypoints
         .iter()
         .enumerate()
         .flat_map(|(i, k)| keypoints[..i].iter().map(move |o| (k, o)))
-        .filter(|(k, o)| checks::overlap(k, o) >= MAX_OVERLAP || checks::overlap(o, k) >= MAX_OVERLAP)
+        .filter(|(k, o)| text::overlap(k, o) >= MAX_OVERLAP || text::overlap(o, k) >= MAX_OVERLAP)
         .count();
     let type_right = schema::allowed_types(multi_expected).contains(&ty.as_str());
     let summary_ok = (2..=5).contains(&sentences.len()) && (!multi_expected || (named >= 2 && !the_speaker));

@@ -5,7 +5,8 @@
 //!
 //! Rules (issue 13): `conversation_type` fits the number of participants; the summary has 2–5
 //! sentences and, for several participants, names at least two of them and never says "the
-//! speaker"; 3–7 keypoints, each attributable to the transcript (most of its words occur there),
+//! speaker"; 3–7 keypoints (at least one, and no more required than the transcript has
+//! statements), each attributable to the transcript (most of its words occur there),
 //! none a copy of a summary sentence (content-word overlap < 60 %), no two alike; 1–5 short
 //! topics; action-item owners are speakers of the transcript, names it contains, or null.
 
@@ -16,8 +17,9 @@ use super::facts::Facts;
 use super::schema::{
     ACTION_ITEMS_MAX, KEYPOINTS_MAX, KEYPOINTS_MIN, MONOLOGUE_TYPES, MULTI_PARTY_TYPES, MergeReply, Reply,
     SUMMARY_SENTENCES_MAX, SUMMARY_SENTENCES_MIN, TOPIC_MAX_WORDS, TOPICS_MAX, TOPICS_MIN, allowed_types,
-    constraints,
+    constraints, keypoints_min,
 };
+use super::text::{STOPWORDS, content_words, overlap, sentences};
 use super::{commitments, quotes};
 use crate::model::ActionItem;
 
@@ -33,97 +35,6 @@ pub const MIN_KEYPOINT_GROUNDING: f64 = 0.7;
 /// A keypoint sharing a run of this many words (labels aside) with the prompt's own lines
 /// repeats the prompt, not the conversation.
 const ECHO_WORDS: usize = 5;
-
-/// Words that carry no fact (English and German function words).
-const STOPWORDS: &[&str] = &[
-    "a", "an", "the", "and", "or", "but", "of", "to", "in", "on", "at", "for", "with", "by", "from", "as",
-    "is", "are", "was", "were", "be", "been", "being", "it", "its", "this", "that", "these", "those", "they",
-    "them", "their", "he", "she", "his", "her", "we", "our", "you", "your", "i", "my", "me", "will", "would",
-    "should", "can", "could", "has", "have", "had", "do", "does", "did", "not", "no", "so", "also", "about",
-    "into", "than", "then", "there", "which", "who", "what", "when", "how", "all", "any", "some", "more",
-    "very", "if", "up", "out", "one", "der", "die", "das", "und", "ist", "ein", "eine", "zu", "den", "mit",
-    "von", "nicht", "es", "sie", "wir", "auf", "für", "im", "dem", "des",
-];
-
-/// Lower-cased content words of `text` (stop words dropped, a plural `s` cut).
-pub fn content_words(text: &str) -> BTreeSet<String> {
-    text.split(|c: char| !c.is_alphanumeric())
-        .filter(|w| !w.is_empty())
-        .map(str::to_lowercase)
-        .filter(|w| !STOPWORDS.contains(&w.as_str()))
-        .map(|w| match w.strip_suffix('s') {
-            Some(stem) if stem.chars().count() >= 3 && !stem.ends_with('s') => stem.to_string(),
-            _ => w,
-        })
-        .collect()
-}
-
-/// Share of `a`'s content words that also occur in `b` (0 when `a` has none).
-pub fn overlap(a: &str, b: &str) -> f64 {
-    let (a, b) = (content_words(a), content_words(b));
-    if a.is_empty() {
-        return 0.0;
-    }
-    a.intersection(&b).count() as f64 / a.len() as f64
-}
-
-/// The sentences of `text`: split after `.`, `!` or `?` followed by a space and an upper-case
-/// letter, a digit or a quote (so "e.g. this" and "2.5" stay whole), except after a title or an
-/// initial ("Mr. Jensen", "J. Smith").
-pub fn sentences(text: &str) -> Vec<&str> {
-    let mut out = Vec::new();
-    let mut start = 0;
-    let chars: Vec<(usize, char)> = text.char_indices().collect();
-    for i in 0..chars.len() {
-        let (pos, c) = chars[i];
-        if !matches!(c, '.' | '!' | '?') {
-            continue;
-        }
-        let next = chars.get(i + 1).map(|x| x.1);
-        let after = chars.get(i + 2).map(|x| x.1);
-        let boundary = match next {
-            None => true,
-            Some(n) if n.is_whitespace() => {
-                after.is_none_or(|a| a.is_uppercase() || a.is_ascii_digit() || matches!(a, '"' | '\''))
-            }
-            _ => false,
-        };
-        if boundary && !(c == '.' && abbreviation_before(&text[start..pos])) {
-            let s = text[start..pos + c.len_utf8()].trim();
-            if !s.is_empty() {
-                out.push(s);
-            }
-            start = pos + c.len_utf8();
-        }
-    }
-    let rest = text[start..].trim();
-    if !rest.is_empty() {
-        out.push(rest);
-    }
-    out
-}
-
-/// Every sentence of a clean transcript (`Label: text` lines) with its speaker's label, in
-/// transcript order: what quotes and commitments are taken from.
-pub fn labelled_sentences(clean: &str) -> impl Iterator<Item = (&str, &str)> {
-    clean
-        .lines()
-        .filter_map(|l| l.split_once(':'))
-        .flat_map(|(label, text)| sentences(text.trim()).into_iter().map(move |s| (label.trim(), s)))
-}
-
-/// Titles and abbreviations after which a full stop ends no sentence ("Mr. Jensen").
-const ABBREVIATIONS: &[&str] =
-    &["mr", "mrs", "ms", "dr", "prof", "st", "jr", "sr", "vs", "etc", "nr", "hr", "fr", "frau", "herr"];
-
-/// Whether `text` ends in a word that a full stop abbreviates: a title from [`ABBREVIATIONS`] or
-/// a single letter (an initial, "J. Smith").
-fn abbreviation_before(text: &str) -> bool {
-    let word = text.rsplit(|c: char| !c.is_alphanumeric()).next().unwrap_or("");
-    let lower = word.to_lowercase();
-    word.chars().count() == 1 && word.chars().all(char::is_alphabetic)
-        || ABBREVIATIONS.contains(&lower.as_str())
-}
 
 /// Whether `summary` calls someone "the speaker" (singular).
 fn says_the_speaker(summary: &str) -> bool {
@@ -247,7 +158,10 @@ pub enum Problem {
     /// The summary shares no content word with the transcript (a reply about the rules, or in
     /// another language).
     SummaryUngrounded,
-    KeypointCount(usize),
+    KeypointCount {
+        n: usize,
+        min: usize,
+    },
     KeypointCopiesSummary {
         index: usize,
         overlap: f64,
@@ -297,8 +211,8 @@ impl fmt::Display for Problem {
                 f,
                 "the summary uses none of the transcript's words; summarise what is said, in its language"
             ),
-            Problem::KeypointCount(n) => {
-                write!(f, "there are {n} keypoints; give {KEYPOINTS_MIN} to {KEYPOINTS_MAX}")
+            Problem::KeypointCount { n, min } => {
+                write!(f, "there are {n} keypoints; give {min} to {KEYPOINTS_MAX}")
             }
             Problem::KeypointCopiesSummary { index, overlap } => write!(
                 f,
@@ -353,7 +267,7 @@ pub fn check(reply: &Reply, facts: &Facts) -> Vec<Problem> {
         out.push(Problem::TypeForbidden { ty: reply.conversation_type.clone(), multi_party });
     }
     out.extend(check_summary(&reply.summary, facts));
-    out.extend(check_keypoints(&reply.keypoints, &reply.summary));
+    out.extend(check_keypoints(&reply.keypoints, &reply.summary, keypoints_min(facts)));
     for (index, k) in reply.keypoints.iter().enumerate() {
         let share = grounding(k, facts);
         if share < MIN_KEYPOINT_GROUNDING {
@@ -407,10 +321,10 @@ pub fn check_summary(summary: &str, facts: &Facts) -> Vec<Problem> {
 }
 
 /// The keypoints' problems: count, copies of summary sentences, duplicates.
-pub fn check_keypoints(keypoints: &[String], summary: &str) -> Vec<Problem> {
+pub fn check_keypoints(keypoints: &[String], summary: &str, min: usize) -> Vec<Problem> {
     let mut out = Vec::new();
-    if !(KEYPOINTS_MIN..=KEYPOINTS_MAX).contains(&keypoints.len()) {
-        out.push(Problem::KeypointCount(keypoints.len()));
+    if !(min..=KEYPOINTS_MAX).contains(&keypoints.len()) {
+        out.push(Problem::KeypointCount { n: keypoints.len(), min });
     }
     let sents = sentences(summary);
     for (i, k) in keypoints.iter().enumerate() {
@@ -775,7 +689,7 @@ fn passing_keypoints(reply: &Reply, facts: &Facts) -> Vec<String> {
 
 /// Gives keypoints room in the summary. A small model writes its summary from its keypoints, so
 /// each fact ends up in both and every keypoint "copies" a summary sentence. The summary is the
-/// overview and a keypoint the detail: while fewer than [`KEYPOINTS_MIN`] `candidates` pass, the
+/// overview and a keypoint the detail: while fewer than [`keypoints_min`] `candidates` pass, the
 /// summary sentence whose removal lets the most of them pass is dropped, as long as the summary
 /// keeps [`SUMMARY_SENTENCES_MIN`] sentences and names as many participants as it must (a
 /// dropped sentence's "who said what" lives on in the keypoint that repeated it).
@@ -785,7 +699,7 @@ fn make_room(summary: &str, candidates: &[&String], facts: &Facts) -> String {
     loop {
         let now = passing(&summary, candidates, facts).len();
         let sents = sentences(&summary);
-        if now >= KEYPOINTS_MIN || sents.len() <= SUMMARY_SENTENCES_MIN {
+        if now >= keypoints_min(facts) || sents.len() <= SUMMARY_SENTENCES_MIN {
             return summary;
         }
         let best = (0..sents.len())
@@ -846,16 +760,17 @@ fn echoes_prompt(keypoint: &str, facts: &Facts) -> bool {
     words(keypoint).windows(ECHO_WORDS).any(|run| runs.contains(run))
 }
 
-/// The request for more keypoints when `reply` has fewer than [`KEYPOINTS_MIN`] that pass the
+/// The request for more keypoints when `reply` has fewer than [`keypoints_min`] that pass the
 /// rules (a kept copy of the summary does not count); `None` when it has enough. It lists the
 /// kept keypoints but not the summary (shown its summary, a small model offers its sentences
 /// again); offered keypoints that repeat the summary are refused by [`add_keypoints`].
 pub fn top_up_request(reply: &Reply, facts: &Facts, language: &str) -> Option<TopUp> {
     let good = passing_keypoints(reply, facts);
-    if good.len() >= KEYPOINTS_MIN {
+    let wanted = keypoints_min(facts);
+    if good.len() >= wanted {
         return None;
     }
-    let missing = KEYPOINTS_MIN - good.len();
+    let missing = wanted - good.len();
     let max = (KEYPOINTS_MAX - good.len()).min(missing + 2);
     let min = (missing + 1).min(max);
     let mut prompt = String::new();
@@ -885,19 +800,20 @@ pub fn add_keypoints(reviewed: &mut Reviewed, facts: &Facts, more: &[String]) {
     reviewed.topped_up = Some(extend_keypoints(reviewed, facts, more));
 }
 
-/// When fewer than [`KEYPOINTS_MIN`] keypoints pass, quotes the transcript's most informative
+/// When fewer than [`keypoints_min`] keypoints pass, quotes the transcript's most informative
 /// statements ([`quotes::statements`] of `clean`) that pass the rules, until enough do: the
 /// last resort after the model's own keypoints and its top-up, for either backend.
 pub fn add_quotes(reviewed: &mut Reviewed, facts: &Facts, clean: &str) {
     let have = passing_keypoints(&reviewed.reply, facts).len();
-    if have >= KEYPOINTS_MIN {
+    let wanted = keypoints_min(facts);
+    if have >= wanted {
         return;
     }
     let statements = quotes::statements(clean);
     let candidates: Vec<&String> = reviewed.reply.keypoints.iter().chain(&statements).collect();
     // The passing keypoints come first, then the passing quotes: keep those up to the minimum.
     let mut kept = passing(&reviewed.reply.summary, &candidates, facts);
-    kept.truncate(KEYPOINTS_MIN);
+    kept.truncate(wanted);
     let picked = kept.split_off(have);
     if !picked.is_empty() {
         reviewed.quoted = extend_keypoints(reviewed, facts, &picked);
@@ -924,7 +840,7 @@ pub fn fill_from_transcript(reviewed: &mut Reviewed, facts: &Facts, clean: &str)
 
 /// One part of a long transcript made to obey the rules without asking the model again (the
 /// merge reads only its gist): repaired, then quoted from `clean`, the part's own text, when
-/// fewer than [`KEYPOINTS_MIN`] keypoints pass, so that every part brings facts of its own to
+/// fewer than [`keypoints_min`] keypoints pass, so that every part brings facts of its own to
 /// the merge.
 pub fn settle_part(reply: Reply, facts: &Facts, clean: &str) -> Reply {
     let mut reviewed = Reviewed::new(repair(reply, facts, &[]), Vec::new(), false, true);

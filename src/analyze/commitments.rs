@@ -4,8 +4,8 @@
 //! The last resort after the model, as [`super::quotes`] is for keypoints: the speaker's words
 //! are kept as said, never rewritten.
 
-use super::checks::{content_words, labelled_sentences};
 use super::quotes::MAX_WORDS;
+use super::text::{content_words, labelled_sentences};
 use crate::model::ActionItem;
 
 /// Openings of a commitment by the speaker, in lower case (curly apostrophes normalised).

@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::clean::speaker_labels;
+use super::text::{content_words, labelled_sentences};
 use crate::model::Segment;
 
 /// A speaker counts as a participant with at least this many words…
@@ -32,6 +33,8 @@ pub struct Facts {
     pub duration_s: Option<f64>,
     /// Every word of the transcript, lower-cased (to tell a name it contains).
     pub vocabulary: BTreeSet<String>,
+    /// Sentences of the transcript with at least two content words: what could state a fact.
+    pub statements: usize,
 }
 
 impl Facts {
@@ -71,7 +74,8 @@ impl Facts {
                 None => speakers.push(SpeakerShare { label: label.into(), words, turns: 1, seconds: None }),
             }
         }
-        let mut facts = Self { speakers, duration_s: None, vocabulary };
+        let statements = labelled_sentences(clean).filter(|(_, s)| content_words(s).len() >= 2).count();
+        let mut facts = Self { speakers, duration_s: None, vocabulary, statements };
         facts.sort();
         facts
     }
@@ -162,6 +166,7 @@ mod tests {
         assert!(f.is_multi_party());
         let d = f.describe();
         assert!(d.contains("0 min 12 s") && d.contains("Speaker00 83 % (2 turns)"), "{d}");
+        assert_eq!(f.statements, 3);
     }
 
     #[test]

@@ -2,8 +2,9 @@
 //!
 //! The worker is started on the first job, spoken to in JSON lines over stdin/stdout, and
 //! restarted on the next job if it crashed, timed out or exited after being idle. Output is
-//! constrained by a grammar built for each transcript (types its speakers allow, 3–7 keypoints,
-//! owners among its labels), the summary asked for after the lists; the reply is checked
+//! constrained by a grammar built for each transcript (types its speakers allow, 3–7 keypoints
+//! or fewer for a short one, owners among its labels), the summary asked for after the lists;
+//! the reply is checked
 //! ([`super::checks`]): a wrong type or summary is asked for once more with a correction,
 //! keypoints that break the rules are dropped and the missing ones asked for alone, the rest
 //! is repaired. The clean transcript is built in Rust.

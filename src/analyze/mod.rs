@@ -17,6 +17,7 @@ pub mod gemini;
 pub mod local;
 pub mod quotes;
 pub mod schema;
+pub mod text;
 
 use std::collections::BTreeSet;
 

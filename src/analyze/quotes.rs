@@ -5,7 +5,7 @@
 
 use std::collections::HashSet;
 
-use super::checks::{content_words, labelled_sentences};
+use super::text::{content_words, labelled_sentences};
 
 /// A sentence needs at least this many content words to say something on its own ("Okay, go for
 /// it." does not).

@@ -64,6 +64,15 @@ pub const SUMMARY_SENTENCES_MAX: usize = 5;
 pub const TOPICS_MIN: usize = 1;
 pub const TOPICS_MAX: usize = 5;
 pub const TOPIC_MAX_WORDS: usize = 6;
+
+/// The fewest keypoints the transcript of `facts` must give: [`KEYPOINTS_MIN`], or as many as
+/// it has statements when that is fewer (at least one). One sentence does not hold three
+/// distinct facts; asked for three anyway, a model repeats or invents, and asking again for the
+/// missing ones only adds more of that.
+pub fn keypoints_min(facts: &Facts) -> usize {
+    facts.statements.clamp(1, KEYPOINTS_MIN)
+}
+
 /// Most action items.
 pub const ACTION_ITEMS_MAX: usize = 8;
 
@@ -228,6 +237,12 @@ pub(super) fn constraints(facts: &Facts) -> String {
             allowed_types(false).join(", ")
         ));
     }
+    let min = keypoints_min(facts);
+    if min < KEYPOINTS_MIN {
+        s.push_str(&format!(
+            "The transcript is short: give {min} to {KEYPOINTS_MAX} keypoints, no more than the distinct facts it states.\n"
+        ));
+    }
     s
 }
 
@@ -304,7 +319,7 @@ pub fn gemini_response_schema(facts: &Facts) -> Value {
         "properties": {
             "conversation_type": {"type": "STRING", "enum": allowed_types(facts.is_multi_party())},
             "topics": {"type": "ARRAY", "items": {"type": "STRING"}, "minItems": TOPICS_MIN, "maxItems": TOPICS_MAX},
-            "keypoints": {"type": "ARRAY", "items": {"type": "STRING"}, "minItems": KEYPOINTS_MIN, "maxItems": KEYPOINTS_MAX},
+            "keypoints": {"type": "ARRAY", "items": {"type": "STRING"}, "minItems": keypoints_min(facts), "maxItems": KEYPOINTS_MAX},
             "action_items": {"type": "ARRAY", "maxItems": ACTION_ITEMS_MAX, "items": {
                 "type": "OBJECT",
                 "properties": {
@@ -361,7 +376,8 @@ summary ::= {summary}
 
 /// llama.cpp GBNF grammar for the local reply: the fields in a fixed order (topics, keypoints
 /// and action items before the summary that sums them up), only the types this transcript's
-/// speakers allow, 3–7 keypoints, owners among its labels or null, bounded string lengths.
+/// speakers allow, [`keypoints_min`] to 7 keypoints, owners among its labels or null, bounded
+/// string lengths.
 pub fn local_grammar(facts: &Facts) -> String {
     reply_grammar(facts, true)
 }
@@ -375,7 +391,7 @@ pub fn lists_grammar(facts: &Facts) -> String {
 fn reply_grammar(facts: &Facts, with_summary: bool) -> String {
     let owners = quoted(&facts.labels());
     let more_kp = KEYPOINTS_MAX - 1;
-    let min_kp = KEYPOINTS_MIN - 1;
+    let min_kp = keypoints_min(facts) - 1;
     let more_topics = TOPICS_MAX - 1;
     let more_items = ACTION_ITEMS_MAX - 1;
     let summary = if with_summary { r#" "," ws "\"summary\":" ws summary"# } else { "" };
@@ -534,6 +550,13 @@ mod tests {
         ));
         assert!(!one.contains("\\\"meeting\\\"") && one.contains("\\\"speech\\\""));
         assert!(one.contains("\\\"voicemail\\\"") && !one.contains("(\"Speaker00\")"));
+        // One sentence: one keypoint is enough, and the prompt says so; three sentences need three.
+        assert!(one.contains("point (\",\" ws point){0,6}"), "{one}");
+        let short = facts("Speaker00: Ask not what your country can do for you, ask what you can do.");
+        assert_eq!(keypoints_min(&short), 1);
+        assert!(constraints(&short).contains("give 1 to 7 keypoints"));
+        assert_eq!(keypoints_min(&facts(MEETING)), 3);
+        assert!(!constraints(&facts(MEETING)).contains("short"));
         let m = merge_grammar(&facts(MEETING));
         assert!(m.contains("\\\"summary\\\":") && !m.contains("keypoints"));
     }

@@ -126,12 +126,12 @@ fn keypoint_copying_a_summary_sentence_is_caught() {
     let mut r = good();
     r.keypoints[1] = "Speaker01 reports that the Android login crash needs two more days.".into();
     assert_eq!(
-        check_keypoints(&r.keypoints, &r.summary),
+        check_keypoints(&r.keypoints, &r.summary, KEYPOINTS_MIN),
         vec![Problem::KeypointCopiesSummary { index: 1, overlap: 1.0 }]
     );
     // Half the words of a sentence, not a copy.
     r.keypoints[1] = "Android login crash affects only phones with little memory".into();
-    assert_eq!(check_keypoints(&r.keypoints, &r.summary), vec![]);
+    assert_eq!(check_keypoints(&r.keypoints, &r.summary, KEYPOINTS_MIN), vec![]);
 }
 
 #[test]
@@ -141,14 +141,18 @@ fn duplicates_and_counts_are_caught() {
     let p = check_keypoints(
         &kp(&["Budget is fifty euros", "budget is fifty euros!", "Tests on Thursday"]),
         summary,
+        KEYPOINTS_MIN,
     );
     assert_eq!(p, vec![Problem::DuplicateKeypoint { index: 1, of: 0 }]);
     assert_eq!(
-        check_keypoints(&kp(&["One fact", "Another thing"]), summary),
-        vec![Problem::KeypointCount(2)]
+        check_keypoints(&kp(&["One fact", "Another thing"]), summary, KEYPOINTS_MIN),
+        vec![Problem::KeypointCount { n: 2, min: 3 }]
     );
     let eight: Vec<String> = (0..8).map(|i| format!("Fact{i} costs {i}00 euros for team{i}")).collect();
-    assert_eq!(check_keypoints(&eight, summary), vec![Problem::KeypointCount(8)]);
+    assert_eq!(
+        check_keypoints(&eight, summary, KEYPOINTS_MIN),
+        vec![Problem::KeypointCount { n: 8, min: 3 }]
+    );
 }
 
 #[test]
@@ -362,11 +366,14 @@ fn a_kept_copy_of_the_summary_gives_way_to_a_real_keypoint() {
     // Every keypoint copied the summary: the repair kept one rather than none.
     assert_eq!(out.reply.keypoints.len(), 1);
     let request = top_up_request(&out.reply, &f, "").expect("the copy does not count");
-    assert_eq!((request.min, request.max), (4, 5));
+    // One sentence holds one fact: one keypoint is missing, not three.
+    assert_eq!(keypoints_min(&f), 1);
+    assert_eq!((request.min, request.max), (2, 3));
     add_keypoints(&mut out, &f, &["Kennedy wants a tax on imported steel".into()]); // not said
     assert_eq!(out.topped_up, Some(0));
     add_keypoints(&mut out, &f, &["Speaker00 addresses his fellow Americans".into()]);
     assert_eq!(out.reply.keypoints, vec!["Speaker00 addresses his fellow Americans".to_string()]);
+    assert_eq!((check(&out.reply, &f), top_up_request(&out.reply, &f, "")), (vec![], None));
     // Nothing usable: the reply keeps what it had.
     let before = out.reply.clone();
     add_keypoints(&mut out, &f, &["Speaker00 speaks to Americans".into()]);
@@ -403,7 +410,11 @@ fn summary_holding_every_fact() -> Reply {
 fn the_summary_gives_way_to_keypoints_that_repeat_its_details() {
     let f = facts(VOICEMAIL);
     let r = summary_holding_every_fact();
-    assert_eq!(check_keypoints(&r.keypoints, &r.summary).len(), 3, "every keypoint copies a sentence");
+    assert_eq!(
+        check_keypoints(&r.keypoints, &r.summary, KEYPOINTS_MIN).len(),
+        3,
+        "every keypoint copies a sentence"
+    );
     let out = review(r.clone(), &f, Scope::AllButLists, |_| panic!("asked again"));
     // The old repair dropped all three keypoints but one copy; now the summary keeps its
     // overview and the details stay keypoints.
@@ -579,7 +590,7 @@ fn summary_about_the_rules_or_in_another_language_is_caught() {
 #[test]
 fn correction_prompt_keeps_the_language_and_review_prefers_a_grounded_summary() {
     let de = facts("Speaker00: Die Werbung vermittelt einen falschen Eindruck. Das sagt der Sprecher.");
-    assert!(correction_prompt(&[Problem::KeypointCount(1)], "de").contains("(de)"));
+    assert!(correction_prompt(&[Problem::KeypointCount { n: 1, min: 3 }], "de").contains("(de)"));
     let first = Reply {
         conversation_type: "monologue".into(),
         summary: "Speaker00 kritisiert die Werbung. Sie vermittelt einen falschen Eindruck.".into(),

@@ -10,7 +10,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use super::*;
-use crate::analyze::checks;
+use crate::analyze::{checks, text};
 use crate::model::Segment;
 
 /// One llama.cpp inference at a time on this 2-core machine.
@@ -128,13 +128,13 @@ fn assert_multi_party_analysis(r: &Analysis) {
     assert!(named >= 2, "{summary}");
     assert!(!summary.to_lowercase().contains("the speaker "), "{summary}");
     let keypoints = r.keypoints.as_deref().unwrap();
-    let sentences = checks::sentences(summary);
+    let sentences = text::sentences(summary);
     for (i, k) in keypoints.iter().enumerate() {
         for s in &sentences {
-            assert!(checks::overlap(k, s) < checks::MAX_OVERLAP, "keypoint {k:?} repeats {s:?}");
+            assert!(text::overlap(k, s) < checks::MAX_OVERLAP, "keypoint {k:?} repeats {s:?}");
         }
         for other in &keypoints[..i] {
-            assert!(checks::overlap(k, other) < checks::MAX_OVERLAP, "{k:?} repeats {other:?}");
+            assert!(text::overlap(k, other) < checks::MAX_OVERLAP, "{k:?} repeats {other:?}");
         }
     }
     assert!(keypoints.len() <= schema::KEYPOINTS_MAX, "{keypoints:?}");
