@@ -209,16 +209,17 @@ impl Engine {
         let head = [("system", system), ("user", user)];
         let text =
             self.chat_text(head.into_iter().chain(contents.iter().map(|(r, c)| (*r, c.as_ref()))), true)?;
+        // Each mark must appear exactly once (a template that rewrote it, or a message that holds
+        // one itself, gets the plain tokenization).
+        if (0..spliced.len()).any(|i| text.matches(&reply_mark(i)).count() != 1) {
+            let plain = head.into_iter().chain(turns.iter().map(|t| (t.role.as_str(), t.content.as_str())));
+            return self.chat_tokens(plain, true);
+        }
         let vocab = self.model.vocab();
-        // Each mark must appear once, in order; a template that rewrote them gets plain text.
         let mut tokens = Vec::new();
         let mut rest = text.as_str();
         for (i, reply) in spliced.iter().enumerate() {
-            let Some((before, after)) = rest.split_once(&reply_mark(i)) else {
-                let plain =
-                    head.into_iter().chain(turns.iter().map(|t| (t.role.as_str(), t.content.as_str())));
-                return self.chat_tokens(plain, true);
-            };
+            let (before, after) = rest.split_once(&reply_mark(i)).unwrap_or((rest, ""));
             tokens.extend(vocab.tokenize(before.as_bytes(), tokens.is_empty(), true));
             tokens.extend_from_slice(&reply.tokens);
             rest = after;
