@@ -316,8 +316,7 @@ impl Engine {
         repeat_penalty: f32,
         speculate: bool,
     ) -> Result<Value, WorkerError> {
-        let mut replies = cache.as_mut().map(|c| std::mem::take(&mut c.replies)).unwrap_or_default();
-        let tokens = self.prompt_tokens(system, user, turns, &replies)?;
+        let tokens = self.prompt_tokens(system, user, turns, cache.as_ref().map_or(&[], |c| &c.replies))?;
         if tokens.is_empty() {
             return Err(WorkerError::Llama("empty prompt".into()));
         }
@@ -329,6 +328,8 @@ impl Engine {
                 tokens.len()
             )));
         }
+        // Taken only now: a request refused above leaves the cache, replies included, as it was.
+        let mut replies = cache.as_mut().map(|c| std::mem::take(&mut c.replies)).unwrap_or_default();
         // The cached context when it is big enough (keeping the prompt prefix it already holds,
         // but at least the last token is read again for its logits); else a new one sized to
         // the job plus room for a correction round, rounded up to 256 tokens.

@@ -93,3 +93,37 @@ fn abbreviation_before(text: &str) -> bool {
     word.chars().count() == 1 && word.chars().all(char::is_alphabetic)
         || ABBREVIATIONS.contains(&lower.as_str())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overlap_counts_content_words_of_the_first_text() {
+        assert_eq!(overlap("The release moves to Friday", "the RELEASE moves to friday!"), 1.0);
+        // release, friday of release, moves, friday: 2 of 3.
+        assert!((overlap("The release moves to Friday", "We release on Friday") - 2.0 / 3.0).abs() < 1e-9);
+        assert_eq!(overlap("the and of", "anything"), 0.0);
+        assert_eq!(content_words("Phones days"), content_words("phone day"));
+    }
+
+    #[test]
+    fn sentences_split_at_real_ends_only() {
+        assert_eq!(sentences("One. Two? Three! Four"), vec!["One.", "Two?", "Three!", "Four"]);
+        assert_eq!(
+            sentences("Costs rose 2.5 times, e.g. for servers. Done."),
+            vec!["Costs rose 2.5 times, e.g. for servers.", "Done."]
+        );
+        assert!(sentences("  ").is_empty());
+        // Titles and initials end no sentence (the old split made "Tom calls Mr." one).
+        assert_eq!(
+            sentences("Tom calls Mr. Jensen and Dr. Miller. J. F. Kennedy spoke. The answer was no. Then"),
+            vec![
+                "Tom calls Mr. Jensen and Dr. Miller.",
+                "J. F. Kennedy spoke.",
+                "The answer was no.",
+                "Then"
+            ]
+        );
+    }
+}
