@@ -98,6 +98,8 @@ heldout_set() {
 analyse_set() {
   local model=$1 threads=$2 dir=$3 name kind entry
   shift 3
+  # Times depend on the processor as much as on the code: name it with the numbers.
+  echo "== $(grep -m1 '^model name' /proc/cpuinfo | cut -d: -f2 | xargs) (family $(grep -m1 '^cpu family' /proc/cpuinfo | cut -d: -f2 | xargs), model $(grep -m1 '^model\s*:' /proc/cpuinfo | cut -d: -f2 | xargs)), $(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg)"
   for entry in "$@"; do
     name=${entry%%:*}
     kind=${entry#*:}

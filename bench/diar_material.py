@@ -9,7 +9,9 @@ target/diar-material):
   long/     a 60-minute concatenation of the four AMI voices (speaker-count check)
   longheld/ 30 minutes of the held-out AMI halves and single voices, another seed (never tuned on)
   longcal/  the same from the calibration halves and single voices (speaker-count calibration)
-  calib.list, heldout.list, long.list: `wav=rttm` lines for examples/diarize_eval.rs
+  midcal/   2, 3, 5 and 8 minutes of the calibration halves and single voices (calibration)
+  midheld/  the same lengths from the held-out halves and single voices, other seeds (held out)
+  NAME.list per folder: `wav=rttm` lines for examples/diarize_eval.rs
 
 Item kinds: AMI excerpts at other offsets, concatenations of 1-4 speakers with pauses and gains,
 the same at -20 dB, and files of a few short utterances in near-silence. References: AMI RTTMs
@@ -216,7 +218,7 @@ def build_split(out, name, ami, singles, seed, n_each):
 
 
 def build_long(out, ami, seed, minutes=60, name="long"):
-    """Pieces of the given sources, random order, gains and pauses."""
+    """Pieces of the given sources, random order, gains and pauses. Returns the `wav=rttm` line."""
     rng = random.Random(seed)
     d = os.path.join(out, name)
     os.makedirs(d, exist_ok=True)
@@ -238,8 +240,17 @@ def build_long(out, ami, seed, minutes=60, name="long"):
         x.extend(noise(int(rng.uniform(0.3, 2.0) * SR), rng))
     path = os.path.join(d, f"{name}{minutes}")
     write(path, x, turns, name)
+    return f"{path}.wav={path}.rttm\n"
+
+
+def write_list(out, name, lines):
     with open(os.path.join(out, f"{name}.list"), "w") as f:
-        f.write(f"{path}.wav={path}.rttm\n")
+        f.writelines(lines)
+
+
+# Lengths of the medium files (minutes): between the short cuts and the long files, where a
+# meeting upload usually is.
+MID_MINUTES = (2, 3, 5, 8)
 
 
 def main():
@@ -276,12 +287,18 @@ def main():
     build_split(out, "heldout", held_ami, held_single, seed=2, n_each=6)
     minutes = int(os.environ.get("LONG_MINUTES", "60"))
     if minutes > 0:
-        build_long(out, calib_ami + held_ami, seed=3, minutes=minutes)
+        write_list(out, "long", [build_long(out, calib_ami + held_ami, seed=3, minutes=minutes)])
         # Held out of calibration: other voices too, another order, half the length.
-        build_long(out, held_ami + held_single, seed=4, minutes=minutes // 2, name="longheld")
+        held = build_long(out, held_ami + held_single, seed=4, minutes=minutes // 2, name="longheld")
+        write_list(out, "longheld", [held])
         # Calibration's twin of longheld: the calibration halves and single voices.
-        build_long(out, calib_ami + calib_single, seed=5, minutes=minutes // 2, name="longcal")
-    print(f"material in {out}: calib.list, heldout.list, long.list, longheld.list, longcal.list")
+        cal = build_long(out, calib_ami + calib_single, seed=5, minutes=minutes // 2, name="longcal")
+        write_list(out, "longcal", [cal])
+        # Medium lengths, each side from its own sources and seeds.
+        for name, sources, seed in (("midcal", calib_ami + calib_single, 6), ("midheld", held_ami + held_single, 16)):
+            lines = [build_long(out, sources, seed + i, m, name) for i, m in enumerate(MID_MINUTES)]
+            write_list(out, name, lines)
+    print(f"material in {out}: calib, heldout, long, longheld, longcal, midcal and midheld .list")
 
 
 if __name__ == "__main__":

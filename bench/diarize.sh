@@ -9,7 +9,7 @@ FX=../shared/fixtures
 MAT=${MATERIAL:-target/diar-material}
 cargo build --release --example diarize_eval -q
 BIN=target/release/examples/diarize_eval
-[ -f "$MAT/longheld.list" ] || python3 bench/diar_material.py "$MAT"
+[ -f "$MAT/midheld.list" ] || python3 bench/diar_material.py "$MAT"
 echo "== load average: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "== calibration set, 2 threads"
 "$BIN" --threads 2 "$@" "@$MAT/calib.list"
@@ -23,4 +23,7 @@ echo "== 60-minute file (4 AMI voices), 2 threads: speakers, DER, time, peak RSS
 /usr/bin/time -f "peak_rss_kb %M  wall_s %e" "$BIN" --threads 2 "$@" "@$MAT/long.list"
 echo "== 30-minute held-out file (7 voices), 2 threads"
 "$BIN" --threads 2 "$@" "@$MAT/longheld.list"
+echo "== 2-, 3-, 5- and 8-minute files, calibration then held out (8 and 7 voices), 2 threads"
+"$BIN" --threads 2 "$@" "@$MAT/midcal.list"
+"$BIN" --threads 2 "$@" "@$MAT/midheld.list"
 echo "== load average: $(cut -d' ' -f1-3 /proc/loadavg)"

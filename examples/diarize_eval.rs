@@ -74,6 +74,9 @@ fn main() {
             "--min-train" => params.min_train_s = val().parse().unwrap(),
             "--min-embed" => params.min_embed_s = val().parse().unwrap(),
             "--max-embed-frames" => params.max_embed_frames = val().parse().unwrap(),
+            "--long-from" => params.long_from_s = val().parse().unwrap(),
+            "--long-step" => params.long_step_frames = val().parse().unwrap(),
+            "--long-max-embed-frames" => params.long_max_embed_frames = val().parse().unwrap(),
             "--rttm" => rttm_dir = Some(PathBuf::from(val())),
             "--models" => models = PathBuf::from(val()),
             "--onnxruntime" => engine = Some(Engine::OnnxRuntime(PathBuf::from(val()))),
@@ -168,6 +171,13 @@ fn main() {
         c25.der(),
         b0.der(),
         b25.der()
+    );
+    let share = |x: f64| x / c25.total.max(1e-9);
+    println!(
+        "collar 0.25: missed {:.3} false alarm {:.3} confusion {:.3}",
+        share(c25.missed),
+        share(c25.false_alarm),
+        share(c25.confusion)
     );
 }
 

@@ -207,14 +207,15 @@ fn short_utterances_get_turns() {
     assert!(total < 1.5, "{total:.2} s of turns for 0.66 s of speech");
 }
 
-/// Cuts the short calibration and held-out sets with `bench/diar_material.py` into a temp folder.
-fn build_material() -> tempfile::TempDir {
+/// Cuts the short calibration and held-out sets with `bench/diar_material.py` into a temp folder;
+/// with `long_minutes` above 0 also the long and medium files (`longheld` is half that long).
+fn build_material(long_minutes: u32) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/diar_material.py");
     let built = std::process::Command::new("python3")
         .arg(&script)
         .arg(dir.path())
-        .env("LONG_MINUTES", "0")
+        .env("LONG_MINUTES", long_minutes.to_string())
         .output()
         .expect("python3 runs");
     assert!(built.status.success(), "{}", String::from_utf8_lossy(&built.stderr));
@@ -225,7 +226,7 @@ fn build_material() -> tempfile::TempDir {
 /// checks (sox dithered its 16-bit conversions with a random seed: two builds differed).
 #[test]
 fn diarization_material_is_reproducible() {
-    let (a, b) = (build_material(), build_material());
+    let (a, b) = (build_material(0), build_material(0));
     let mut compared = 0;
     for set in ["calib", "heldout"] {
         let mut names: Vec<_> =
@@ -251,7 +252,7 @@ fn diarization_material_is_reproducible() {
 /// adds nothing.
 #[test]
 fn heldout_material_meets_the_der_bounds() {
-    let dir = build_material();
+    let dir = build_material(0);
     let list = std::fs::read_to_string(dir.path().join("heldout.list")).unwrap();
     let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
     let d = PyannoteDiarizer::load(&models, 1).unwrap();
@@ -276,4 +277,25 @@ fn heldout_material_meets_the_der_bounds() {
     assert!(files >= 20, "only {files} held-out files");
     assert!(c25.der() < 0.20, "held-out DER at collar 0.25: {:.3}", c25.der());
     assert!(c0.der() < 0.30, "held-out DER at collar 0: {:.3}", c0.der());
+}
+
+/// Issue 9's speaker count on a long recording: `longheld30` (30 minutes of seven held-out voices
+/// cut by `bench/diar_material.py`, never tuned on) came out as 8 speakers at DER 0.250 (collar
+/// 0.25; 9 at 0.29 in two other renderings) with the window step and embedding length of short
+/// recordings; with those of long recordings 7 at 0.207 (bench/diarize.md). In ONNX Runtime, as
+/// the daemon runs when it is installed (tract would take minutes for 30 minutes of audio).
+#[test]
+fn a_long_heldout_recording_keeps_its_speaker_count() {
+    let dir = build_material(60);
+    let list = std::fs::read_to_string(dir.path().join("longheld.list")).unwrap();
+    let (wav, rttm) = list.trim().split_once('=').unwrap();
+    let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
+    let d = PyannoteDiarizer::load_with(&models, 2, Engine::OnnxRuntime(onnx_runtime())).unwrap();
+    let reference = parse_rttm(&std::fs::read_to_string(rttm).unwrap()).unwrap();
+    let turns = d.diarize_samples(&load_wav(Path::new(wav))[..], SpeakerHints::default()).unwrap();
+    let (found, real) = (speakers(&turns).len(), speakers(&reference).len());
+    let c25 = der::score(&reference, &turns, 0.25).der();
+    eprintln!("{wav}: {found} speakers for {real}, DER {c25:.3} (collar 0.25)");
+    assert!(found.abs_diff(real) <= 1, "{found} speakers for {real}");
+    assert!(c25 < 0.23, "DER at collar 0.25: {c25:.3}");
 }

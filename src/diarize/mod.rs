@@ -62,7 +62,8 @@ impl From<DiarizeError> for StageError {
 /// Tunable parameters (defaults calibrated on the AMI fixtures, see `bench/diarize.sh`).
 #[derive(Debug, Clone)]
 pub struct Params {
-    /// Segmentation frames between window starts (step = frames × 16.875 ms).
+    /// Segmentation frames between window starts (step = frames × 16.875 ms), for recordings
+    /// shorter than `long_from_s`.
     pub step_frames: usize,
     /// Average-linkage cosine distance below which clusters merge.
     pub threshold: f32,
@@ -81,14 +82,33 @@ pub struct Params {
     /// Upper bound on the number of speakers when no hint is given.
     pub max_speakers: usize,
     /// Most fbank frames (10 ms) embedded per local speaker and window; the middle of longer
-    /// selections is kept. Bounds the cost of CAM++, which grows with the input length.
+    /// selections is kept. Bounds the cost of CAM++, which grows with the input length. For
+    /// recordings shorter than `long_from_s`.
     pub max_embed_frames: usize,
+    /// Recordings at least this long (seconds) use `long_step_frames` and
+    /// `long_max_embed_frames`: over many windows a voice is told apart more reliably by longer
+    /// embeddings (two voices of one room otherwise share clusters), and sparser windows pay for
+    /// them. In a short recording every window counts and the denser, shorter ones do better.
+    pub long_from_s: f32,
+    /// `step_frames` of long recordings.
+    pub long_step_frames: usize,
+    /// `max_embed_frames` of long recordings.
+    pub long_max_embed_frames: usize,
 }
 
 impl Params {
     /// `min_cluster_share` of `n` training embeddings, rounded up.
     fn share_of(&self, n: usize) -> usize {
         (n as f32 * self.min_cluster_share).ceil() as usize
+    }
+
+    /// Window step and embedding length (frames) for a recording of `samples` samples.
+    fn density(&self, samples: usize) -> (usize, usize) {
+        if samples as f64 >= f64::from(self.long_from_s) * f64::from(crate::audio::SAMPLE_RATE) {
+            (self.long_step_frames, self.long_max_embed_frames)
+        } else {
+            (self.step_frames, self.max_embed_frames)
+        }
     }
 }
 
@@ -104,6 +124,9 @@ impl Default for Params {
             new_speaker_distance: 0.9,
             max_speakers: 20,
             max_embed_frames: 250,
+            long_from_s: 60.0,
+            long_step_frames: 444,
+            long_max_embed_frames: 500,
         }
     }
 }
@@ -196,8 +219,8 @@ impl PyannoteDiarizer {
     }
 
     /// Global-frame-aligned window starts (in samples) covering `n` samples.
-    fn window_starts(&self, n: usize) -> Vec<usize> {
-        let step = self.params.step_frames.max(1) * FRAME_STEP;
+    fn window_starts(&self, n: usize, step_frames: usize) -> Vec<usize> {
+        let step = step_frames.max(1) * FRAME_STEP;
         let mut starts = vec![0];
         while starts[starts.len() - 1] + WINDOW < n {
             let next = starts[starts.len() - 1] + step;
@@ -218,6 +241,7 @@ impl PyannoteDiarizer {
         &self,
         samples: &S,
         start: usize,
+        max_embed_frames: usize,
     ) -> Result<WindowOut, DiarizeError> {
         let end = (start + WINDOW).min(samples.len());
         let audio = samples.window(start..end);
@@ -261,7 +285,7 @@ impl PyannoteDiarizer {
             if frames.len() < min_embed {
                 continue;
             }
-            let keep = self.params.max_embed_frames.max(1);
+            let keep = max_embed_frames.max(1);
             let skip = frames.len().saturating_sub(keep) / 2;
             let mut x = Vec::with_capacity(frames.len().min(keep) * NUM_BINS);
             for &j in frames.iter().skip(skip).take(keep) {
@@ -302,7 +326,8 @@ impl PyannoteDiarizer {
         if samples.len() < FRAME_LEN {
             return Ok(Diarization::default());
         }
-        let starts = self.window_starts(samples.len());
+        let (step_frames, max_embed_frames) = self.params.density(samples.len());
+        let starts = self.window_starts(samples.len(), step_frames);
         let mut windows: Vec<Option<WindowOut>> = (0..starts.len()).map(|_| None).collect();
         let threads = self.threads.min(starts.len()).max(1);
         let results: Vec<Result<Vec<(usize, WindowOut)>, DiarizeError>> = std::thread::scope(|s| {
@@ -312,7 +337,9 @@ impl PyannoteDiarizer {
                     s.spawn(move || {
                         (t..starts.len())
                             .step_by(threads)
-                            .map(|i| self.process_window(samples, starts[i]).map(|w| (i, w)))
+                            .map(|i| {
+                                self.process_window(samples, starts[i], max_embed_frames).map(|w| (i, w))
+                            })
                             .collect::<Result<Vec<_>, _>>()
                     })
                 })
@@ -698,6 +725,16 @@ mod tests {
         assert_eq!(ours.len(), expected.len());
         let max = ours.iter().zip(&expected).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
         assert!(max < 1e-2, "max abs difference {max}");
+    }
+
+    #[test]
+    fn long_recordings_get_sparser_windows_and_longer_embeddings() {
+        let p = Params::default();
+        let rate = crate::audio::SAMPLE_RATE as usize;
+        let long = (p.long_from_s as usize) * rate;
+        assert_eq!(p.density(long - 1), (p.step_frames, p.max_embed_frames));
+        assert_eq!(p.density(long), (p.long_step_frames, p.long_max_embed_frames));
+        assert!(p.long_step_frames > p.step_frames && p.long_max_embed_frames > p.max_embed_frames);
     }
 
     #[test]
