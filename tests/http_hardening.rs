@@ -96,7 +96,12 @@ fn wait_for(timeout: Duration, what: &str, mut pred: impl FnMut() -> bool) {
 }
 
 fn upload_id(d: &Daemon, query: &str, file: &str) -> String {
-    let (status, job) = d.upload(&format!("/api/jobs{query}"), &fixture(file));
+    upload_path(d, query, &fixture(file))
+}
+
+/// Uploads the file at `path` (201 expected) and returns its job id.
+fn upload_path(d: &Daemon, query: &str, path: &std::path::Path) -> String {
+    let (status, job) = d.upload(&format!("/api/jobs{query}"), path);
     assert_eq!(status, 201, "{job}");
     job["id"].to_string().trim_matches('"').to_string()
 }
@@ -112,9 +117,7 @@ fn long_job(d: &Daemon) -> String {
         .status()
         .expect("sox runs");
     assert!(sox.success(), "sox failed to join the fixtures");
-    let (status, job) = d.upload("/api/jobs?run=true", &long);
-    assert_eq!(status, 201, "{job}");
-    job["id"].to_string()
+    upload_path(d, "?run=true", &long)
 }
 
 fn status_of(d: &Daemon, id: &str) -> String {

@@ -218,23 +218,6 @@ impl PyannoteDiarizer {
         })
     }
 
-    /// Global-frame-aligned window starts (in samples) covering `n` samples.
-    fn window_starts(&self, n: usize, step_frames: usize) -> Vec<usize> {
-        let step = step_frames.max(1) * FRAME_STEP;
-        let mut starts = vec![0];
-        while starts[starts.len() - 1] + WINDOW < n {
-            let next = starts[starts.len() - 1] + step;
-            if next + WINDOW >= n {
-                // Last window: ends at (or just past) the audio end, on the frame grid.
-                let last = (n - WINDOW).div_ceil(FRAME_STEP) * FRAME_STEP;
-                starts.push(last.max(starts[starts.len() - 1] + FRAME_STEP));
-            } else {
-                starts.push(next);
-            }
-        }
-        starts
-    }
-
     /// Segmentation of one window, and one embedding per local speaker from the frames of the
     /// whole window where that speaker talks alone (overlap excluded), as pyannote does.
     fn process_window<S: Samples + ?Sized>(
@@ -327,7 +310,7 @@ impl PyannoteDiarizer {
             return Ok(Diarization::default());
         }
         let (step_frames, max_embed_frames) = self.params.density(samples.len());
-        let starts = self.window_starts(samples.len(), step_frames);
+        let starts = window_starts(samples.len(), step_frames);
         let mut windows: Vec<Option<WindowOut>> = (0..starts.len()).map(|_| None).collect();
         let threads = self.threads.min(starts.len()).max(1);
         let results: Vec<Result<Vec<(usize, WindowOut)>, DiarizeError>> = std::thread::scope(|s| {
@@ -509,6 +492,23 @@ impl PyannoteDiarizer {
         }
         labels
     }
+}
+
+/// Global-frame-aligned window starts (in samples) covering `n` samples, `step_frames` apart.
+fn window_starts(n: usize, step_frames: usize) -> Vec<usize> {
+    let step = step_frames.max(1) * FRAME_STEP;
+    let mut starts = vec![0];
+    while starts[starts.len() - 1] + WINDOW < n {
+        let next = starts[starts.len() - 1] + step;
+        if next + WINDOW >= n {
+            // Last window: ends at (or just past) the audio end, on the frame grid.
+            let last = (n - WINDOW).div_ceil(FRAME_STEP) * FRAME_STEP;
+            starts.push(last.max(starts[starts.len() - 1] + FRAME_STEP));
+        } else {
+            starts.push(next);
+        }
+    }
+    starts
 }
 
 /// Folds the speakers added after the clustering (indices from `clustered` on) that fewer than
