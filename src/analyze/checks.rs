@@ -691,21 +691,30 @@ fn passing_keypoints(reply: &Reply, facts: &Facts) -> Vec<String> {
 /// each fact ends up in both and every keypoint "copies" a summary sentence. The summary is the
 /// overview and a keypoint the detail: while fewer than [`keypoints_min`] `candidates` pass, the
 /// summary sentence whose removal lets the most of them pass is dropped, as long as the summary
-/// keeps [`SUMMARY_SENTENCES_MIN`] sentences and names as many participants as it must (a
-/// dropped sentence's "who said what" lives on in the keypoint that repeated it).
+/// names as many participants as it must (a dropped sentence's "who said what" lives on in the
+/// keypoint that repeated it). A summary of [`SUMMARY_SENTENCES_MIN`] sentences keeps its length:
+/// in a multi-party recording the sentence gives way to the participants sentence instead, once
+/// (who took part and how much is news there; of one speaker it says nothing).
 fn make_room(summary: &str, candidates: &[&String], facts: &Facts) -> String {
     let mut summary = summary.to_string();
     let needed = names_needed(facts).min(named(&summary, facts).len());
+    let participants = if facts.is_multi_party() { participants_sentence(facts) } else { String::new() };
     loop {
         let now = passing(&summary, candidates, facts).len();
         let sents = sentences(&summary);
-        if now >= keypoints_min(facts) || sents.len() <= SUMMARY_SENTENCES_MIN {
+        let short = sents.len() <= SUMMARY_SENTENCES_MIN;
+        if now >= keypoints_min(facts)
+            || (short && (participants.is_empty() || summary.contains(&participants)))
+        {
             return summary;
         }
         let best = (0..sents.len())
             .map(|i| {
-                let rest: Vec<&str> =
+                let mut rest: Vec<&str> =
                     sents.iter().enumerate().filter(|&(j, _)| j != i).map(|(_, s)| *s).collect();
+                if short {
+                    rest.push(&participants);
+                }
                 rest.join(" ")
             })
             .filter(|rest| named(rest, facts).len() >= needed && grounded(rest, facts))

@@ -666,3 +666,33 @@ fn a_reply_without_action_items_takes_the_transcripts_commitments() {
     fill_from_transcript(&mut listed, &f, &clean);
     assert_eq!((listed.committed, listed.reply.action_items), (0, good().action_items));
 }
+
+/// Issue 13 (ami_dev00 on the evaluation set): the model's two-sentence summary repeated two of
+/// its three keypoints word for word. The summary could not give way below two sentences, so
+/// both keypoints were dropped and the reply kept one keypoint where three were needed. A
+/// sentence of a summary at its minimum length now gives way to the participants sentence (once:
+/// the other stays), and a quote of the transcript fills in for the last keypoint.
+#[test]
+fn a_two_sentence_summary_that_copies_keypoints_gives_way_to_the_participants() {
+    let f = facts(MEETING);
+    let mut r = good();
+    r.summary = "Speaker01 reports that the Android login crash needs two more days. \
+                 Speaker02 confirms that marketing can send the newsletter on Friday."
+        .into();
+    r.keypoints = vec![
+        "Speaker01 reports that the Android login crash needs two more days".into(),
+        "Speaker02 confirms that marketing can send the newsletter on Friday".into(),
+        "Maria reviews the payment code tomorrow".into(),
+    ];
+    let mut out = review(r.clone(), &f, Scope::AllButLists, |_| panic!("asked again"));
+    assert_eq!(out.reply.keypoints.len(), 2, "{:?}", out.reply);
+    assert!(out.reply.keypoints.contains(&r.keypoints[2]), "{:?}", out.reply);
+    add_quotes(&mut out, &f, MEETING);
+    assert_eq!((out.quoted, out.reply.keypoints.len()), (1, 3), "{:?}", out.reply);
+    // The summary keeps two sentences and one of the model's; the other is the participants'.
+    let sents = sentences(&out.reply.summary);
+    assert_eq!(sents.len(), SUMMARY_SENTENCES_MIN, "{}", out.reply.summary);
+    assert!(sents.iter().any(|s| r.summary.contains(s.trim())), "{}", out.reply.summary);
+    assert!(out.reply.summary.contains("% of the talk"), "{}", out.reply.summary);
+    assert_eq!(check(&out.reply, &f), vec![]);
+}
