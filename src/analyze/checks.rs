@@ -385,21 +385,34 @@ fn allowed_type(ty: &str, facts: &Facts) -> String {
     mapped.to_string()
 }
 
-/// A sentence naming the participants and their share of the talk, from the facts alone.
+/// Most participants [`participants_sentence`] names; the rest are counted.
+const PARTICIPANTS_NAMED_MAX: usize = 4;
+
+/// A sentence naming the participants and their share of the talk, from the facts alone: the
+/// [`PARTICIPANTS_NAMED_MAX`] who talk most, then how many more.
 fn participants_sentence(facts: &Facts) -> String {
+    let participants = facts.participants();
     let mut parts: Vec<String> = facts
         .speakers
         .iter()
-        .filter(|s| facts.participants().contains(&s.label.as_str()))
-        .map(|s| format!("{} ({:.0} % of the talk)", s.label, 100.0 * facts.share(s)))
+        .filter(|s| participants.contains(&s.label.as_str()))
+        .enumerate()
+        .map(|(i, s)| {
+            let unit = if i == 0 { " of the talk" } else { "" };
+            format!("{} ({:.0} %{unit})", s.label, 100.0 * facts.share(s))
+        })
         .collect();
-    match parts.len() {
-        0 => String::new(),
-        1 => format!("{} speaks throughout.", parts.remove(0)),
-        _ => {
+    let more = parts.len().saturating_sub(PARTICIPANTS_NAMED_MAX);
+    parts.truncate(PARTICIPANTS_NAMED_MAX);
+    match (parts.len(), more) {
+        (0, _) => String::new(),
+        (1, _) => format!("{} speaks throughout.", parts.remove(0)),
+        (_, 0) => {
             let last = parts.pop().unwrap_or_default();
             format!("{} and {last} take part.", parts.join(", "))
         }
+        (_, 1) => format!("{} and one more participant take part.", parts.join(", ")),
+        (_, n) => format!("{} and {n} more participants take part.", parts.join(", ")),
     }
 }
 

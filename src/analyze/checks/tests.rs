@@ -696,3 +696,25 @@ fn a_two_sentence_summary_that_copies_keypoints_gives_way_to_the_participants() 
     assert!(out.reply.summary.contains("% of the talk"), "{}", out.reply.summary);
     assert_eq!(check(&out.reply, &f), vec![]);
 }
+
+/// A meeting of many voices: the participants sentence names the four who talk most and counts
+/// the rest (the 5-minute benchmark meeting's summary listed nine speakers with their shares).
+#[test]
+fn the_participants_sentence_names_the_four_who_talk_most() {
+    let lines: Vec<String> = (0..6)
+        .map(|i| {
+            let words = "we should plan the release and the newsletter for the team ".repeat(7 - i);
+            format!("Speaker0{i}: {words}")
+        })
+        .collect();
+    let many = facts(&lines.join("\n"));
+    assert_eq!(many.participants().len(), 6);
+    let s = participants_sentence(&many);
+    assert!(s.starts_with("Speaker00 ("), "{s}");
+    assert!(s.contains("% of the talk), Speaker01 (") && s.contains("Speaker03 ("), "{s}");
+    assert!(!s.contains("Speaker04") && s.ends_with("and 2 more participants take part."), "{s}");
+    assert_eq!(sentences(&s).len(), 1, "{s}");
+    let three = participants_sentence(&facts(MEETING));
+    assert!(three.ends_with("take part.") && !three.contains("more"), "{three}");
+    assert_eq!(named(&three, &facts(MEETING)).len(), 3, "{three}");
+}
