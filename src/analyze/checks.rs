@@ -715,8 +715,10 @@ fn make_room(summary: &str, candidates: &[&String], facts: &Facts) -> String {
     loop {
         let now = passing(&summary, candidates, facts).len();
         let sents = sentences(&summary);
-        let short = sents.len() <= SUMMARY_SENTENCES_MIN;
+        // At its minimum length a sentence is replaced, not dropped; below it nothing changes.
+        let short = sents.len() == SUMMARY_SENTENCES_MIN;
         if now >= keypoints_min(facts)
+            || sents.len() < SUMMARY_SENTENCES_MIN
             || (short && (participants.is_empty() || summary.contains(&participants)))
         {
             return summary;

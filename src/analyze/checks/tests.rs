@@ -718,3 +718,23 @@ fn the_participants_sentence_names_the_four_who_talk_most() {
     assert!(three.ends_with("take part.") && !three.contains("more"), "{three}");
     assert_eq!(named(&three, &facts(MEETING)).len(), 3, "{three}");
 }
+
+/// A summary already below its minimum length (one sentence, as a reply stored before the rules
+/// could have) is left alone by the keypoints' room-making: replacing its only sentence would
+/// leave nothing but the participants sentence (which passes for grounded when the transcript
+/// says "talk" or "part").
+#[test]
+fn a_one_sentence_summary_is_not_replaced_by_the_participants() {
+    let f = facts(&format!("{MEETING}\nSpeaker02: We all take part in the talk on Friday."));
+    let mut r = good();
+    r.summary = "Speaker01 reports that the Android login crash needs two more days.".into();
+    r.keypoints = vec!["Maria reviews the payment code tomorrow".into()];
+    let mut out = Reviewed::new(r.clone(), Vec::new(), false, false);
+    add_keypoints(
+        &mut out,
+        &f,
+        &["Speaker01 reports that the Android login crash needs two more days".into()],
+    );
+    assert_eq!(out.reply.summary, r.summary);
+    assert_eq!(out.reply.keypoints, r.keypoints);
+}
