@@ -20,7 +20,7 @@ use super::schema::{
     constraints, keypoints_min,
 };
 use super::text::{STOPWORDS, content_words, overlap, sentences};
-use super::{commitments, quotes};
+use super::{attribute, commitments, quotes};
 use crate::model::ActionItem;
 
 /// A keypoint sharing this share of its content words with a summary sentence (or another
@@ -854,21 +854,37 @@ fn add_commitments(reviewed: &mut Reviewed, clean: &str) {
     }
 }
 
+/// In a multi-party recording, keypoints about "the speaker" name who from the transcript
+/// ([`attribute::name_the_speaker`]), where the named keypoint still passes the rules and is
+/// like no other (a label can make it repeat a summary sentence); otherwise they stay.
+fn name_speakers(reply: &mut Reply, facts: &Facts, clean: &str) {
+    for i in 0..reply.keypoints.len() {
+        let Some(named) = attribute::name_the_speaker(&reply.keypoints[i], facts, clean) else { continue };
+        let like_another = reply.keypoints.iter().enumerate().any(|(j, k)| j != i && alike(k, &named));
+        if passes(&named, &reply.summary, facts) && !like_another {
+            reply.keypoints[i] = named;
+        }
+    }
+}
+
 /// The transcript's own words as the last source of the lists, after the model and its top-up,
 /// for either backend: quotes for missing keypoints ([`add_quotes`]), commitments for missing
-/// action items ([`add_commitments`]).
+/// action items ([`add_commitments`]), and who "the speaker" of a keypoint is
+/// ([`name_speakers`]).
 pub fn fill_from_transcript(reviewed: &mut Reviewed, facts: &Facts, clean: &str) {
     add_quotes(reviewed, facts, clean);
     add_commitments(reviewed, clean);
+    name_speakers(&mut reviewed.reply, facts, clean);
 }
 
 /// One part of a long transcript made to obey the rules without asking the model again (the
 /// merge reads only its gist): repaired, then quoted from `clean`, the part's own text, when
 /// fewer than [`keypoints_min`] keypoints pass, so that every part brings facts of its own to
-/// the merge.
+/// the merge; "the speaker" of its keypoints named ([`name_speakers`]).
 pub fn settle_part(reply: Reply, facts: &Facts, clean: &str) -> Reply {
     let mut reviewed = Reviewed::new(repair(reply, facts, &[]), Vec::new(), false, true);
     add_quotes(&mut reviewed, facts, clean);
+    name_speakers(&mut reviewed.reply, facts, clean);
     reviewed.reply
 }
 

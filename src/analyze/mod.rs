@@ -9,6 +9,7 @@
 //! `qwen2.5-coder-1.5b` / `qwen2.5-coder-0.5b` ([`local::LocalAnalyzer`], llama.cpp in the
 //! `diarized-llm` worker process), `none` (no analysis).
 
+pub mod attribute;
 pub mod checks;
 pub mod clean;
 pub mod commitments;

@@ -738,3 +738,37 @@ fn a_one_sentence_summary_is_not_replaced_by_the_participants() {
     assert_eq!(out.reply.summary, r.summary);
     assert_eq!(out.reply.keypoints, r.keypoints);
 }
+
+/// Issue 13 (the evaluation set's phone call and interview): keypoints of a two-person call said
+/// "The speaker asked …" and "The speaker01 …". They now name the participant, unless the name
+/// would make the keypoint repeat a summary sentence.
+#[test]
+fn keypoints_about_the_speaker_name_the_participant() {
+    let f = facts(MEETING);
+    let mut r = good();
+    r.keypoints = vec![
+        "The speaker expects older phones to need the two extra days of work".into(),
+        "The speaker02 can send the newsletter on Friday afternoon".into(),
+        "Maria reviews the payment code tomorrow".into(),
+    ];
+    let mut out = review(r.clone(), &f, Scope::AllButLists, |_| panic!("asked again"));
+    fill_from_transcript(&mut out, &f, MEETING);
+    assert_eq!(
+        out.reply.keypoints,
+        vec![
+            "Speaker01 expects older phones to need the two extra days of work",
+            "Speaker02 can send the newsletter on Friday afternoon",
+            "Maria reviews the payment code tomorrow",
+        ],
+        "{:?}",
+        out.reply
+    );
+    assert_eq!(check(&out.reply, &f), vec![]);
+    // Named, the first would repeat the summary's second sentence (4 of its 7 words there, 5
+    // with Speaker01): it stays as the model wrote it.
+    r.summary = "Speaker00 opens the planning meeting. Speaker01 reports older Android phones crash.".into();
+    r.keypoints[0] = "The speaker says older Android phones crash at login".into();
+    let mut out = review(r.clone(), &f, Scope::AllButLists, |_| panic!("asked again"));
+    fill_from_transcript(&mut out, &f, MEETING);
+    assert_eq!(out.reply.keypoints[0], r.keypoints[0], "{:?}", out.reply);
+}
