@@ -3,6 +3,8 @@
 //! transcript the speaker is named from the transcript itself: a label the model half-wrote
 //! ("the speaker01") becomes the label, and a bare "the speaker" becomes the participant whose
 //! own sentences hold most of the keypoint's words, or "one participant" when no one clearly does.
+//! A transcript in which someone says "the speaker" (a loudspeaker, a talk's speaker) keeps its
+//! keypoints' bare "the speaker" as it is: there it may mean what was said.
 
 use std::collections::BTreeSet;
 
@@ -19,23 +21,18 @@ pub fn name_the_speaker(keypoint: &str, facts: &Facts, clean: &str) -> Option<St
     if !facts.is_multi_party() {
         return None;
     }
-    const PHRASE: &str = "the speaker";
     // ASCII lower-casing keeps byte offsets, so matches index the keypoint itself.
     let lower = keypoint.to_ascii_lowercase();
+    let said = labelled_sentences(clean).any(|(_, s)| !phrases(&s.to_ascii_lowercase()).is_empty());
     let mut out = String::new();
     let mut last = 0;
     let mut bare_owner: Option<Option<&str>> = None;
-    for (i, _) in lower.match_indices(PHRASE) {
-        if i < last || lower[..i].ends_with(char::is_alphanumeric) {
-            continue;
-        }
-        let after = &keypoint[i + PHRASE.len()..];
-        let digits: String = after.chars().take_while(char::is_ascii_digit).collect();
+    for (i, digits) in phrases(&lower) {
         let end = i + PHRASE.len() + digits.len();
-        if keypoint[end..].starts_with(char::is_alphanumeric) {
-            continue; // "the speakers", "the speakerphone"
-        }
         let name = if digits.is_empty() {
+            if said {
+                continue;
+            }
             let owner = *bare_owner.get_or_insert_with(|| owner(keypoint, facts, clean));
             match owner {
                 Some(label) => label.to_string(),
@@ -58,6 +55,23 @@ pub fn name_the_speaker(keypoint: &str, facts: &Facts, clean: &str) -> Option<St
     }
     out.push_str(&keypoint[last..]);
     Some(out)
+}
+
+/// What [`name_the_speaker`] replaces.
+const PHRASE: &str = "the speaker";
+
+/// Where lower-cased `text` says "the speaker" (as whole words) or "the speakerNN": each byte
+/// offset with the digits that follow (empty for the bare phrase).
+fn phrases(text: &str) -> Vec<(usize, &str)> {
+    text.match_indices(PHRASE)
+        .filter(|&(i, _)| !text[..i].ends_with(char::is_alphanumeric))
+        .filter_map(|(i, _)| {
+            let after = &text[i + PHRASE.len()..];
+            let digits = &after[..after.find(|c: char| !c.is_ascii_digit()).unwrap_or(after.len())];
+            // "the speakers", "the speakerphone" are other words.
+            (!after[digits.len()..].starts_with(char::is_alphanumeric)).then_some((i, digits))
+        })
+        .collect()
 }
 
 /// The participant whose own sentences hold the largest share of the keypoint's words that the
@@ -134,6 +148,15 @@ mod tests {
         assert_eq!(named("Speaker01 books Friday at ten."), None);
         // An unknown label is left alone.
         assert_eq!(named("The speaker07 books Friday."), None);
+        // Someone says "the speaker" (here a loudspeaker): a keypoint's bare phrase stays, a
+        // half-written label is still named.
+        let room = format!("{CALL}\nSpeaker00: The speaker in the waiting room is broken.");
+        let f = Facts::from_text(&room);
+        assert_eq!(name_the_speaker("The speaker in the waiting room is broken.", &f, &room), None);
+        assert_eq!(
+            name_the_speaker("The speaker01 books Friday at ten.", &f, &room).as_deref(),
+            Some("Speaker01 books Friday at ten.")
+        );
         // One participant: nothing to tell apart.
         let solo = "Speaker00: Hi, this is Tom from the garage, your car is ready.";
         assert_eq!(
