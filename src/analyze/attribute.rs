@@ -80,7 +80,7 @@ fn owner<'a>(keypoint: &str, facts: &'a Facts, clean: &str) -> Option<&'a str> {
     let labels: Vec<String> = facts.labels().iter().map(|l| l.to_lowercase()).collect();
     let said: BTreeSet<String> = content_words(keypoint)
         .into_iter()
-        .filter(|w| w != "speaker" && !labels.contains(w) && facts.vocabulary.contains(w))
+        .filter(|w| w != "speaker" && !labels.contains(w) && facts.says(w))
         .collect();
     if said.is_empty() {
         return None;

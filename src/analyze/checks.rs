@@ -54,12 +54,7 @@ fn named<'a>(summary: &str, facts: &'a Facts) -> Vec<&'a str> {
 /// Whether `summary` shares a content word with the transcript (always, when the facts carry no
 /// vocabulary).
 fn grounded(summary: &str, facts: &Facts) -> bool {
-    facts.vocabulary.is_empty() || content_words(summary).iter().any(|w| in_vocabulary(w, facts))
-}
-
-/// Whether the content word `w` (plural `s` cut) occurs in the transcript.
-fn in_vocabulary(w: &str, facts: &Facts) -> bool {
-    facts.vocabulary.contains(w) || facts.vocabulary.contains(&format!("{w}s"))
+    facts.vocabulary.is_empty() || content_words(summary).iter().any(|w| facts.says(w))
 }
 
 /// Words a keypoint uses to report what was said rather than to say it ("Speaker01 proposed
@@ -122,7 +117,7 @@ fn grounding(keypoint: &str, facts: &Facts) -> f64 {
         return 1.0;
     }
     let labels: Vec<String> = facts.labels().iter().map(|l| l.to_lowercase()).collect();
-    let said = |w: &String| in_vocabulary(w, facts) || labels.contains(w);
+    let said = |w: &String| facts.says(w) || labels.contains(w);
     let mut words = content_words(keypoint);
     words.retain(|w| said(w) || !REPORTING_WORDS.contains(&w.as_str()));
     if words.is_empty() {

@@ -115,6 +115,11 @@ impl Facts {
         self.participants().len() >= 2
     }
 
+    /// Whether the transcript says the content word `w` (or its plural).
+    pub fn says(&self, w: &str) -> bool {
+        self.vocabulary.contains(w) || self.vocabulary.contains(&format!("{w}s"))
+    }
+
     /// Every label in the transcript (valid action-item owners).
     pub fn labels(&self) -> Vec<&str> {
         let mut l: Vec<&str> = self.speakers.iter().map(|s| s.label.as_str()).collect();
