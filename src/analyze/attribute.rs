@@ -15,50 +15,104 @@ use super::text::{content_words, labelled_sentences};
 /// must hold, more than anyone else's, for the keypoint to be theirs.
 const MIN_SHARE: f64 = 0.5;
 
-/// `keypoint` with every "the speaker" and "the speakerNN" naming a participant (see the module
-/// documentation); `None` when it says neither or the transcript has one participant.
-pub fn name_the_speaker(keypoint: &str, facts: &Facts, clean: &str) -> Option<String> {
-    if !facts.is_multi_party() {
-        return None;
-    }
-    // ASCII lower-casing keeps byte offsets, so matches index the keypoint itself.
-    let lower = keypoint.to_ascii_lowercase();
-    let said = labelled_sentences(clean).any(|(_, s)| !phrases(&s.to_ascii_lowercase()).is_empty());
-    let mut out = String::new();
-    let mut last = 0;
-    let mut bare_owner: Option<Option<&str>> = None;
-    for (i, digits) in phrases(&lower) {
-        let end = i + PHRASE.len() + digits.len();
-        let name = if digits.is_empty() {
-            if said {
-                continue;
-            }
-            let owner = *bare_owner.get_or_insert_with(|| owner(keypoint, facts, clean));
-            match owner {
-                Some(label) => label.to_string(),
-                None if keypoint[i..].starts_with('T') => "One participant".to_string(),
-                None => "one participant".to_string(),
-            }
-        } else {
-            let label = format!("Speaker{digits}");
-            match facts.labels().into_iter().find(|l| *l == label) {
-                Some(l) => l.to_string(),
-                None => continue,
-            }
-        };
-        out.push_str(&keypoint[last..i]);
-        out.push_str(&name);
-        last = end;
-    }
-    if last == 0 {
-        return None;
-    }
-    out.push_str(&keypoint[last..]);
-    Some(out)
+/// What [`Attribution::name`] replaces.
+const PHRASE: &str = "the speaker";
+
+/// What a transcript tells about who said what, gathered once for all keypoints of a reply.
+pub struct Attribution<'a> {
+    facts: &'a Facts,
+    /// Someone in the transcript says "the speaker": a keypoint's bare phrase stays.
+    said: bool,
+    /// Each participant's label with the content words of their own sentences.
+    own: Vec<(&'a str, BTreeSet<String>)>,
 }
 
-/// What [`name_the_speaker`] replaces.
-const PHRASE: &str = "the speaker";
+impl<'a> Attribution<'a> {
+    /// The attribution for a transcript (`clean`, with its `facts`); `None` with fewer than two
+    /// participants, where there is no one to tell apart.
+    pub fn new(facts: &'a Facts, clean: &str) -> Option<Self> {
+        if !facts.is_multi_party() {
+            return None;
+        }
+        let said = labelled_sentences(clean).any(|(_, s)| !phrases(&s.to_ascii_lowercase()).is_empty());
+        let own = facts
+            .participants()
+            .into_iter()
+            .map(|label| {
+                let words = labelled_sentences(clean)
+                    .filter(|(l, _)| *l == label)
+                    .flat_map(|(_, s)| content_words(s))
+                    .collect();
+                (label, words)
+            })
+            .collect();
+        Some(Self { facts, said, own })
+    }
+
+    /// `keypoint` with every "the speaker" and "the speakerNN" naming a participant (see the
+    /// module documentation); `None` when it says neither.
+    pub fn name(&self, keypoint: &str) -> Option<String> {
+        // ASCII lower-casing keeps byte offsets, so matches index the keypoint itself.
+        let lower = keypoint.to_ascii_lowercase();
+        let mut out = String::new();
+        let mut last = 0;
+        let mut bare_owner: Option<Option<&str>> = None;
+        for (i, digits) in phrases(&lower) {
+            let end = i + PHRASE.len() + digits.len();
+            let name = if digits.is_empty() {
+                if self.said {
+                    continue;
+                }
+                match *bare_owner.get_or_insert_with(|| self.owner(keypoint)) {
+                    Some(label) => label.to_string(),
+                    None if keypoint[i..].starts_with('T') => "One participant".to_string(),
+                    None => "one participant".to_string(),
+                }
+            } else {
+                let label = format!("Speaker{digits}");
+                match self.facts.labels().into_iter().find(|l| *l == label) {
+                    Some(l) => l.to_string(),
+                    None => continue,
+                }
+            };
+            out.push_str(&keypoint[last..i]);
+            out.push_str(&name);
+            last = end;
+        }
+        if last == 0 {
+            return None;
+        }
+        out.push_str(&keypoint[last..]);
+        Some(out)
+    }
+
+    /// The participant whose own sentences hold the largest share of the keypoint's words that
+    /// the transcript says, when that share is at least [`MIN_SHARE`] and no one else's is as
+    /// large.
+    fn owner(&self, keypoint: &str) -> Option<&'a str> {
+        let said: BTreeSet<String> = content_words(keypoint)
+            .into_iter()
+            .filter(|w| w != "speaker" && !self.facts.is_label(w) && self.facts.says(w))
+            .collect();
+        if said.is_empty() {
+            return None;
+        }
+        let mut shares: Vec<(f64, &'a str)> = self
+            .own
+            .iter()
+            .map(|(label, own)| (said.intersection(own).count() as f64 / said.len() as f64, *label))
+            .collect();
+        shares.sort_by(|a, b| b.0.total_cmp(&a.0));
+        match shares.as_slice() {
+            [(best, label), rest @ ..]
+                if *best >= MIN_SHARE && rest.first().is_none_or(|(next, _)| next < best) =>
+            {
+                Some(label)
+            }
+            _ => None,
+        }
+    }
+}
 
 /// Where lower-cased `text` says "the speaker" (as whole words) or "the speakerNN": each byte
 /// offset with the digits that follow (empty for the bare phrase).
@@ -74,39 +128,6 @@ fn phrases(text: &str) -> Vec<(usize, &str)> {
         .collect()
 }
 
-/// The participant whose own sentences hold the largest share of the keypoint's words that the
-/// transcript says, when that share is at least [`MIN_SHARE`] and no one else's is as large.
-fn owner<'a>(keypoint: &str, facts: &'a Facts, clean: &str) -> Option<&'a str> {
-    let labels: Vec<String> = facts.labels().iter().map(|l| l.to_lowercase()).collect();
-    let said: BTreeSet<String> = content_words(keypoint)
-        .into_iter()
-        .filter(|w| w != "speaker" && !labels.contains(w) && facts.says(w))
-        .collect();
-    if said.is_empty() {
-        return None;
-    }
-    let mut shares: Vec<(f64, &str)> = facts
-        .participants()
-        .into_iter()
-        .map(|label| {
-            let own: BTreeSet<String> = labelled_sentences(clean)
-                .filter(|(l, _)| *l == label)
-                .flat_map(|(_, s)| content_words(s))
-                .collect();
-            (said.intersection(&own).count() as f64 / said.len() as f64, label)
-        })
-        .collect();
-    shares.sort_by(|a, b| b.0.total_cmp(&a.0));
-    match shares.as_slice() {
-        [(best, label), rest @ ..]
-            if *best >= MIN_SHARE && rest.first().is_none_or(|(next, _)| next < best) =>
-        {
-            Some(label)
-        }
-        _ => None,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -116,8 +137,13 @@ mod tests {
         Speaker00: Friday at ten works. Please bring your new insurance card.\n\
         Speaker01: Thank you, I will bring the card.";
 
+    /// `keypoint` named against `clean`; `None` also when `clean` has one participant.
+    fn named_in(clean: &str, keypoint: &str) -> Option<String> {
+        Attribution::new(&Facts::from_text(clean), clean)?.name(keypoint)
+    }
+
     fn named(keypoint: &str) -> Option<String> {
-        name_the_speaker(keypoint, &Facts::from_text(CALL), CALL)
+        named_in(CALL, keypoint)
     }
 
     #[test]
@@ -151,17 +177,13 @@ mod tests {
         // Someone says "the speaker" (here a loudspeaker): a keypoint's bare phrase stays, a
         // half-written label is still named.
         let room = format!("{CALL}\nSpeaker00: The speaker in the waiting room is broken.");
-        let f = Facts::from_text(&room);
-        assert_eq!(name_the_speaker("The speaker in the waiting room is broken.", &f, &room), None);
+        assert_eq!(named_in(&room, "The speaker in the waiting room is broken."), None);
         assert_eq!(
-            name_the_speaker("The speaker01 books Friday at ten.", &f, &room).as_deref(),
+            named_in(&room, "The speaker01 books Friday at ten.").as_deref(),
             Some("Speaker01 books Friday at ten.")
         );
         // One participant: nothing to tell apart.
         let solo = "Speaker00: Hi, this is Tom from the garage, your car is ready.";
-        assert_eq!(
-            name_the_speaker("The speaker says the car is ready.", &Facts::from_text(solo), solo),
-            None
-        );
+        assert_eq!(named_in(solo, "The speaker says the car is ready."), None);
     }
 }

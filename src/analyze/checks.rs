@@ -13,6 +13,7 @@
 use std::collections::BTreeSet;
 use std::fmt;
 
+use super::attribute::Attribution;
 use super::facts::Facts;
 use super::schema::{
     ACTION_ITEMS_MAX, KEYPOINTS_MAX, KEYPOINTS_MIN, MONOLOGUE_TYPES, MULTI_PARTY_TYPES, MergeReply, Reply,
@@ -20,7 +21,7 @@ use super::schema::{
     constraints, keypoints_min,
 };
 use super::text::{STOPWORDS, content_words, overlap, sentences};
-use super::{attribute, commitments, quotes};
+use super::{commitments, quotes};
 use crate::model::ActionItem;
 
 /// A keypoint sharing this share of its content words with a summary sentence (or another
@@ -116,8 +117,7 @@ fn grounding(keypoint: &str, facts: &Facts) -> f64 {
     if facts.vocabulary.is_empty() {
         return 1.0;
     }
-    let labels: Vec<String> = facts.labels().iter().map(|l| l.to_lowercase()).collect();
-    let said = |w: &String| facts.says(w) || labels.contains(w);
+    let said = |w: &String| facts.says(w) || facts.is_label(w);
     let mut words = content_words(keypoint);
     words.retain(|w| said(w) || !REPORTING_WORDS.contains(&w.as_str()));
     if words.is_empty() {
@@ -766,12 +766,11 @@ fn echoes_prompt(keypoint: &str, facts: &Facts) -> bool {
     if keypoint.trim_start().to_lowercase().starts_with("transcript:") {
         return true;
     }
-    let labels: Vec<String> = facts.labels().iter().map(|l| l.to_lowercase()).collect();
     let words = |text: &str| -> Vec<String> {
         text.split(|c: char| !c.is_alphanumeric())
             .filter(|w| !w.is_empty())
             .map(str::to_lowercase)
-            .filter(|w| !labels.contains(w))
+            .filter(|w| !facts.is_label(w))
             .collect()
     };
     let prompt = words(&constraints(facts));
@@ -850,11 +849,12 @@ fn add_commitments(reviewed: &mut Reviewed, clean: &str) {
 }
 
 /// In a multi-party recording, keypoints about "the speaker" name who from the transcript
-/// ([`attribute::name_the_speaker`]), where the named keypoint still passes the rules and is
+/// ([`Attribution`]), where the named keypoint still passes the rules and is
 /// like no other (a label can make it repeat a summary sentence); otherwise they stay.
 fn name_speakers(reply: &mut Reply, facts: &Facts, clean: &str) {
+    let Some(attribution) = Attribution::new(facts, clean) else { return };
     for i in 0..reply.keypoints.len() {
-        let Some(named) = attribute::name_the_speaker(&reply.keypoints[i], facts, clean) else { continue };
+        let Some(named) = attribution.name(&reply.keypoints[i]) else { continue };
         let like_another = reply.keypoints.iter().enumerate().any(|(j, k)| j != i && alike(k, &named));
         if passes(&named, &reply.summary, facts) && !like_another {
             reply.keypoints[i] = named;

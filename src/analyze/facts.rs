@@ -120,6 +120,11 @@ impl Facts {
         self.vocabulary.contains(w) || self.vocabulary.contains(&format!("{w}s"))
     }
 
+    /// Whether the lower-cased word `w` is a participant's label ("speaker01", "alice").
+    pub fn is_label(&self, w: &str) -> bool {
+        self.speakers.iter().any(|s| s.label.to_lowercase() == w)
+    }
+
     /// Every label in the transcript (valid action-item owners).
     pub fn labels(&self) -> Vec<&str> {
         let mut l: Vec<&str> = self.speakers.iter().map(|s| s.label.as_str()).collect();
